@@ -1,0 +1,224 @@
+//! Client commands: each is one or two admin API calls and a printout.
+
+use crate::{Conn, DeployArgs};
+use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, Response};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+use tern_protocol::{ChangeReply, DeployReply, FunctionDetail, FunctionSummary, LogRecord};
+
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(conn: &Conn) -> anyhow::Result<Self> {
+        let token = match &conn.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = tern_gateway::token::token_path(&crate::default_data_dir());
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!("no admin token: pass --token or set TERN_TOKEN, or run where `tern up` wrote {}", path.display())
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Api { url: conn.url.trim_end_matches('/').to_string(), token, http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token)
+    }
+
+    /// Sends, and turns an error reply into an error with the server's message.
+    async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+        let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {} (is `tern up` running?)", self.url))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| body.trim().to_string());
+        bail!("{message} (HTTP {status})")
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
+        let resp = self.send(req).await?;
+        resp.json().await.context("the gateway sent a reply this tern cannot read (version mismatch?)")
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let api = Api::new(&args.conn)?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut query: Vec<(String, String)> = args.routes.iter().map(|r| ("route".to_string(), r.clone())).collect();
+    for e in &args.env {
+        if !e.contains('=') {
+            bail!("--env {e:?} must be KEY=VALUE");
+        }
+        query.push(("env".into(), e.clone()));
+    }
+    if let Some(m) = args.memory {
+        query.push(("memory_mib".into(), m.to_string()));
+    }
+    if let Some(t) = args.timeout {
+        query.push(("timeout_ms".into(), t.as_millis().max(1).to_string()));
+    }
+    eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
+    let req = api
+        .request(Method::POST, &format!("/functions/{}/versions", args.name))
+        .query(&query)
+        .header("content-type", "application/wasm")
+        .body(bytes);
+    eprintln!("Validating and compiling ...");
+    let reply: DeployReply = api.json(req).await?;
+    if args.json {
+        print_json(&reply.version)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v = &reply.version;
+    println!("Deployed {} version {} (sha256 {})", v.spec.name, v.number, &v.digest[..12]);
+    if v.spec.routes.is_empty() {
+        println!("  no routes; call it with: tern invoke {}", v.spec.name);
+    }
+    for r in &v.spec.routes {
+        println!("  {}{}", api.url, r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn size(n: usize) -> String {
+    if n >= 1 << 20 { format!("{:.1} MiB", n as f64 / (1 << 20) as f64) } else { format!("{:.1} KiB", n as f64 / 1024.0) }
+}
+
+pub async fn list(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let functions: Vec<FunctionSummary> = api.json(api.request(Method::GET, "/functions")).await?;
+    if json {
+        print_json(&functions)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if functions.is_empty() {
+        println!("no functions deployed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = functions.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    println!("{:width$}  {:>7}  {:6}  ROUTES", "NAME", "VERSION", "KIND");
+    for f in functions {
+        let kind = match f.world {
+            tern_protocol::World::Http => "http",
+            tern_protocol::World::Event => "event",
+        };
+        println!("{:width$}  {:>7}  {kind:6}  {}", f.name, f.active_version, f.routes.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let d: FunctionDetail = api.json(api.request(Method::GET, &format!("/functions/{name}"))).await?;
+    if json {
+        print_json(&d)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = &d.active.spec;
+    println!("name:     {}", d.name);
+    println!("version:  {} of {}", d.active_version, d.versions.len());
+    println!("digest:   sha256:{}", d.active.digest);
+    println!("routes:   {}", if s.routes.is_empty() { "-".into() } else { s.routes.join(" ") });
+    println!("memory:   {} MiB", s.memory_mib);
+    println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
+    if !s.env.is_empty() {
+        println!("config:   {}", s.env.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    println!("versions:");
+    for v in &d.versions {
+        let marker = if v.number == d.active_version { "*" } else { " " };
+        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(v.created_at_ms));
+        println!("  {marker} {:>3}  {at}  sha256:{}  {}", v.number, &v.digest[..12], v.spec.routes.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(conn: &Conn, name: &str) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let _: ChangeReply = api.json(api.request(Method::DELETE, &format!("/functions/{name}"))).await?;
+    println!("Deleted {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rollback(conn: &Conn, name: &str, to: Option<u64>) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let mut req = api.request(Method::POST, &format!("/functions/{name}/rollback"));
+    if let Some(v) = to {
+        req = req.query(&[("to", v.to_string())]);
+    }
+    let reply: ChangeReply = api.json(req).await?;
+    let active = reply.active_version.ok_or_else(|| anyhow!("the gateway did not say which version is active"))?;
+    println!("{name} is at version {active}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn invoke(conn: &Conn, name: &str, path: &str, data: Option<String>, method: Option<String>) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let method = match method {
+        Some(m) => Method::from_bytes(m.to_uppercase().as_bytes()).with_context(|| format!("{m:?} is not an HTTP method"))?,
+        None if data.is_some() => Method::POST,
+        None => Method::GET,
+    };
+    let mut req = api.request(method, &format!("/functions/{name}/invoke")).query(&[("path", path)]);
+    if let Some(d) = data {
+        req = req.body(d);
+    }
+    let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", api.url))?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    std::io::stdout().write_all(&body)?;
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("function answered HTTP {status}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub async fn logs(conn: &Conn, name: &str, follow: bool, tail: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let req = api
+        .request(Method::GET, &format!("/functions/{name}/logs"))
+        .query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
+    let resp = api.send(req).await?;
+    let mut stream = resp.bytes_stream();
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        pending.extend_from_slice(&chunk.context("the log stream broke off")?);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            if json {
+                out.write_all(&line)?;
+            } else if let Ok(r) = serde_json::from_slice::<LogRecord>(&line) {
+                let at = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
+                let stream = serde_json::to_value(r.stream)?.as_str().unwrap_or("").to_string();
+                writeln!(out, "{at} v{} {stream}: {}", r.version, r.line)?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

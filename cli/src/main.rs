@@ -1,0 +1,174 @@
+//! `tern`: runs the roles, and talks to a running gateway's admin API.
+
+mod client;
+mod up;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "Tern: a serverless platform for WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run gateway, scheduler and a worker in one process (embedded bus)
+    Up(up::UpArgs),
+    /// Deploy a component as a new immutable version of a function
+    Deploy(DeployArgs),
+    /// List functions
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a function's active version, settings and every version
+    Describe {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a function, its versions and routes
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Make an earlier version active again
+    Rollback {
+        name: String,
+        /// Version to activate (default: the one before the active one)
+        #[arg(long)]
+        to: Option<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Call a function directly, without going through its routes
+    Invoke {
+        name: String,
+        /// Path (and query) the function sees
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request body; with it the request is a POST unless --method says otherwise
+        #[arg(long)]
+        data: Option<String>,
+        /// HTTP method
+        #[arg(long)]
+        method: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a function's logs (stdout, stderr, and Tern's notes on failures)
+    Logs {
+        name: String,
+        /// Keep printing new lines until interrupted
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent lines to show first
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+        /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// Where the gateway is and how to authenticate to it.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// Gateway URL
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub url: String,
+    /// Admin token (default: read from the default data dir's admin-token file)
+    #[arg(long, env = "TERN_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// The component (.wasm) to deploy
+    pub file: PathBuf,
+    /// Function name
+    #[arg(long)]
+    pub name: String,
+    /// Route to serve, e.g. /hello, /users/:id, /static/* (repeatable)
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Config value visible to the function as an environment variable (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Memory limit in MiB
+    #[arg(long, value_name = "MiB")]
+    pub memory: Option<u32>,
+    /// Time limit per request, like 500ms, 2s, 1m
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Print the new version as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+/// The data dir used when none is given: `$TERN_DATA_DIR`, else
+/// `$XDG_DATA_HOME/tern`, else `~/.local/share/tern`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TERN_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("tern");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/tern")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Deploy(args) => client::deploy(args).await,
+            Command::List { conn, json } => client::list(&conn, json).await,
+            Command::Describe { name, conn, json } => client::describe(&conn, &name, json).await,
+            Command::Delete { name, conn } => client::delete(&conn, &name).await,
+            Command::Rollback { name, to, conn } => client::rollback(&conn, &name, to).await,
+            Command::Invoke { name, path, data, method, conn } => client::invoke(&conn, &name, &path, data, method).await,
+            Command::Logs { name, follow, tail, json, conn } => client::logs(&conn, &name, follow, tail, json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

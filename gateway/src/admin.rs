@@ -1,0 +1,254 @@
+//! The admin API, HTTP+JSON under `/api/v1/`, behind a bearer token.
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | GET | /api/v1/health | liveness, no token needed |
+//! | GET | /api/v1/functions | list |
+//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T | deploy (body: the component) |
+//! | GET | /api/v1/functions/{name} | describe |
+//! | DELETE | /api/v1/functions/{name} | delete |
+//! | POST | /api/v1/functions/{name}/rollback[?to=V] | rollback |
+//! | GET | /api/v1/functions/{name}/logs[?tail=N&follow=true] | logs as JSON lines |
+//! | any | /api/v1/functions/{name}/invoke[?path=P] | call the function directly |
+//!
+//! Errors are `{"error": {"kind": …, "message": …}}` with a matching status.
+
+use crate::{Body, Gateway, full, text};
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::{Frame as BodyFrame, Incoming};
+use serde::Serialize;
+use std::time::Duration;
+use tern_bus::Bus;
+use tern_protocol::subject::{self, SchedulerOp};
+use tern_protocol::{
+    ApiError, ChangeReply, DeployReply, DeployRequest, ErrorKind, Frame, FunctionDetail, FunctionSpec,
+    FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES, NameRequest, Reply, RollbackRequest,
+};
+
+/// Deploys compile the component; give them time.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Sends a control request to the scheduler and decodes its reply.
+pub(crate) async fn control<T: serde::de::DeserializeOwned>(bus: &dyn Bus, op: SchedulerOp, payload: Bytes) -> Reply<T> {
+    let msg = bus.request(&subject::scheduler(op), payload, CONTROL_TIMEOUT).await.map_err(|e| match e {
+        tern_bus::BusError::NoResponders(_) => ApiError::unavailable("the scheduler is not running"),
+        other => ApiError::unavailable(format!("the scheduler did not answer: {other}")),
+    })?;
+    Frame::<Reply<T>>::decode(msg.payload)
+        .map_err(|e| ApiError::internal(format!("malformed scheduler reply: {e}")))?
+        .header
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    let mut body = serde_json::to_vec_pretty(v).expect("serialise");
+    body.push(b'\n');
+    full(status, "application/json", body)
+}
+
+fn error(e: ApiError) -> Response<Body> {
+    let status = match e.kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json(status, &serde_json::json!({ "error": e }))
+}
+
+fn reply<T: Serialize>(status: StatusCode, r: Reply<T>) -> Response<Body> {
+    match r {
+        Ok(v) => json(status, &v),
+        Err(e) => error(e),
+    }
+}
+
+fn authorised(gw: &Gateway, req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| crate::token::matches(&gw.config.admin_token, t.trim()))
+}
+
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn parse_num<T: std::str::FromStr>(q: &[(String, String)], key: &str) -> Result<Option<T>, ApiError> {
+    param(q, key)
+        .map(|v| v.parse::<T>().map_err(|_| ApiError::bad_request(format!("{key}={v:?} is not a number"))))
+        .transpose()
+}
+
+pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').skip(3).collect(); // "", "api", "v1"
+    if segments.as_slice() == ["health"] {
+        return text(StatusCode::OK, "ok");
+    }
+    if !authorised(gw, &req) {
+        let mut r = error(ApiError::new(
+            ErrorKind::BadRequest,
+            "missing or wrong admin token: send `Authorization: Bearer <token>` (the token is in the data dir's admin-token file)",
+        ));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["functions"]) => {
+            reply(StatusCode::OK, control::<Vec<FunctionSummary>>(&*gw.bus, SchedulerOp::List, Bytes::from_static(b"{}")).await)
+        }
+        (Method::POST, ["functions", name, "versions"]) => {
+            let name = name.to_string();
+            match deploy(gw, name, req).await {
+                Ok(d) => json(StatusCode::CREATED, &d),
+                Err(e) => error(e),
+            }
+        }
+        (Method::GET, ["functions", name]) => {
+            let body = to_json(&NameRequest { name: name.to_string() });
+            reply(StatusCode::OK, control::<FunctionDetail>(&*gw.bus, SchedulerOp::Describe, body).await)
+        }
+        (Method::DELETE, ["functions", name]) => {
+            let body = to_json(&NameRequest { name: name.to_string() });
+            let r = control::<ChangeReply>(&*gw.bus, SchedulerOp::Delete, body).await;
+            if let Ok(c) = &r {
+                gw.apply_routes(&c.routes);
+            }
+            reply(StatusCode::OK, r)
+        }
+        (Method::POST, ["functions", name, "rollback"]) => {
+            let q = query(&req);
+            let to = match parse_num::<u64>(&q, "to") {
+                Ok(v) => v,
+                Err(e) => return error(e),
+            };
+            let body = to_json(&RollbackRequest { name: name.to_string(), to });
+            let r = control::<ChangeReply>(&*gw.bus, SchedulerOp::Rollback, body).await;
+            if let Ok(c) = &r {
+                gw.apply_routes(&c.routes);
+            }
+            reply(StatusCode::OK, r)
+        }
+        (Method::GET, ["functions", name, "logs"]) => logs(gw, name.to_string(), &query(&req)).await,
+        (_, ["functions", name, "invoke"]) => {
+            let name = name.to_string();
+            invoke(gw, name, req).await
+        }
+        _ => error(ApiError::not_found(format!("no admin endpoint {} {path}", req.method()))),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Bytes {
+    serde_json::to_vec(v).expect("serialise").into()
+}
+
+/// Builds the spec from the query string; the body is the component.
+async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<DeployReply, ApiError> {
+    let q = query(&req);
+    let mut spec = FunctionSpec::new(name);
+    for (k, v) in &q {
+        match k.as_str() {
+            "route" => spec.routes.push(v.clone()),
+            "env" => {
+                let (key, value) =
+                    v.split_once('=').ok_or_else(|| ApiError::bad_request(format!("env {v:?} must be KEY=VALUE")))?;
+                spec.env.insert(key.to_string(), value.to_string());
+            }
+            "memory_mib" | "timeout_ms" => {}
+            other => return Err(ApiError::bad_request(format!("unknown deploy parameter {other:?}"))),
+        }
+    }
+    if let Some(m) = parse_num::<u32>(&q, "memory_mib")? {
+        spec.memory_mib = m;
+    }
+    if let Some(t) = parse_num::<u64>(&q, "timeout_ms")? {
+        spec.timeout_ms = t;
+    }
+    // Checked here too, so a bad spec fails before a large upload is read.
+    spec.validate().map_err(ApiError::bad_request)?;
+    let component = Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::bad_request(format!("component is larger than the {MAX_COMPONENT_BYTES} byte limit"))
+        } else {
+            ApiError::bad_request(format!("could not read the upload: {e}"))
+        }
+    })?;
+    let payload = Frame::new(DeployRequest { spec }, component.to_bytes()).encode();
+    let reply: DeployReply = control(&*gw.bus, SchedulerOp::Deploy, payload).await?;
+    // Serve the new routes before answering, so the client's next request
+    // finds them even if the scheduler's push is still on its way.
+    gw.apply_routes(&reply.routes);
+    Ok(reply)
+}
+
+async fn invoke(gw: &Gateway, name: String, req: Request<Incoming>) -> Response<Body> {
+    let q = query(&req);
+    let path = param(&q, "path").unwrap_or("/").to_string();
+    if !path.starts_with('/') {
+        return error(ApiError::bad_request("path must start with '/'"));
+    }
+    let detail = match control::<FunctionDetail>(&*gw.bus, SchedulerOp::Describe, to_json(&NameRequest { name: name.clone() })).await {
+        Ok(d) => d,
+        Err(e) => return error(e),
+    };
+    // The function sees its own path, not the admin URL.
+    let mut req = req;
+    req.headers_mut().remove(http::header::AUTHORIZATION);
+    gw.invoke(&name, detail.active.spec.timeout_ms, path, req).await
+}
+
+/// Recent records as JSON lines; with `follow=true`, then every new one
+/// until the client goes away.
+async fn logs(gw: &Gateway, name: String, q: &[(String, String)]) -> Response<Body> {
+    let tail = match parse_num::<usize>(q, "tail") {
+        Ok(t) => t.unwrap_or(200),
+        Err(e) => return error(e),
+    };
+    let follow = matches!(param(q, "follow"), Some("true" | "1"));
+    // Subscribe before reading the backlog so nothing falls in between.
+    let live = if follow {
+        match gw.bus.subscribe(&subject::logs(&name)).await {
+            Ok(s) => Some(s),
+            Err(e) => return error(ApiError::unavailable(e.to_string())),
+        }
+    } else {
+        None
+    };
+    let recent = match control::<Vec<LogRecord>>(&*gw.bus, SchedulerOp::Logs, to_json(&LogsRequest { name, tail })).await {
+        Ok(r) => r,
+        Err(e) => return error(e),
+    };
+    let lines = |records: &[LogRecord]| -> Bytes {
+        let mut out = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut out, r).expect("serialise");
+            out.push(b'\n');
+        }
+        out.into()
+    };
+    let backlog = lines(&recent);
+    let Some(live) = live else {
+        return full(StatusCode::OK, "application/x-ndjson", backlog);
+    };
+    let updates = live.filter_map(move |msg| {
+        let chunk = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload).ok().map(|r| lines(&r));
+        async move { chunk }
+    });
+    let stream = futures::stream::once(async move { backlog })
+        .chain(updates)
+        .map(|b| Ok::<_, std::convert::Infallible>(BodyFrame::data(b)));
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
+    r
+}

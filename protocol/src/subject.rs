@@ -1,0 +1,126 @@
+//! Every subject name on the bus. Nothing else formats subjects.
+//!
+//! Function names are validated by [`crate::validate_function_name`] to be
+//! subject-safe tokens (no `.`, `*`, `>` or whitespace), so they can be
+//! embedded as one token.
+
+const PREFIX: &str = "tern.v1";
+
+/// Requests to invoke a function; its replicas share one queue group.
+pub fn invoke(function: &str) -> String {
+    format!("{PREFIX}.invoke.{function}")
+}
+
+/// The queue group every replica of a function joins on [`invoke`].
+pub fn invoke_queue_group(function: &str) -> String {
+    format!("replicas.{function}")
+}
+
+/// Control requests the scheduler answers (deploy, list, describe, …).
+pub fn scheduler(op: SchedulerOp) -> String {
+    format!("{PREFIX}.scheduler.{}", op.as_str())
+}
+
+/// The scheduler's operations, one subject each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulerOp {
+    Deploy,
+    List,
+    Describe,
+    Delete,
+    Rollback,
+    Logs,
+    Routes,
+}
+
+impl SchedulerOp {
+    pub const ALL: [SchedulerOp; 7] = [
+        SchedulerOp::Deploy,
+        SchedulerOp::List,
+        SchedulerOp::Describe,
+        SchedulerOp::Delete,
+        SchedulerOp::Rollback,
+        SchedulerOp::Logs,
+        SchedulerOp::Routes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerOp::Deploy => "deploy",
+            SchedulerOp::List => "list",
+            SchedulerOp::Describe => "describe",
+            SchedulerOp::Delete => "delete",
+            SchedulerOp::Rollback => "rollback",
+            SchedulerOp::Logs => "logs",
+            SchedulerOp::Routes => "routes",
+        }
+    }
+}
+
+/// The scheduler pushes every new route table here.
+pub fn routes_changed() -> String {
+    format!("{PREFIX}.routes.changed")
+}
+
+/// Workers announce themselves here (on start, and when asked to).
+pub fn node_announce() -> String {
+    format!("{PREFIX}.nodes.announce")
+}
+
+/// The scheduler asks every worker to announce itself (on its own start).
+pub fn node_discover() -> String {
+    format!("{PREFIX}.nodes.discover")
+}
+
+/// Commands to one worker: load or unload functions.
+pub fn worker_assign(node: &str) -> String {
+    format!("{PREFIX}.worker.{node}.assign")
+}
+
+pub fn worker_unassign(node: &str) -> String {
+    format!("{PREFIX}.worker.{node}.unassign")
+}
+
+/// Artifact fetch by digest, answered by the scheduler.
+pub fn artifact_get() -> String {
+    format!("{PREFIX}.artifacts.get")
+}
+
+/// Log records of one function, published by the workers that run it.
+pub fn logs(function: &str) -> String {
+    format!("{PREFIX}.logs.{function}")
+}
+
+/// Wildcard over every function's logs.
+pub fn logs_all() -> String {
+    format!("{PREFIX}.logs.>")
+}
+
+/// The function a [`logs`] subject belongs to.
+pub fn function_of_logs(subject: &str) -> Option<&str> {
+    subject.strip_prefix(PREFIX)?.strip_prefix(".logs.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_versioned_and_distinct() {
+        let all: Vec<String> = SchedulerOp::ALL.iter().map(|op| scheduler(*op)).collect();
+        for s in &all {
+            assert!(s.starts_with("tern.v1."), "{s}");
+        }
+        let mut dedup = all.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), all.len());
+        assert_eq!(invoke("hello"), "tern.v1.invoke.hello");
+    }
+
+    #[test]
+    fn logs_subject_round_trips() {
+        assert_eq!(function_of_logs(&logs("api")), Some("api"));
+        assert_eq!(function_of_logs("tern.v1.invoke.api"), None);
+    }
+}

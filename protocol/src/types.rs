@@ -1,0 +1,349 @@
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_MEMORY_MIB: u32 = 128;
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Largest memory a function may ask for: wasm32's whole address space.
+pub const MAX_MEMORY_MIB: u32 = 4096;
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Request and response bodies past this get 413 / 502.
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest component accepted by deploy.
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a user asks for on deploy. Immutable once stored as a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Config values, visible to the guest as `wasi:cli/environment`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_memory() -> u32 {
+    DEFAULT_MEMORY_MIB
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+impl FunctionSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        FunctionSpec {
+            name: name.into(),
+            routes: Vec::new(),
+            env: BTreeMap::new(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+
+    /// Checks everything that does not need the component or the registry.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_function_name(&self.name)?;
+        for r in &self.routes {
+            crate::route::RoutePattern::parse(r).map_err(|e| format!("route {r:?}: {e}"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.routes {
+            if !seen.insert(r) {
+                return Err(format!("route {r:?} is given twice"));
+            }
+        }
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            return Err(format!(
+                "memory limit {} MiB is out of range (1..={MAX_MEMORY_MIB} MiB)",
+                self.memory_mib
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!(
+                "timeout {} ms is out of range (1 ms ..= {} min)",
+                self.timeout_ms,
+                MAX_TIMEOUT_MS / 60_000
+            ));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("config key {k:?} is not valid (empty, or contains '=' or NUL)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names become one token of a bus subject and one segment of admin URLs.
+pub fn validate_function_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "function name {name:?} is not valid: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Which world a component exports; decided at deploy by inspecting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// `wasi:http/incoming-handler`
+    Http,
+    /// `tern:function/event-handler`
+    Event,
+}
+
+/// One immutable version of a function, as stored in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub number: u64,
+    /// sha256 of the component, hex.
+    pub digest: String,
+    pub size: u64,
+    pub world: World,
+    pub spec: FunctionSpec,
+    pub created_at_ms: u64,
+}
+
+/// A row of `tern list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSummary {
+    pub name: String,
+    pub active_version: u64,
+    pub latest_version: u64,
+    pub routes: Vec<String>,
+    pub digest: String,
+    pub world: World,
+}
+
+/// `tern describe`: the active version's settings and every version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionDetail {
+    pub name: String,
+    pub active_version: u64,
+    pub active: Version,
+    pub versions: Vec<Version>,
+}
+
+/// Deploy request header; the body of the frame is the component.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub spec: FunctionSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployReply {
+    pub version: Version,
+    /// The route table after the deploy, so the gateway that relayed the
+    /// deploy serves the new routes before it answers the client.
+    pub routes: RouteTable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub name: String,
+    /// None: the version before the active one.
+    pub to: Option<u64>,
+}
+
+/// Reply to delete and rollback: what is active now and the new routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeReply {
+    pub active_version: Option<u64>,
+    pub routes: RouteTable,
+}
+
+/// Every route the gateway serves, with a generation so that a late push
+/// never replaces a newer table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTable {
+    pub generation: u64,
+    pub routes: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub pattern: String,
+    pub function: String,
+    /// The gateway waits this long (plus a margin) for the reply.
+    pub timeout_ms: u64,
+}
+
+/// Header of an invoke request; the frame body is the HTTP request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub method: String,
+    /// Path and query exactly as the client sent them.
+    pub uri: String,
+    /// Header values that are not UTF-8 are dropped by the gateway.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Header of an invoke reply; the frame body is the HTTP response body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A worker is told to serve a function version (load it if needed, swap to
+/// it atomically if it serves another version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub function: String,
+    pub version: u64,
+    pub digest: String,
+    pub world: World,
+    pub env: BTreeMap<String, String>,
+    pub memory_mib: u32,
+    pub timeout_ms: u64,
+}
+
+impl Assign {
+    pub fn for_version(v: &Version) -> Self {
+        Assign {
+            function: v.spec.name.clone(),
+            version: v.number,
+            digest: v.digest.clone(),
+            world: v.world,
+            env: v.spec.env.clone(),
+            memory_mib: v.spec.memory_mib,
+            timeout_ms: v.spec.timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unassign {
+    pub function: String,
+}
+
+/// A worker's self-description, sent on start and when the scheduler asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAnnounce {
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactRequest {
+    pub digest: String,
+}
+
+/// One line a function wrote, or a line the platform wrote about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub function: String,
+    pub version: u64,
+    pub ts_ms: u64,
+    pub stream: LogStream,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Written by Tern: traps, timeouts, limits.
+    Tern,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub name: String,
+    /// At most this many of the newest records.
+    pub tail: usize,
+}
+
+/// The error half of every control reply, mapped to an HTTP status by the
+/// gateway and to an exit code by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { kind, message: message.into() }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, m)
+    }
+}
+
+/// Control replies are `Result`s serialised as JSON frame headers.
+pub type Reply<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_subject_safe() {
+        assert!(validate_function_name("hello-world_2").is_ok());
+        for bad in ["", "a.b", "a*", "a>", "A", "-x", "a b", &"x".repeat(64)] {
+            assert!(validate_function_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn spec_validation_names_the_problem() {
+        let mut s = FunctionSpec::new("f");
+        s.routes = vec!["/a".into(), "/a".into()];
+        assert!(s.validate().unwrap_err().contains("twice"));
+        s.routes = vec!["nope".into()];
+        assert!(s.validate().unwrap_err().contains("nope"));
+        s.routes = vec![];
+        s.memory_mib = 0;
+        assert!(s.validate().unwrap_err().contains("memory"));
+        s.memory_mib = 64;
+        s.timeout_ms = 0;
+        assert!(s.validate().unwrap_err().contains("timeout"));
+    }
+
+    #[test]
+    fn spec_defaults_apply_when_missing() {
+        let s: FunctionSpec = serde_json::from_str(r#"{"name":"f"}"#).unwrap();
+        assert_eq!(s.memory_mib, DEFAULT_MEMORY_MIB);
+        assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+}

@@ -1,0 +1,399 @@
+//! The registry: functions, immutable versions, artifacts by sha256, and the
+//! route index, in sled.
+//!
+//! Every change is one sled transaction across the trees it touches, flushed
+//! before it returns, so an acknowledged deploy survives a crash and a failed
+//! one leaves nothing half-written. Every method blocks: call them from
+//! `spawn_blocking`.
+//!
+//! Trees:
+//! - `functions`: name → [`FunctionRecord`]
+//! - `versions`: `name/<version, 20 digits>` → [`Version`]
+//! - `artifacts`: sha256 hex → component bytes
+//! - `routes`: pattern → function name (the active versions' routes)
+//! - `meta`: `routes_generation` → u64, bumped with every route change
+
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::path::Path;
+use tern_protocol::{FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, Version, World};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry storage failed: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("registry record {key:?} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FunctionRecord {
+    name: String,
+    active_version: u64,
+    latest_version: u64,
+}
+
+/// Errors raised inside a transaction abort it.
+type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
+
+fn abort<T>(e: RegistryError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<RegistryError>>) -> Result<T, RegistryError> {
+    r.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => RegistryError::Storage(e),
+    })
+}
+
+fn version_key(name: &str, version: u64) -> String {
+    format!("{name}/{version:020}")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("registry records serialise")
+}
+
+const GENERATION: &[u8] = b"routes_generation";
+
+pub struct Registry {
+    db: sled::Db,
+    functions: sled::Tree,
+    versions: sled::Tree,
+    artifacts: sled::Tree,
+    routes: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        let db = sled::Config::new().path(path).open()?;
+        Ok(Registry {
+            functions: db.open_tree("functions")?,
+            versions: db.open_tree("versions")?,
+            artifacts: db.open_tree("artifacts")?,
+            routes: db.open_tree("routes")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Records a new version and makes it active. `component` is stored
+    /// once per digest.
+    pub fn deploy(
+        &self,
+        spec: &FunctionSpec,
+        digest: &str,
+        world: World,
+        component: &[u8],
+        now_ms: u64,
+    ) -> Result<Version, RegistryError> {
+        let trees = (&self.functions, &self.versions, &self.artifacts, &self.routes, &self.meta);
+        let version = unwrap_tx(trees.transaction(|(functions, versions, artifacts, routes, meta)| {
+            let previous = match functions.get(spec.name.as_bytes())? {
+                Some(b) => Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?),
+                None => None,
+            };
+            let number = previous.as_ref().map_or(1, |p| p.latest_version + 1);
+            let version = Version {
+                number,
+                digest: digest.to_string(),
+                size: component.len() as u64,
+                world,
+                spec: spec.clone(),
+                created_at_ms: now_ms,
+            };
+            let active = match &previous {
+                Some(p) => Some(tx_version(versions, &spec.name, p.active_version)?),
+                None => None,
+            };
+            swap_routes(routes, meta, &spec.name, active.as_ref().map(|v| &v.spec.routes[..]), &spec.routes)?;
+            if artifacts.get(digest.as_bytes())?.is_none() {
+                artifacts.insert(digest.as_bytes(), component)?;
+            }
+            versions.insert(version_key(&spec.name, number).as_bytes(), encode(&version))?;
+            let record = FunctionRecord { name: spec.name.clone(), active_version: number, latest_version: number };
+            functions.insert(spec.name.as_bytes(), encode(&record))?;
+            Ok(version)
+        }))?;
+        self.db.flush()?;
+        Ok(version)
+    }
+
+    /// Points `name` at an earlier version (by default the one before the
+    /// active one). Returns the version now active.
+    pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
+        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
+            let mut record = tx_function(functions, name)?;
+            let active = tx_version(versions, name, record.active_version)?;
+            let target = match to {
+                Some(v) => v,
+                None if record.active_version > 1 => record.active_version - 1,
+                None => {
+                    return abort(RegistryError::NotFound(format!(
+                        "function {name:?} has no version before {}",
+                        record.active_version
+                    )));
+                }
+            };
+            let target = tx_version(versions, name, target)?;
+            swap_routes(routes, meta, name, Some(&active.spec.routes), &target.spec.routes)?;
+            record.active_version = target.number;
+            functions.insert(name.as_bytes(), encode(&record))?;
+            Ok(target)
+        }))?;
+        self.db.flush()?;
+        Ok(version)
+    }
+
+    /// Removes a function, all its versions and its routes. Artifacts no
+    /// other version uses are removed too.
+    pub fn delete(&self, name: &str) -> Result<(), RegistryError> {
+        let prefix = format!("{name}/");
+        let mut keys = Vec::new();
+        let mut digests = Vec::new();
+        for item in self.versions.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            digests.push(decode::<Version>(&k, &v)?.digest);
+            keys.push(k);
+        }
+        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
+            let record = tx_function(functions, name)?;
+            let active = tx_version(versions, name, record.active_version)?;
+            swap_routes(routes, meta, name, Some(&active.spec.routes), &[])?;
+            for k in &keys {
+                versions.remove(k)?;
+            }
+            functions.remove(name.as_bytes())?;
+            Ok(())
+        }))?;
+        digests.sort();
+        digests.dedup();
+        for d in digests {
+            if !self.digest_in_use(&d)? {
+                self.artifacts.remove(d.as_bytes())?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
+        for item in self.versions.iter() {
+            let (k, v) = item?;
+            if decode::<Version>(&k, &v)?.digest == digest {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn artifact(&self, digest: &str) -> Result<Option<sled::IVec>, RegistryError> {
+        Ok(self.artifacts.get(digest.as_bytes())?)
+    }
+
+    pub fn version(&self, name: &str, number: u64) -> Result<Version, RegistryError> {
+        let key = version_key(name, number);
+        match self.versions.get(key.as_bytes())? {
+            Some(b) => decode(key.as_bytes(), &b),
+            None => Err(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
+        }
+    }
+
+    fn record(&self, name: &str) -> Result<FunctionRecord, RegistryError> {
+        match self.functions.get(name.as_bytes())? {
+            Some(b) => decode(name.as_bytes(), &b),
+            None => Err(RegistryError::NotFound(format!("no function named {name:?}"))),
+        }
+    }
+
+    /// The active version of every function.
+    pub fn active_versions(&self) -> Result<Vec<Version>, RegistryError> {
+        let mut out = Vec::new();
+        for item in self.functions.iter() {
+            let (k, v) = item?;
+            let record: FunctionRecord = decode(&k, &v)?;
+            out.push(self.version(&record.name, record.active_version)?);
+        }
+        Ok(out)
+    }
+
+    pub fn list(&self) -> Result<Vec<FunctionSummary>, RegistryError> {
+        let mut out = Vec::new();
+        for item in self.functions.iter() {
+            let (k, v) = item?;
+            let r: FunctionRecord = decode(&k, &v)?;
+            let active = self.version(&r.name, r.active_version)?;
+            out.push(FunctionSummary {
+                name: r.name,
+                active_version: r.active_version,
+                latest_version: r.latest_version,
+                routes: active.spec.routes,
+                digest: active.digest,
+                world: active.world,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn describe(&self, name: &str) -> Result<FunctionDetail, RegistryError> {
+        let r = self.record(name)?;
+        let mut versions = Vec::new();
+        for item in self.versions.scan_prefix(format!("{name}/").as_bytes()) {
+            let (k, v) = item?;
+            versions.push(decode::<Version>(&k, &v)?);
+        }
+        let active = self.version(name, r.active_version)?;
+        Ok(FunctionDetail { name: r.name, active_version: r.active_version, active, versions })
+    }
+
+    /// The route table, built from the route index and the active versions.
+    pub fn route_table(&self) -> Result<RouteTable, RegistryError> {
+        let generation = match self.meta.get(GENERATION)? {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        let mut routes = Vec::new();
+        for item in self.routes.iter() {
+            let (k, v) = item?;
+            let pattern = String::from_utf8_lossy(&k).into_owned();
+            let function = String::from_utf8_lossy(&v).into_owned();
+            let active = self.version(&function, self.record(&function)?.active_version)?;
+            routes.push(RouteEntry { pattern, function, timeout_ms: active.spec.timeout_ms });
+        }
+        Ok(RouteTable { generation, routes })
+    }
+}
+
+fn tx_function(functions: &TransactionalTree, name: &str) -> TxResult<FunctionRecord> {
+    match functions.get(name.as_bytes())? {
+        Some(b) => decode(name.as_bytes(), &b).or_else(abort),
+        None => abort(RegistryError::NotFound(format!("no function named {name:?}"))),
+    }
+}
+
+fn tx_version(versions: &TransactionalTree, name: &str, number: u64) -> TxResult<Version> {
+    let key = version_key(name, number);
+    match versions.get(key.as_bytes())? {
+        Some(b) => decode(key.as_bytes(), &b).or_else(abort),
+        None => abort(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
+    }
+}
+
+/// Moves `name` from its `old` routes to `new` ones, refusing any route
+/// another function owns, and bumps the route generation.
+fn swap_routes(
+    routes: &TransactionalTree,
+    meta: &TransactionalTree,
+    name: &str,
+    old: Option<&[String]>,
+    new: &[String],
+) -> TxResult<()> {
+    for r in new {
+        if let Some(owner) = routes.get(r.as_bytes())? {
+            if owner.as_ref() != name.as_bytes() {
+                return abort(RegistryError::Conflict(format!(
+                    "route {r:?} belongs to function {:?}; delete it or choose another route",
+                    String::from_utf8_lossy(&owner)
+                )));
+            }
+        }
+    }
+    for r in old.unwrap_or(&[]) {
+        routes.remove(r.as_bytes())?;
+    }
+    for r in new {
+        routes.insert(r.as_bytes(), name.as_bytes())?;
+    }
+    let generation = match meta.get(GENERATION)? {
+        Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+        None => 0,
+    };
+    meta.insert(GENERATION, &(generation + 1).to_be_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, routes: &[&str]) -> FunctionSpec {
+        let mut s = FunctionSpec::new(name);
+        s.routes = routes.iter().map(|r| r.to_string()).collect();
+        s
+    }
+
+    fn open() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("db")).unwrap();
+        (dir, reg)
+    }
+
+    #[test]
+    fn versions_are_immutable_and_numbered() {
+        let (_d, reg) = open();
+        let v1 = reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
+        let v2 = reg.deploy(&spec("f", &["/b"]), "d2", World::Http, b"two", 2).unwrap();
+        assert_eq!((v1.number, v2.number), (1, 2));
+        let table = reg.route_table().unwrap();
+        assert_eq!(table.routes.iter().map(|r| r.pattern.as_str()).collect::<Vec<_>>(), ["/b"]);
+        let back = reg.rollback("f", None).unwrap();
+        assert_eq!(back.number, 1);
+        assert_eq!(reg.route_table().unwrap().routes[0].pattern, "/a");
+        assert!(reg.route_table().unwrap().generation > table.generation);
+        assert_eq!(reg.describe("f").unwrap().versions.len(), 2);
+        assert_eq!(reg.version("f", 2).unwrap().digest, "d2");
+    }
+
+    #[test]
+    fn route_conflict_leaves_everything_as_it_was() {
+        let (_d, reg) = open();
+        reg.deploy(&spec("a", &["/x"]), "da", World::Http, b"a", 1).unwrap();
+        let before = reg.route_table().unwrap();
+        let err = reg.deploy(&spec("b", &["/y", "/x"]), "db", World::Http, b"b", 2).unwrap_err();
+        assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+        assert_eq!(reg.route_table().unwrap(), before);
+        assert!(reg.artifact("db").unwrap().is_none(), "aborted deploy stored its artifact");
+        assert!(matches!(reg.describe("b"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn delete_frees_routes_and_unshared_artifacts() {
+        let (_d, reg) = open();
+        reg.deploy(&spec("a", &["/x"]), "shared", World::Http, b"s", 1).unwrap();
+        reg.deploy(&spec("b", &["/y"]), "shared", World::Http, b"s", 1).unwrap();
+        reg.deploy(&spec("b", &["/y"]), "own", World::Http, b"o", 1).unwrap();
+        reg.delete("b").unwrap();
+        assert!(reg.artifact("shared").unwrap().is_some());
+        assert!(reg.artifact("own").unwrap().is_none());
+        reg.deploy(&spec("c", &["/y"]), "c", World::Http, b"c", 1).unwrap();
+        assert!(matches!(reg.delete("nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let reg = Registry::open(&dir.path().join("db")).unwrap();
+            reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
+        }
+        let reg = Registry::open(&dir.path().join("db")).unwrap();
+        assert_eq!(reg.list().unwrap().len(), 1);
+        assert_eq!(&reg.artifact("d1").unwrap().unwrap()[..], b"one");
+    }
+}
