@@ -51,22 +51,36 @@ impl RoutePattern {
 
     /// Whether `path` (without query) matches this pattern.
     pub fn matches(&self, path: &str) -> bool {
+        self.captures(path).is_some()
+    }
+
+    /// The `:param` values (and `*` as the rest of the path) if `path`
+    /// matches.
+    pub fn captures<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
         let mut parts = path.split('/').filter(|s| !s.is_empty());
+        let mut out = Vec::new();
         for seg in &self.segments {
             match seg {
-                Segment::Wildcard => return true,
+                Segment::Wildcard => {
+                    // The rest of the path as the client sent it.
+                    let rest = match parts.next() {
+                        Some(first) => {
+                            let start = first.as_ptr() as usize - path.as_ptr() as usize;
+                            path[start..].trim_end_matches('/')
+                        }
+                        None => "",
+                    };
+                    out.push(("*", rest));
+                    return Some(out);
+                }
                 Segment::Literal(l) => match parts.next() {
                     Some(p) if p == l => {}
-                    _ => return false,
+                    _ => return None,
                 },
-                Segment::Param(_) => {
-                    if parts.next().is_none() {
-                        return false;
-                    }
-                }
+                Segment::Param(name) => out.push((name.as_str(), parts.next()?)),
             }
         }
-        parts.next().is_none()
+        parts.next().is_none().then_some(out)
     }
 
     /// Orders two patterns that both match one path: the greater is more
@@ -121,6 +135,14 @@ mod tests {
         assert!(p("/*").matches("/anything/at/all"));
         assert!(p("/").matches("/"));
         assert!(!p("/").matches("/x"));
+    }
+
+    #[test]
+    fn captures_params_and_rest() {
+        assert_eq!(p("/u/:id/p/:post").captures("/u/7/p/x"), Some(vec![("id", "7"), ("post", "x")]));
+        assert_eq!(p("/files/*").captures("/files/a/b.txt"), Some(vec![("*", "a/b.txt")]));
+        assert_eq!(p("/files/*").captures("/files"), Some(vec![("*", "")]));
+        assert_eq!(p("/u/:id").captures("/v/7"), None);
     }
 
     #[test]

@@ -238,8 +238,17 @@ impl HttpFunction {
     }
 }
 
+/// Lines of trap detail (backtrace) kept in the log: a stack overflow's
+/// backtrace is thousands of identical frames.
+const DETAIL_LINES: usize = 24;
+
 fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Failure, Option<String>) {
-    let detail = Some(format!("{e:?}"));
+    let full = format!("{e:?}");
+    let mut detail: String = full.lines().take(DETAIL_LINES).collect::<Vec<_>>().join("\n");
+    if full.lines().count() > DETAIL_LINES {
+        detail.push_str(&format!("\n    … (backtrace cut; cause: {})", e.root_cause()));
+    }
+    let detail = Some(detail);
     let failure = match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Timeout(f.timeout),
         Some(Trap::StackOverflow) => Failure::StackOverflow,

@@ -1,0 +1,124 @@
+//! Write Tern functions in Rust.
+//!
+//! An HTTP function is a plain `wasi:http/proxy` component; this crate only
+//! makes it short to write, with the `http` crate's request and response
+//! types:
+//!
+//! ```ignore
+//! use tern_sdk::{Request, Response};
+//!
+//! fn handle(req: Request) -> Response {
+//!     tern_sdk::text(200, format!("hello from {}\n", req.uri().path()))
+//! }
+//!
+//! tern_sdk::http_function!(handle);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2 --release` as a `cdylib`,
+//! and deploy the `.wasm` with `tern deploy`.
+//!
+//! For several routes in one function, [`Router`] matches paths with the same
+//! rules as the gateway (`:param`, trailing `*`, most specific wins).
+
+pub use http;
+pub use wasi;
+
+mod router;
+mod serve;
+
+pub use router::{Params, Router};
+
+/// A request with its whole body read.
+pub type Request = http::Request<Vec<u8>>;
+/// A response with its whole body.
+pub type Response = http::Response<Vec<u8>>;
+
+/// What a handler may return.
+pub trait IntoResponse {
+    fn into_response(self) -> Response;
+}
+
+impl IntoResponse for Response {
+    fn into_response(self) -> Response {
+        self
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        text(200, self)
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        text(200, self)
+    }
+}
+
+/// An error becomes a 500 with its message (and a line on stderr, which
+/// lands in `tern logs`).
+impl<T: IntoResponse, E: std::fmt::Display> IntoResponse for Result<T, E> {
+    fn into_response(self) -> Response {
+        match self {
+            Ok(r) => r.into_response(),
+            Err(e) => {
+                eprintln!("handler error: {e}");
+                text(500, format!("{e}\n"))
+            }
+        }
+    }
+}
+
+/// A `text/plain` response.
+pub fn text(status: u16, body: impl Into<String>) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body.into().into_bytes())
+        .expect("static header is valid")
+}
+
+/// An `application/json` response.
+#[cfg(feature = "json")]
+pub fn json<T: serde::Serialize>(status: u16, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(body)
+            .expect("static header is valid"),
+        Err(e) => text(500, format!("could not serialise response: {e}\n")),
+    }
+}
+
+/// Parses a JSON request body, or explains in a 400 why it could not.
+#[cfg(feature = "json")]
+pub fn parse_json<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Response> {
+    serde_json::from_slice(req.body()).map_err(|e| text(400, format!("invalid JSON body: {e}\n")))
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::serve::serve;
+}
+
+/// Exports `handler` (a `fn(Request) -> impl IntoResponse`) as the
+/// component's `wasi:http/incoming-handler`.
+#[macro_export]
+macro_rules! http_function {
+    ($handler:path) => {
+        struct __TernHttpFunction;
+
+        impl $crate::wasi::exports::http::incoming_handler::Guest for __TernHttpFunction {
+            fn handle(
+                request: $crate::wasi::http::types::IncomingRequest,
+                out: $crate::wasi::http::types::ResponseOutparam,
+            ) {
+                $crate::__private::serve(request, out, $handler)
+            }
+        }
+
+        $crate::wasi::http::proxy::export!(__TernHttpFunction with_types_in $crate::wasi);
+    };
+}
