@@ -29,6 +29,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn,sled=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let data_dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;

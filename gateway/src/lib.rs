@@ -118,8 +118,9 @@ impl Gateway {
                 }
             };
             let _ = stream.set_nodelay(true);
-            // hyper needs at least 8 KiB of read buffer; the head must fit in it.
-            let max_buf = self.config.header_limit.max(8192);
+            // A backstop only (hyper may read past it); `handle` enforces
+            // the exact limit. hyper needs at least 8 KiB.
+            let max_buf = (self.config.header_limit + 16 * 1024).max(8192);
             let me = self.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -140,6 +141,15 @@ impl Gateway {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+        // hyper's read buffer bounds the head only roughly; this is the limit.
+        let head_size = req.uri().to_string().len()
+            + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+        if head_size > self.config.header_limit {
+            return text(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("request headers are larger than the {} byte limit", self.config.header_limit),
+            );
+        }
         let path = req.uri().path();
         if path == "/api/v1" || path.starts_with("/api/v1/") {
             return admin::handle(&self, req).await;

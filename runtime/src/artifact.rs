@@ -121,13 +121,21 @@ impl ArtifactCache {
         }
     }
 
-    /// Compiles `bytes` (already known to be `digest`) unless cached. Blocking.
+    /// Compiles `bytes` (already known to be `digest`) unless cached, and
+    /// caches the result. Blocking.
     pub(crate) fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
         if let Some(c) = self.get(digest) {
             return Ok(c);
         }
-        let c = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let c = self.compile_uncached(digest, bytes)?;
         self.put(digest, &c);
+        Ok(c)
+    }
+
+    fn compile_uncached(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+        let started = std::time::Instant::now();
+        let c = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        tracing::info!(digest, ms = started.elapsed().as_millis() as u64, "compiled component");
         Ok(c)
     }
 
@@ -178,11 +186,18 @@ pub(crate) fn validate_blocking(
 ) -> Result<World, ValidateError> {
     check_header(bytes)?;
     let digest = digest_of(bytes);
-    let component = cache.compile(&digest, bytes).map_err(ValidateError::Invalid)?;
+    let (component, cached) = match cache.get(&digest) {
+        Some(c) => (c, true),
+        None => (cache.compile_uncached(&digest, bytes).map_err(ValidateError::Invalid)?, false),
+    };
     let world = world_of(engine, &component)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| ValidateError::Imports(format!("{e:#}")))?;
     if world == World::Http {
         ProxyPre::new(pre).map_err(|e| ValidateError::Invalid(format!("{e:#}")))?;
+    }
+    // Only components that passed every check take space in the cache.
+    if !cached {
+        cache.put(&digest, &component);
     }
     Ok(world)
 }
