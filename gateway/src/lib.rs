@@ -142,7 +142,7 @@ impl Gateway {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         // hyper's read buffer bounds the head only roughly; this is the limit.
-        let head_size = req.uri().to_string().len()
+        let head_size = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
             + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
         if head_size > self.config.header_limit {
             return text(

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Warm HTTP requests/s and latency of the hello example: `tern up` (embedded
+# mode: gateway -> in-process bus -> worker) beside `wasmtime serve -S cli`
+# 48.0.8 serving the same component, with wrk at c=1 and c=64, in one run.
+#
+#   bench/http.sh                 # 10 s per measurement
+#   DURATION=30s bench/http.sh
+#
+# Prints a Markdown table for BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+TERN_ADDR=127.0.0.1:18190
+WT_ADDR=127.0.0.1:18191
+
+need() { command -v "$1" >/dev/null || { echo "installing $2"; apt-get install -y "$2" >/dev/null; }; }
+need wrk wrk
+if ! wasmtime --version 2>/dev/null | grep -q '48.0.8'; then
+  echo "installing wasmtime-cli 48.0.8 (compiles for a while)"
+  cargo install wasmtime-cli@48.0.8 --locked
+fi
+rustup target add wasm32-wasip2 >/dev/null
+cargo build --release -p tern-cli
+cargo build --target wasm32-wasip2 --profile guest -p hello
+WASM=target/wasm32-wasip2/guest/hello.wasm
+TERN=target/release/tern
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+RUST_LOG=warn $TERN up --listen $TERN_ADDR --data-dir "$tmp/tern" > "$tmp/tern.out" 2> "$tmp/tern.err" &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q "tern is up" "$tmp/tern.out" 2>/dev/null && break; sleep 0.1; done
+TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
+  $TERN deploy $WASM --name hello --route /hello > /dev/null 2>&1
+
+wasmtime serve -S cli --addr $WT_ADDR $WASM > /dev/null 2> "$tmp/wasmtime.err" &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://$WT_ADDR/hello > /dev/null && break; sleep 0.1; done
+
+[ "$(curl -s http://$TERN_ADDR/hello)" = "Hello, world!" ] || { echo "tern does not serve hello"; exit 1; }
+[ "$(curl -s http://$WT_ADDR/hello)" = "Hello, world!" ] || { echo "wasmtime serve does not serve hello"; exit 1; }
+
+# wrk's "Requests/sec" and its 50%/99% latency lines.
+measure() { # name url conns
+  local threads=$(( $3 > 1 ? 2 : 1 ))
+  local out
+  out=$(wrk -t"$threads" -c"$3" -d"$DURATION" --latency "$2")
+  local rps p50 p99 errors
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx or 3xx/ {print $NF}' <<<"$out")
+  printf '%s %s %s %s %s %s\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-0}"
+}
+
+# Warm both (instance slots, caches) before measuring.
+wrk -t2 -c64 -d2s http://$TERN_ADDR/hello > /dev/null
+wrk -t2 -c64 -d2s http://$WT_ADDR/hello > /dev/null
+
+results=()
+for c in 1 64; do
+  results+=("$(measure tern "http://$TERN_ADDR/hello" $c)")
+  results+=("$(measure wasmtime-serve "http://$WT_ADDR/hello" $c)")
+done
+
+echo
+echo "hello example, wrk $DURATION per row, $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
+echo
+echo "| server | conns | requests/s | p50 | p99 | non-2xx | vs wasmtime serve |"
+echo "|---|---|---|---|---|---|---|"
+for c in 1 64; do
+  base=$(printf '%s\n' "${results[@]}" | awk -v c=$c '$1=="wasmtime-serve" && $2==c {print $3}')
+  printf '%s\n' "${results[@]}" | awk -v c=$c -v base="$base" \
+    '$2==c {printf "| %s | %s | %.0f | %s | %s | %s | %.2fx |\n", $1, $2, $3, $4, $5, $6, $3/base}'
+done
