@@ -2,6 +2,9 @@
 # Warm HTTP requests/s and latency of the hello example: `tern up` (embedded
 # mode: gateway -> in-process bus -> worker) beside `wasmtime serve -S cli`
 # 48.0.8 serving the same component, with wrk at c=1 and c=64, in one run.
+# The ratio is against default `wasmtime serve`; a second wasmtime row uses
+# the same keep-resident settings as Tern (wasmtime's CLI has no switch for
+# PAGEMAP_SCAN, which Tern also enables).
 #
 #   bench/http.sh                 # 10 s per measurement
 #   DURATION=30s bench/http.sh
@@ -12,6 +15,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 TERN_ADDR=127.0.0.1:18190
 WT_ADDR=127.0.0.1:18191
+WT_TUNED_ADDR=127.0.0.1:18192
 
 need() { command -v "$1" >/dev/null || { echo "installing $2"; apt-get install -y "$2" >/dev/null; }; }
 need wrk wrk
@@ -38,10 +42,17 @@ TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
 
 wasmtime serve -S cli --addr $WT_ADDR $WASM > /dev/null 2> "$tmp/wasmtime.err" &
 pids+=($!)
-for _ in $(seq 1 100); do curl -sf http://$WT_ADDR/hello > /dev/null && break; sleep 0.1; done
+wasmtime serve -S cli --addr $WT_TUNED_ADDR -O pooling-allocator=y \
+  -O pooling-memory-keep-resident=$((2 << 20)) -O pooling-table-keep-resident=$((64 << 10)) \
+  $WASM > /dev/null 2> "$tmp/wasmtime-tuned.err" &
+pids+=($!)
+for addr in $WT_ADDR $WT_TUNED_ADDR; do
+  for _ in $(seq 1 100); do curl -sf http://$addr/hello > /dev/null && break; sleep 0.1; done
+done
 
 [ "$(curl -s http://$TERN_ADDR/hello)" = "Hello, world!" ] || { echo "tern does not serve hello"; exit 1; }
 [ "$(curl -s http://$WT_ADDR/hello)" = "Hello, world!" ] || { echo "wasmtime serve does not serve hello"; exit 1; }
+[ "$(curl -s http://$WT_TUNED_ADDR/hello)" = "Hello, world!" ] || { echo "tuned wasmtime serve does not serve hello"; exit 1; }
 
 # wrk's "Requests/sec" and its 50%/99% latency lines.
 measure() { # name url conns
@@ -59,11 +70,13 @@ measure() { # name url conns
 # Warm both (instance slots, caches) before measuring.
 wrk -t2 -c64 -d2s http://$TERN_ADDR/hello > /dev/null
 wrk -t2 -c64 -d2s http://$WT_ADDR/hello > /dev/null
+wrk -t2 -c64 -d2s http://$WT_TUNED_ADDR/hello > /dev/null
 
 results=()
 for c in 1 64; do
   results+=("$(measure tern "http://$TERN_ADDR/hello" $c)")
   results+=("$(measure wasmtime-serve "http://$WT_ADDR/hello" $c)")
+  results+=("$(measure wasmtime-serve-tuned "http://$WT_TUNED_ADDR/hello" $c)")
 done
 
 echo

@@ -29,17 +29,30 @@ impl Api {
                     .to_string()
             }
         };
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
-        Ok(Api { url: conn.url.trim_end_matches('/').to_string(), token, http })
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Api {
+            url: conn.url.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token)
+        self.http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
     }
 
     /// Sends, and turns an error reply into an error with the server's message.
     async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {} (is `tern up` running?)", self.url))?;
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the gateway at {} (is `tern up` running?)",
+                self.url
+            )
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -54,7 +67,9 @@ impl Api {
 
     async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
         let resp = self.send(req).await?;
-        resp.json().await.context("the gateway sent a reply this tern cannot read (version mismatch?)")
+        resp.json()
+            .await
+            .context("the gateway sent a reply this tern cannot read (version mismatch?)")
     }
 }
 
@@ -65,8 +80,13 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.conn)?;
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut query: Vec<(String, String)> = args.routes.iter().map(|r| ("route".to_string(), r.clone())).collect();
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut query: Vec<(String, String)> = args
+        .routes
+        .iter()
+        .map(|r| ("route".to_string(), r.clone()))
+        .collect();
     for e in &args.env {
         if !e.contains('=') {
             bail!("--env {e:?} must be KEY=VALUE");
@@ -79,7 +99,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.timeout {
         query.push(("timeout_ms".into(), t.as_millis().max(1).to_string()));
     }
-    eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
+    eprintln!(
+        "Uploading {} ({}) to {} ...",
+        args.file.display(),
+        size(bytes.len()),
+        api.url
+    );
     let req = api
         .request(Method::POST, &format!("/functions/{}/versions", args.name))
         .query(&query)
@@ -92,7 +117,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let v = &reply.version;
-    println!("Deployed {} version {} (sha256 {})", v.spec.name, v.number, &v.digest[..12]);
+    println!(
+        "Deployed {} version {} (sha256 {})",
+        v.spec.name,
+        v.number,
+        &v.digest[..12]
+    );
     if v.spec.routes.is_empty() {
         println!("  no routes; call it with: tern invoke {}", v.spec.name);
     }
@@ -103,7 +133,11 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn size(n: usize) -> String {
-    if n >= 1 << 20 { format!("{:.1} MiB", n as f64 / (1 << 20) as f64) } else { format!("{:.1} KiB", n as f64 / 1024.0) }
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }
 
 pub async fn list(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
@@ -117,21 +151,33 @@ pub async fn list(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         println!("no functions deployed");
         return Ok(ExitCode::SUCCESS);
     }
-    let width = functions.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
+    let width = functions
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!("{:width$}  {:>7}  {:6}  ROUTES", "NAME", "VERSION", "KIND");
     for f in functions {
         let kind = match f.world {
             tern_protocol::World::Http => "http",
             tern_protocol::World::Event => "event",
         };
-        println!("{:width$}  {:>7}  {kind:6}  {}", f.name, f.active_version, f.routes.join(" "));
+        println!(
+            "{:width$}  {:>7}  {kind:6}  {}",
+            f.name,
+            f.active_version,
+            f.routes.join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
-    let d: FunctionDetail = api.json(api.request(Method::GET, &format!("/functions/{name}"))).await?;
+    let d: FunctionDetail = api
+        .json(api.request(Method::GET, &format!("/functions/{name}")))
+        .await?;
     if json {
         print_json(&d)?;
         return Ok(ExitCode::SUCCESS);
@@ -140,24 +186,49 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     println!("name:     {}", d.name);
     println!("version:  {} of {}", d.active_version, d.versions.len());
     println!("digest:   sha256:{}", d.active.digest);
-    println!("routes:   {}", if s.routes.is_empty() { "-".into() } else { s.routes.join(" ") });
+    println!(
+        "routes:   {}",
+        if s.routes.is_empty() {
+            "-".into()
+        } else {
+            s.routes.join(" ")
+        }
+    );
     println!("memory:   {} MiB", s.memory_mib);
-    println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
+    println!(
+        "timeout:  {}",
+        humantime::format_duration(Duration::from_millis(s.timeout_ms))
+    );
     if !s.env.is_empty() {
-        println!("config:   {}", s.env.keys().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "config:   {}",
+            s.env.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     println!("versions:");
     for v in &d.versions {
-        let marker = if v.number == d.active_version { "*" } else { " " };
-        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(v.created_at_ms));
-        println!("  {marker} {:>3}  {at}  sha256:{}  {}", v.number, &v.digest[..12], v.spec.routes.join(" "));
+        let marker = if v.number == d.active_version {
+            "*"
+        } else {
+            " "
+        };
+        let at =
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(v.created_at_ms));
+        println!(
+            "  {marker} {:>3}  {at}  sha256:{}  {}",
+            v.number,
+            &v.digest[..12],
+            v.spec.routes.join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn delete(conn: &Conn, name: &str) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
-    let _: ChangeReply = api.json(api.request(Method::DELETE, &format!("/functions/{name}"))).await?;
+    let _: ChangeReply = api
+        .json(api.request(Method::DELETE, &format!("/functions/{name}")))
+        .await?;
     println!("Deleted {name}");
     Ok(ExitCode::SUCCESS)
 }
@@ -169,23 +240,37 @@ pub async fn rollback(conn: &Conn, name: &str, to: Option<u64>) -> anyhow::Resul
         req = req.query(&[("to", v.to_string())]);
     }
     let reply: ChangeReply = api.json(req).await?;
-    let active = reply.active_version.ok_or_else(|| anyhow!("the gateway did not say which version is active"))?;
+    let active = reply
+        .active_version
+        .ok_or_else(|| anyhow!("the gateway did not say which version is active"))?;
     println!("{name} is at version {active}");
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn invoke(conn: &Conn, name: &str, path: &str, data: Option<String>, method: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn invoke(
+    conn: &Conn,
+    name: &str,
+    path: &str,
+    data: Option<String>,
+    method: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
     let method = match method {
-        Some(m) => Method::from_bytes(m.to_uppercase().as_bytes()).with_context(|| format!("{m:?} is not an HTTP method"))?,
+        Some(m) => Method::from_bytes(m.to_uppercase().as_bytes())
+            .with_context(|| format!("{m:?} is not an HTTP method"))?,
         None if data.is_some() => Method::POST,
         None => Method::GET,
     };
-    let mut req = api.request(method, &format!("/functions/{name}/invoke")).query(&[("path", path)]);
+    let mut req = api
+        .request(method, &format!("/functions/{name}/invoke"))
+        .query(&[("path", path)]);
     if let Some(d) = data {
         req = req.body(d);
     }
-    let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", api.url))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}", api.url))?;
     let status = resp.status();
     let body = resp.bytes().await?;
     std::io::stdout().write_all(&body)?;
@@ -197,7 +282,13 @@ pub async fn invoke(conn: &Conn, name: &str, path: &str, data: Option<String>, m
     }
 }
 
-pub async fn logs(conn: &Conn, name: &str, follow: bool, tail: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn logs(
+    conn: &Conn,
+    name: &str,
+    follow: bool,
+    tail: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
     let req = api
         .request(Method::GET, &format!("/functions/{name}/logs"))
@@ -213,8 +304,12 @@ pub async fn logs(conn: &Conn, name: &str, follow: bool, tail: usize, json: bool
             if json {
                 out.write_all(&line)?;
             } else if let Ok(r) = serde_json::from_slice::<LogRecord>(&line) {
-                let at = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
-                let stream = serde_json::to_value(r.stream)?.as_str().unwrap_or("").to_string();
+                let at =
+                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
+                let stream = serde_json::to_value(r.stream)?
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
                 writeln!(out, "{at} v{} {stream}: {}", r.version, r.line)?;
             }
             out.flush()?;

@@ -8,8 +8,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+// A request allocates and frees many small objects across threads (hyper,
+// the bus, wasmtime's store and instance); glibc malloc was ~8% of a hello
+// request's CPU. See BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
-#[command(name = "tern", version, about = "Tern: a serverless platform for WebAssembly components")]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern: a serverless platform for WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +99,12 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct Conn {
     /// Gateway URL
-    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "TERN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub url: String,
     /// Admin token (default: read from the default data dir's admin-token file)
     #[arg(long, env = "TERN_TOKEN", hide_env_values = true, global = true)]
@@ -123,7 +138,8 @@ pub struct DeployArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
     if d.is_zero() {
         return Err("must be more than zero".into());
     }
@@ -139,13 +155,18 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("tern");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/tern")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -160,8 +181,20 @@ fn main() -> ExitCode {
             Command::Describe { name, conn, json } => client::describe(&conn, &name, json).await,
             Command::Delete { name, conn } => client::delete(&conn, &name).await,
             Command::Rollback { name, to, conn } => client::rollback(&conn, &name, to).await,
-            Command::Invoke { name, path, data, method, conn } => client::invoke(&conn, &name, &path, data, method).await,
-            Command::Logs { name, follow, tail, json, conn } => client::logs(&conn, &name, follow, tail, json).await,
+            Command::Invoke {
+                name,
+                path,
+                data,
+                method,
+                conn,
+            } => client::invoke(&conn, &name, &path, data, method).await,
+            Command::Logs {
+                name,
+                follow,
+                tail,
+                json,
+                conn,
+            } => client::logs(&conn, &name, follow, tail, json).await,
         }
     });
     match result {

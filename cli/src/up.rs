@@ -32,23 +32,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let data_dir = args.data_dir.unwrap_or_else(crate::default_data_dir);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
 
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::new());
-    let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache"))).context("cannot start the wasm runtime")?;
-    let scheduler = Scheduler::open(&data_dir, bus.clone(), runtime.clone()).with_context(|| {
-        format!("cannot open the registry in {} (is another tern already using it?)", data_dir.display())
-    })?;
-    scheduler.start().await.context("cannot start the scheduler")?;
+    let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
+        .context("cannot start the wasm runtime")?;
+    let scheduler =
+        Scheduler::open(&data_dir, bus.clone(), runtime.clone()).with_context(|| {
+            format!(
+                "cannot open the registry in {} (is another tern already using it?)",
+                data_dir.display()
+            )
+        })?;
+    scheduler
+        .start()
+        .await
+        .context("cannot start the scheduler")?;
     let worker = Worker::new("local", bus.clone(), runtime.clone());
     worker.start().await.context("cannot start the worker")?;
     // Load every deployed function before taking requests, so a restart
     // serves what it served before from the first request.
     scheduler.node_joined(worker.node_id()).await;
 
-    let token = tern_gateway::token::load_or_create(&data_dir)
-        .with_context(|| format!("cannot read or create the admin token in {}", data_dir.display()))?;
-    let config = GatewayConfig { body_limit: tern_protocol::DEFAULT_BODY_LIMIT, header_limit: 64 * 1024, admin_token: token };
+    let token = tern_gateway::token::load_or_create(&data_dir).with_context(|| {
+        format!(
+            "cannot read or create the admin token in {}",
+            data_dir.display()
+        )
+    })?;
+    let config = GatewayConfig {
+        body_limit: tern_protocol::DEFAULT_BODY_LIMIT,
+        header_limit: 64 * 1024,
+        admin_token: token,
+    };
     let gateway = Gateway::new(bus, config);
     gateway.start().await.context("cannot start the gateway")?;
     let listener = tern_gateway::bind(args.listen).await?;
@@ -72,7 +89,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

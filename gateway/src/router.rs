@@ -28,7 +28,10 @@ fn normalise(path: &str) -> String {
 
 impl Router {
     pub fn new(table: &RouteTable) -> Self {
-        let mut r = Router { generation: table.generation, ..Default::default() };
+        let mut r = Router {
+            generation: table.generation,
+            ..Default::default()
+        };
         for entry in &table.routes {
             // The scheduler validated every pattern at deploy; one that no
             // longer parses is skipped rather than taking routing down.
@@ -36,7 +39,11 @@ impl Router {
                 tracing::warn!(pattern = %entry.pattern, "skipping unparsable route");
                 continue;
             };
-            if pattern.segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
+            if pattern
+                .segments
+                .iter()
+                .all(|s| matches!(s, Segment::Literal(_)))
+            {
                 r.exact.insert(normalise(&entry.pattern), entry.clone());
             } else {
                 r.patterned.push((pattern, entry.clone()));
@@ -71,14 +78,23 @@ mod tests {
             generation: 1,
             routes: routes
                 .iter()
-                .map(|(p, f)| RouteEntry { pattern: p.to_string(), function: f.to_string(), timeout_ms: 1000 })
+                .map(|(p, f)| RouteEntry {
+                    pattern: p.to_string(),
+                    function: f.to_string(),
+                    timeout_ms: 1000,
+                })
                 .collect(),
         }
     }
 
     #[test]
     fn lookup_prefers_the_most_specific_route() {
-        let r = Router::new(&table(&[("/api/*", "catch"), ("/api/items/:id", "item"), ("/api/items/new", "new"), ("/", "root")]));
+        let r = Router::new(&table(&[
+            ("/api/*", "catch"),
+            ("/api/items/:id", "item"),
+            ("/api/items/new", "new"),
+            ("/", "root"),
+        ]));
         let f = |p: &str| r.lookup(p).map(|e| e.function.as_str());
         assert_eq!(f("/api/items/new"), Some("new"));
         assert_eq!(f("/api/items/7"), Some("item"));

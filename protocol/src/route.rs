@@ -139,8 +139,14 @@ mod tests {
 
     #[test]
     fn captures_params_and_rest() {
-        assert_eq!(p("/u/:id/p/:post").captures("/u/7/p/x"), Some(vec![("id", "7"), ("post", "x")]));
-        assert_eq!(p("/files/*").captures("/files/a/b.txt"), Some(vec![("*", "a/b.txt")]));
+        assert_eq!(
+            p("/u/:id/p/:post").captures("/u/7/p/x"),
+            Some(vec![("id", "7"), ("post", "x")])
+        );
+        assert_eq!(
+            p("/files/*").captures("/files/a/b.txt"),
+            Some(vec![("*", "a/b.txt")])
+        );
         assert_eq!(p("/files/*").captures("/files"), Some(vec![("*", "")]));
         assert_eq!(p("/u/:id").captures("/v/7"), None);
     }

@@ -71,7 +71,9 @@ impl FunctionSpec {
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(format!("config key {k:?} is not valid (empty, or contains '=' or NUL)"));
+                return Err(format!(
+                    "config key {k:?} is not valid (empty, or contains '=' or NUL)"
+                ));
             }
         }
         Ok(())
@@ -82,7 +84,9 @@ impl FunctionSpec {
 pub fn validate_function_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
@@ -291,7 +295,10 @@ pub enum ErrorKind {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into() }
+        ApiError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, m)

@@ -21,29 +21,48 @@ pub struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(env: &[(String, String)], memory_bytes: usize, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> Self {
+    pub(crate) fn new(
+        env: &[(String, String)],
+        memory_bytes: usize,
+        stdout: MemoryOutputPipe,
+        stderr: MemoryOutputPipe,
+    ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
-        let wasi = WasiCtx::builder().envs(env).stdout(stdout).stderr(stderr).build();
+        let wasi = WasiCtx::builder()
+            .envs(env)
+            .stdout(stdout)
+            .stderr(stderr)
+            .build();
         Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
-            limits: MemoryLimit { max: memory_bytes, hit: Arc::new(AtomicBool::new(false)) },
+            limits: MemoryLimit {
+                max: memory_bytes,
+                hit: Arc::new(AtomicBool::new(false)),
+            },
         }
     }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -77,7 +96,12 @@ pub(crate) struct MemoryLimit {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimit {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max {
             self.hit.store(true, Ordering::Relaxed);
             return Ok(false);
@@ -85,7 +109,12 @@ impl wasmtime::ResourceLimiter for MemoryLimit {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold pointers; cap them at the same byte budget.
         Ok(desired.saturating_mul(std::mem::size_of::<usize>()) <= self.max)
     }

@@ -63,7 +63,9 @@ impl Failure {
             Failure::Trap(_) => "function failed (trap)".into(),
             Failure::NoResponse => "function returned without sending a response".into(),
             Failure::ErrorResponse(_) => "function failed to produce a response".into(),
-            Failure::ResponseTooLarge(limit) => format!("function response is larger than the {limit} byte limit"),
+            Failure::ResponseTooLarge(limit) => {
+                format!("function response is larger than the {limit} byte limit")
+            }
             Failure::Capacity => "worker is at capacity, try again".into(),
             Failure::BadRequest(m) => format!("bad request: {m}"),
         }
@@ -73,14 +75,20 @@ impl Failure {
     fn log_line(&self) -> String {
         match self {
             Failure::Trap(detail) => format!("invocation failed: trap: {detail}"),
-            Failure::ErrorResponse(detail) => format!("invocation failed: guest set an error response: {detail}"),
+            Failure::ErrorResponse(detail) => {
+                format!("invocation failed: guest set an error response: {detail}")
+            }
             other => format!("invocation failed: {}", other.public_message()),
         }
     }
 }
 
 fn humanize(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// The result of one invocation: always a response (a failure becomes an
@@ -102,7 +110,15 @@ impl HttpFunction {
         timeout: Duration,
         body_limit: usize,
     ) -> Self {
-        HttpFunction { name, version, pre, env, memory_mib, timeout, body_limit }
+        HttpFunction {
+            name,
+            version,
+            pre,
+            env,
+            memory_mib,
+            timeout,
+            body_limit,
+        }
     }
 
     pub async fn invoke(&self, req: InvokeRequest, body: Bytes) -> Outcome {
@@ -113,7 +129,12 @@ impl HttpFunction {
         self.capture(&mut logs, LogStream::Stdout, &stdout.contents());
         self.capture(&mut logs, LogStream::Stderr, &stderr.contents());
         match result {
-            Ok((response, body)) => Outcome { response, body, failure: None, logs },
+            Ok((response, body)) => Outcome {
+                response,
+                body,
+                failure: None,
+                logs,
+            },
             Err((failure, detail)) => {
                 let mut line = failure.log_line();
                 if let Some(d) = detail {
@@ -154,12 +175,19 @@ impl HttpFunction {
         // time is up.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         let setup = (|| -> wasmtime::Result<_> {
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, http_req)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, http_req)?;
             let out = store.data_mut().http().new_response_outparam(tx)?;
             Ok((req, out))
         })();
@@ -170,10 +198,14 @@ impl HttpFunction {
         // it has handed over the response head.
         let mut task = AbortOnDrop(tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
         }));
 
-        let classify = |e: wasmtime::Error| classify_error(e, memory_hit.load(Ordering::Relaxed), self);
+        let classify =
+            |e: wasmtime::Error| classify_error(e, memory_hit.load(Ordering::Relaxed), self);
         let fail_timeout = || (Failure::Timeout(self.timeout), None);
 
         // A guest blocked on the host (not spinning) is caught here.
@@ -188,17 +220,24 @@ impl HttpFunction {
                     Err(_) => Err(fail_timeout()),
                     Ok(Ok(Ok(()))) => Err((Failure::NoResponse, None)),
                     Ok(Ok(Err(e))) => Err(classify(e)),
-                    Ok(Err(join)) => Err((Failure::Trap(format!("guest task ended: {join}")), None)),
+                    Ok(Err(join)) => {
+                        Err((Failure::Trap(format!("guest task ended: {join}")), None))
+                    }
                 };
             }
         };
 
         let (parts, body) = head.into_parts();
-        let collected = tokio::time::timeout_at(grace.into(), Limited::new(body, self.body_limit).collect()).await;
+        let collected =
+            tokio::time::timeout_at(grace.into(), Limited::new(body, self.body_limit).collect())
+                .await;
         let body = match collected {
             Err(_) => return Err(fail_timeout()),
             Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
                 return Err((Failure::ResponseTooLarge(self.body_limit), None));
             }
             Ok(Err(_)) => {
@@ -206,7 +245,10 @@ impl HttpFunction {
                 return match tokio::time::timeout_at(grace.into(), &mut task.0).await {
                     Ok(Ok(Err(e))) => Err(classify(e)),
                     Err(_) => Err(fail_timeout()),
-                    _ => Err((Failure::Trap("response body ended with an error".into()), None)),
+                    _ => Err((
+                        Failure::Trap("response body ended with an error".into()),
+                        None,
+                    )),
                 };
             }
         };
@@ -221,7 +263,13 @@ impl HttpFunction {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        Ok((InvokeResponse { status: parts.status.as_u16(), headers }, body))
+        Ok((
+            InvokeResponse {
+                status: parts.status.as_u16(),
+                headers,
+            },
+            body,
+        ))
     }
 
     fn capture(&self, logs: &mut Vec<LogRecord>, stream: LogStream, bytes: &[u8]) {
@@ -234,7 +282,13 @@ impl HttpFunction {
     }
 
     fn record(&self, stream: LogStream, line: String) -> LogRecord {
-        LogRecord { function: self.name.clone(), version: self.version, ts_ms: now_ms(), stream, line }
+        LogRecord {
+            function: self.name.clone(),
+            version: self.version,
+            ts_ms: now_ms(),
+            stream,
+            line,
+        }
     }
 }
 
@@ -242,11 +296,22 @@ impl HttpFunction {
 /// backtrace is thousands of identical frames.
 const DETAIL_LINES: usize = 24;
 
-fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Failure, Option<String>) {
+fn classify_error(
+    e: wasmtime::Error,
+    memory_hit: bool,
+    f: &HttpFunction,
+) -> (Failure, Option<String>) {
     let full = format!("{e:?}");
-    let mut detail: String = full.lines().take(DETAIL_LINES).collect::<Vec<_>>().join("\n");
+    let mut detail: String = full
+        .lines()
+        .take(DETAIL_LINES)
+        .collect::<Vec<_>>()
+        .join("\n");
     if full.lines().count() > DETAIL_LINES {
-        detail.push_str(&format!("\n    … (backtrace cut; cause: {})", e.root_cause()));
+        detail.push_str(&format!(
+            "\n    … (backtrace cut; cause: {})",
+            e.root_cause()
+        ));
     }
     let detail = Some(detail);
     let failure = match e.downcast_ref::<Trap>() {
@@ -260,7 +325,10 @@ fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Fa
     (failure, detail)
 }
 
-fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, String> {
+fn to_hyper_request(
+    req: InvokeRequest,
+    body: Bytes,
+) -> Result<hyper::Request<Full<Bytes>>, String> {
     let host = req
         .headers
         .iter()
@@ -268,7 +336,9 @@ fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Fu
         .map(|(_, v)| v.as_str())
         .unwrap_or("localhost");
     let uri = format!("http://{host}{}", req.uri);
-    let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(uri);
+    let mut builder = hyper::Request::builder()
+        .method(req.method.as_str())
+        .uri(uri);
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
@@ -284,5 +354,8 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -33,7 +33,10 @@ pub enum RuntimeError {
     #[error("could not link host interfaces: {0}")]
     Link(String),
     #[error("artifact cache at {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Tunables of the engine; defaults suit one node of a small cluster.
@@ -76,12 +79,17 @@ impl Runtime {
         // The whole of wasi:cli, not just the proxy world: components built
         // with Rust std import wasi:cli/environment, exit, stdio, and a
         // proxy-only linker would reject them.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Link(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(e.to_string()))?;
         let cache = ArtifactCache::open(engine.clone(), config.cache_dir.clone())?;
         spawn_epoch_ticker(&engine);
-        Ok(Arc::new(Runtime { engine, linker, cache }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+        }))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -94,7 +102,10 @@ impl Runtime {
 
     /// Checks that `bytes` is a component Tern can run and compiles it into
     /// the cache, so the worker that loads it later does not compile again.
-    pub async fn validate(self: &Arc<Self>, bytes: bytes::Bytes) -> Result<tern_protocol::World, ValidateError> {
+    pub async fn validate(
+        self: &Arc<Self>,
+        bytes: bytes::Bytes,
+    ) -> Result<tern_protocol::World, ValidateError> {
         artifact::validate_and_cache(self, bytes).await
     }
 }
@@ -110,7 +121,11 @@ fn build_engine(rc: &RuntimeConfig) -> Result<Engine, RuntimeError> {
         .total_stacks(rc.max_instances)
         .max_memory_size((tern_protocol::MAX_MEMORY_MIB as usize) << 20)
         .linear_memory_keep_resident(rc.memory_keep_resident)
-        .table_keep_resident(rc.table_keep_resident);
+        .table_keep_resident(rc.table_keep_resident)
+        // With PAGEMAP_SCAN (Linux >= 6.7) only the pages an instance
+        // dirtied are reset, instead of memset over the whole kept-resident
+        // region; elsewhere wasmtime falls back to the memset.
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut config = Config::new();
     config
         .wasm_component_model(true)

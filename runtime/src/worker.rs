@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
-    ApiError, ArtifactRequest, Assign, Frame, InvokeRequest, InvokeResponse, NodeAnnounce, Reply, Unassign, World,
-    subject,
+    ApiError, ArtifactRequest, Assign, Frame, InvokeRequest, InvokeResponse, NodeAnnounce, Reply,
+    Unassign, World, subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
@@ -63,8 +63,14 @@ impl Worker {
 
     /// Subscribes to this node's control subjects and announces the node.
     pub async fn start(self: &Arc<Self>) -> Result<(), BusError> {
-        let mut assign = self.bus.subscribe(&subject::worker_assign(&self.node_id)).await?;
-        let mut unassign = self.bus.subscribe(&subject::worker_unassign(&self.node_id)).await?;
+        let mut assign = self
+            .bus
+            .subscribe(&subject::worker_assign(&self.node_id))
+            .await?;
+        let mut unassign = self
+            .bus
+            .subscribe(&subject::worker_unassign(&self.node_id))
+            .await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
 
         let me = self.clone();
@@ -98,8 +104,15 @@ impl Worker {
     }
 
     async fn announce(&self) {
-        let body = serde_json::to_vec(&NodeAnnounce { node_id: self.node_id.clone() }).expect("serialise");
-        if let Err(e) = self.bus.publish(&subject::node_announce(), body.into()).await {
+        let body = serde_json::to_vec(&NodeAnnounce {
+            node_id: self.node_id.clone(),
+        })
+        .expect("serialise");
+        if let Err(e) = self
+            .bus
+            .publish(&subject::node_announce(), body.into())
+            .await
+        {
             tracing::warn!("could not announce node: {e}");
         }
     }
@@ -121,13 +134,26 @@ impl Worker {
 
     async fn assign(self: &Arc<Self>, a: Assign) -> Reply<()> {
         if a.world != World::Http {
-            return Err(ApiError::bad_request("event functions are not served by this worker version"));
+            return Err(ApiError::bad_request(
+                "event functions are not served by this worker version",
+            ));
         }
-        if self.functions.lock().unwrap().get(&a.function).is_some_and(|l| l.version == a.version) {
+        if self
+            .functions
+            .lock()
+            .unwrap()
+            .get(&a.function)
+            .is_some_and(|l| l.version == a.version)
+        {
             return Ok(());
         }
-        let component = self.component(&a.digest).await.map_err(|e| ApiError::internal(e.to_string()))?;
-        let pre = self.proxy_pre(&a.digest, &component).map_err(|e| ApiError::internal(e.to_string()))?;
+        let component = self
+            .component(&a.digest)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let pre = self
+            .proxy_pre(&a.digest, &component)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let env: Vec<(String, String)> = a.env.clone().into_iter().collect();
         let function = Arc::new(HttpFunction::new(
             a.function.clone(),
@@ -150,12 +176,22 @@ impl Worker {
         }
         let sub = self
             .bus
-            .queue_subscribe(&subject::invoke(&a.function), &subject::invoke_queue_group(&a.function))
+            .queue_subscribe(
+                &subject::invoke(&a.function),
+                &subject::invoke_queue_group(&a.function),
+            )
             .await
             .map_err(|e| ApiError::unavailable(format!("could not subscribe: {e}")))?;
         let current = Arc::new(RwLock::new(function));
         let serving = tokio::spawn(serve(self.bus.clone(), sub, current.clone()));
-        self.functions.lock().unwrap().insert(a.function.clone(), Loaded { version: a.version, current, serving });
+        self.functions.lock().unwrap().insert(
+            a.function.clone(),
+            Loaded {
+                version: a.version,
+                current,
+                serving,
+            },
+        );
         tracing::info!(function = %a.function, version = a.version, "loaded");
         Ok(())
     }
@@ -167,8 +203,15 @@ impl Worker {
     }
 
     fn proxy_pre(&self, digest: &str, component: &Component) -> Result<ProxyPre<Host>, LoadError> {
-        let link = |reason: String| LoadError::Link { digest: digest.to_string(), reason };
-        let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
+        let link = |reason: String| LoadError::Link {
+            digest: digest.to_string(),
+            reason,
+        };
+        let pre = self
+            .runtime
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| link(format!("{e:#}")))?;
         ProxyPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
 
@@ -177,24 +220,47 @@ impl Worker {
     async fn component(&self, digest: &str) -> Result<Component, LoadError> {
         let rt = self.runtime.clone();
         let d = digest.to_string();
-        if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d)).await.ok().flatten() {
+        if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d))
+            .await
+            .ok()
+            .flatten()
+        {
             return Ok(c);
         }
-        let fetch = |reason: String| LoadError::Fetch { digest: digest.to_string(), reason };
-        let req = serde_json::to_vec(&ArtifactRequest { digest: digest.to_string() }).expect("serialise");
-        let msg = self.bus.request(&subject::artifact_get(), req.into(), FETCH_TIMEOUT).await.map_err(|e| fetch(e.to_string()))?;
+        let fetch = |reason: String| LoadError::Fetch {
+            digest: digest.to_string(),
+            reason,
+        };
+        let req = serde_json::to_vec(&ArtifactRequest {
+            digest: digest.to_string(),
+        })
+        .expect("serialise");
+        let msg = self
+            .bus
+            .request(&subject::artifact_get(), req.into(), FETCH_TIMEOUT)
+            .await
+            .map_err(|e| fetch(e.to_string()))?;
         let frame = Frame::<Reply<()>>::decode(msg.payload).map_err(|e| fetch(e.to_string()))?;
         frame.header.map_err(|e| fetch(e.message))?;
         let actual = digest_of(&frame.body);
         if actual != digest {
-            return Err(LoadError::DigestMismatch { digest: digest.to_string(), actual });
+            return Err(LoadError::DigestMismatch {
+                digest: digest.to_string(),
+                actual,
+            });
         }
         let rt = self.runtime.clone();
         let d = digest.to_string();
         tokio::task::spawn_blocking(move || rt.cache.compile(&d, &frame.body))
             .await
-            .map_err(|e| LoadError::Compile { digest: digest.to_string(), reason: e.to_string() })?
-            .map_err(|reason| LoadError::Compile { digest: digest.to_string(), reason })
+            .map_err(|e| LoadError::Compile {
+                digest: digest.to_string(),
+                reason: e.to_string(),
+            })?
+            .map_err(|reason| LoadError::Compile {
+                digest: digest.to_string(),
+                reason,
+            })
     }
 }
 
@@ -208,7 +274,11 @@ impl Drop for Worker {
 
 /// Takes invoke requests off the function's queue group; each runs in its own
 /// task against whichever version is current when it arrives.
-async fn serve(bus: Arc<dyn Bus>, mut sub: tern_bus::Subscription, current: Arc<RwLock<Arc<HttpFunction>>>) {
+async fn serve(
+    bus: Arc<dyn Bus>,
+    mut sub: tern_bus::Subscription,
+    current: Arc<RwLock<Arc<HttpFunction>>>,
+) {
     while let Some(msg) = sub.next().await {
         let function = current.read().unwrap().clone();
         let bus = bus.clone();
@@ -218,13 +288,22 @@ async fn serve(bus: Arc<dyn Bus>, mut sub: tern_bus::Subscription, current: Arc<
                     let outcome = function.invoke(frame.header, frame.body).await;
                     if !outcome.logs.is_empty() {
                         let logs = serde_json::to_vec(&outcome.logs).expect("serialise logs");
-                        let _ = bus.publish(&subject::logs(&function.name), logs.into()).await;
+                        let _ = bus
+                            .publish(&subject::logs(&function.name), logs.into())
+                            .await;
                     }
                     Frame::new(outcome.response, outcome.body).encode()
                 }
                 Err(e) => {
-                    let head = InvokeResponse { status: 400, headers: vec![] };
-                    Frame::new(head, Bytes::from(format!("malformed invoke request: {e}\n"))).encode()
+                    let head = InvokeResponse {
+                        status: 400,
+                        headers: vec![],
+                    };
+                    Frame::new(
+                        head,
+                        Bytes::from(format!("malformed invoke request: {e}\n")),
+                    )
+                    .encode()
                 }
             };
             if let Err(e) = respond(&*bus, &msg, reply).await {

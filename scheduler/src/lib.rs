@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
-    ApiError, ArtifactRequest, Assign, ChangeReply, DeployReply, DeployRequest, ErrorKind, Frame, LogRecord,
-    LogsRequest, NameRequest, NodeAnnounce, Reply, RollbackRequest, RouteTable, Unassign, World,
+    ApiError, ArtifactRequest, Assign, ChangeReply, DeployReply, DeployRequest, ErrorKind, Frame,
+    LogRecord, LogsRequest, NameRequest, NodeAnnounce, Reply, RollbackRequest, RouteTable,
+    Unassign, World,
 };
 use tern_runtime::Runtime;
 
@@ -55,11 +56,18 @@ fn registry_error(e: RegistryError) -> ApiError {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Scheduler {
-    pub fn open(data_dir: &Path, bus: Arc<dyn Bus>, runtime: Arc<Runtime>) -> Result<Arc<Self>, SchedulerError> {
+    pub fn open(
+        data_dir: &Path,
+        bus: Arc<dyn Bus>,
+        runtime: Arc<Runtime>,
+    ) -> Result<Arc<Self>, SchedulerError> {
         let registry = Registry::open(&data_dir.join("registry"))?;
         Ok(Arc::new(Scheduler {
             registry: Arc::new(registry),
@@ -74,14 +82,20 @@ impl Scheduler {
     /// Subscribes to every control subject and asks workers to announce.
     pub async fn start(self: &Arc<Self>) -> Result<(), SchedulerError> {
         for op in SchedulerOp::ALL {
-            let sub = self.bus.queue_subscribe(&subject::scheduler(op), "scheduler").await?;
+            let sub = self
+                .bus
+                .queue_subscribe(&subject::scheduler(op), "scheduler")
+                .await?;
             let me = self.clone();
             tokio::spawn(sub.for_each_concurrent(None, move |msg| {
                 let me = me.clone();
                 async move { me.handle(op, msg).await }
             }));
         }
-        let artifacts = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
+        let artifacts = self
+            .bus
+            .queue_subscribe(&subject::artifact_get(), "scheduler")
+            .await?;
         let me = self.clone();
         tokio::spawn(artifacts.for_each_concurrent(None, move |msg| {
             let me = me.clone();
@@ -109,7 +123,9 @@ impl Scheduler {
                 }
             }
         });
-        self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
+        self.bus
+            .publish(&subject::node_discover(), Bytes::new())
+            .await?;
         Ok(())
     }
 
@@ -149,14 +165,26 @@ impl Scheduler {
     async fn place(&self, a: &Assign) -> Result<(), ApiError> {
         let nodes: Vec<String> = self.nodes.lock().unwrap().iter().cloned().collect();
         let results = futures::future::join_all(nodes.iter().map(|n| self.assign(n, a))).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 
     async fn unplace(&self, function: &str) {
         let nodes: Vec<String> = self.nodes.lock().unwrap().iter().cloned().collect();
-        let body = Bytes::from(serde_json::to_vec(&Unassign { function: function.to_string() }).expect("serialise"));
+        let body = Bytes::from(
+            serde_json::to_vec(&Unassign {
+                function: function.to_string(),
+            })
+            .expect("serialise"),
+        );
         for n in nodes {
-            if let Err(e) = self.bus.request(&subject::worker_unassign(&n), body.clone(), ASSIGN_TIMEOUT).await {
+            if let Err(e) = self
+                .bus
+                .request(&subject::worker_unassign(&n), body.clone(), ASSIGN_TIMEOUT)
+                .await
+            {
                 tracing::warn!(node = %n, function, "could not unload: {e}");
             }
         }
@@ -165,7 +193,11 @@ impl Scheduler {
     async fn push_routes(&self) -> Result<RouteTable, ApiError> {
         let table = self.blocking(|r| r.route_table()).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
-        if let Err(e) = self.bus.publish(&subject::routes_changed(), body.into()).await {
+        if let Err(e) = self
+            .bus
+            .publish(&subject::routes_changed(), body.into())
+            .await
+        {
             tracing::warn!("could not push routes: {e}");
         }
         Ok(table)
@@ -186,7 +218,9 @@ impl Scheduler {
         let reply = match op {
             SchedulerOp::Deploy => match Frame::<DeployRequest>::decode(msg.payload.clone()) {
                 Ok(f) => encode(self.deploy(f.header, f.body).await),
-                Err(e) => encode::<()>(Err(ApiError::bad_request(format!("malformed deploy request: {e}")))),
+                Err(e) => encode::<()>(Err(ApiError::bad_request(format!(
+                    "malformed deploy request: {e}"
+                )))),
             },
             SchedulerOp::List => encode(self.blocking(|r| r.list()).await),
             SchedulerOp::Describe => match parse::<NameRequest>(&msg) {
@@ -222,7 +256,11 @@ impl Scheduler {
                 tern_protocol::MAX_COMPONENT_BYTES
             )));
         }
-        let world = self.runtime.validate(component.clone()).await.map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let world = self
+            .runtime
+            .validate(component.clone())
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if world == World::Event && !spec.routes.is_empty() {
             return Err(ApiError::bad_request(
                 "this component is an event function (it exports tern:function/event-handler); it cannot serve HTTP routes",
@@ -233,12 +271,21 @@ impl Scheduler {
         let _order = self.changes.lock().await;
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
-            self.blocking(move |r| r.deploy(&spec, &digest, world, &component, now_ms())).await?
+            self.blocking(move |r| r.deploy(&spec, &digest, world, &component, now_ms()))
+                .await?
         };
         if world == World::Http {
-            self.place(&Assign::for_version(&version)).await.map_err(|e| {
-                ApiError::new(e.kind, format!("version {} is recorded but not yet running: {}", version.number, e.message))
-            })?;
+            self.place(&Assign::for_version(&version))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        e.kind,
+                        format!(
+                            "version {} is recorded but not yet running: {}",
+                            version.number, e.message
+                        ),
+                    )
+                })?;
         }
         let routes = self.push_routes().await?;
         tracing::info!(function = %spec.name, version = version.number, %digest, "deployed");
@@ -247,12 +294,17 @@ impl Scheduler {
 
     async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
-        let version = self.blocking(move |r| r.rollback(&req.name, req.to)).await?;
+        let version = self
+            .blocking(move |r| r.rollback(&req.name, req.to))
+            .await?;
         if version.world == World::Http {
             self.place(&Assign::for_version(&version)).await?;
         }
         let routes = self.push_routes().await?;
-        Ok(ChangeReply { active_version: Some(version.number), routes })
+        Ok(ChangeReply {
+            active_version: Some(version.number),
+            routes,
+        })
     }
 
     async fn delete(&self, name: String) -> Reply<ChangeReply> {
@@ -263,7 +315,10 @@ impl Scheduler {
         let routes = self.push_routes().await?;
         self.unplace(&name).await;
         self.logs.lock().unwrap().remove(&name);
-        Ok(ChangeReply { active_version: None, routes })
+        Ok(ChangeReply {
+            active_version: None,
+            routes,
+        })
     }
 
     async fn serve_artifact(&self, msg: Message) {
@@ -271,12 +326,22 @@ impl Scheduler {
             Ok(req) => {
                 let digest = req.digest.clone();
                 match self.blocking(move |r| r.artifact(&req.digest)).await {
-                    Ok(Some(bytes)) => Frame::new(Reply::Ok(()), Bytes::from(bytes.to_vec())).encode(),
-                    Ok(None) => Frame::new(Reply::<()>::Err(ApiError::not_found(format!("no artifact {digest}"))), Bytes::new()).encode(),
+                    Ok(Some(bytes)) => {
+                        Frame::new(Reply::Ok(()), Bytes::from(bytes.to_vec())).encode()
+                    }
+                    Ok(None) => Frame::new(
+                        Reply::<()>::Err(ApiError::not_found(format!("no artifact {digest}"))),
+                        Bytes::new(),
+                    )
+                    .encode(),
                     Err(e) => Frame::new(Reply::<()>::Err(e), Bytes::new()).encode(),
                 }
             }
-            Err(e) => Frame::new(Reply::<()>::Err(ApiError::bad_request(e.to_string())), Bytes::new()).encode(),
+            Err(e) => Frame::new(
+                Reply::<()>::Err(ApiError::bad_request(e.to_string())),
+                Bytes::new(),
+            )
+            .encode(),
         };
         let _ = respond(&*self.bus, &msg, reply).await;
     }
@@ -295,12 +360,20 @@ impl Scheduler {
     fn recent_logs(&self, req: &LogsRequest) -> Reply<Vec<LogRecord>> {
         let logs = self.logs.lock().unwrap();
         let ring = logs.get(&req.name);
-        Ok(ring.map(|r| r.iter().skip(r.len().saturating_sub(req.tail)).cloned().collect()).unwrap_or_default())
+        Ok(ring
+            .map(|r| {
+                r.iter()
+                    .skip(r.len().saturating_sub(req.tail))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, ApiError> {
-    serde_json::from_slice(&msg.payload).map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("malformed request: {e}")))
+    serde_json::from_slice(&msg.payload)
+        .map_err(|e| ApiError::new(ErrorKind::BadRequest, format!("malformed request: {e}")))
 }
 
 /// Control replies are frames whose header is the `Reply` and body empty.

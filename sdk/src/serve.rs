@@ -2,9 +2,16 @@
 
 use crate::{IntoResponse, Request, Response, text};
 use std::io::{Read, Write};
-use wasi::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme};
+use wasi::http::types::{
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
 
-pub fn serve<R: IntoResponse>(request: IncomingRequest, out: ResponseOutparam, handler: impl FnOnce(Request) -> R) {
+pub fn serve<R: IntoResponse>(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    handler: impl FnOnce(Request) -> R,
+) {
     let response = match read_request(request) {
         Ok(req) => handler(req).into_response(),
         Err(e) => text(400, format!("could not read the request: {e}\n")),
@@ -41,9 +48,13 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
         builder = builder.header(name, value);
     }
     let mut body = Vec::new();
-    let incoming = request.consume().map_err(|_| "request body was already taken")?;
+    let incoming = request
+        .consume()
+        .map_err(|_| "request body was already taken")?;
     {
-        let mut stream = incoming.stream().map_err(|_| "request body stream was already taken")?;
+        let mut stream = incoming
+            .stream()
+            .map_err(|_| "request body stream was already taken")?;
         stream.read_to_end(&mut body).map_err(|e| e.to_string())?;
     }
     IncomingBody::finish(incoming);
@@ -52,8 +63,11 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
 
 fn send(out: ResponseOutparam, response: Response) {
     let (parts, body) = response.into_parts();
-    let entries: Vec<(String, Vec<u8>)> =
-        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
+    let entries: Vec<(String, Vec<u8>)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect();
     let headers = match Fields::from_list(&entries) {
         Ok(h) => h,
         Err(e) => {
@@ -67,7 +81,10 @@ fn send(out: ResponseOutparam, response: Response) {
     ResponseOutparam::set(out, Ok(response));
     {
         let mut stream = outgoing.write().expect("a new body has a stream");
-        if let Err(e) = stream.write_all(&body).and_then(|_| Write::flush(&mut stream)) {
+        if let Err(e) = stream
+            .write_all(&body)
+            .and_then(|_| Write::flush(&mut stream))
+        {
             eprintln!("could not write the response body: {e}");
         }
     }

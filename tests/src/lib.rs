@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 /// (`target/debug/deps/<test>`), so the tests use the binaries built with them.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors().nth(3).expect("target dir above target/debug/deps").to_path_buf()
+    exe.ancestors()
+        .nth(3)
+        .expect("target dir above target/debug/deps")
+        .to_path_buf()
 }
 
 /// Guest crates the tests deploy.
@@ -70,7 +73,11 @@ impl TernUp {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = data_dir.with_extension(format!("{n}.log"));
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Command::new(tern_bin())
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -85,14 +92,29 @@ impl TernUp {
             Some(Ok(l)) => l,
             other => {
                 let _ = child.kill();
-                panic!("tern up printed no address ({other:?}); log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "tern up printed no address ({other:?}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
         };
-        let url = line.strip_prefix("tern is up: ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let url = line
+            .strip_prefix("tern is up: ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let token = std::fs::read_to_string(data_dir.join("admin-token")).expect("admin token written").trim().to_string();
-        TernUp { child, url, data_dir: data_dir.to_path_buf(), log, token }
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .expect("admin token written")
+            .trim()
+            .to_string();
+        TernUp {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            token,
+        }
     }
 
     /// `kill -9`: no chance to flush or clean up.
@@ -118,14 +140,23 @@ impl TernUp {
     /// Runs the CLI and insists that it succeeds; returns its stdout.
     pub fn tern_ok(&self, args: &[&str]) -> String {
         let out = self.tern(args);
-        assert!(out.status.success(), "tern {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tern {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Runs the CLI and insists that it fails; returns its stderr.
     pub fn tern_err(&self, args: &[&str]) -> String {
         let out = self.tern(args);
-        assert!(!out.status.success(), "tern {args:?} should have failed; stdout:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "tern {args:?} should have failed; stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 
@@ -144,7 +175,10 @@ impl TernUp {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Resp {
-        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let mut req = client.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.body(b);
@@ -152,7 +186,11 @@ impl TernUp {
         let resp = req.send().unwrap_or_else(|e| panic!("request {path}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        Resp { status, body: resp.text().unwrap(), headers }
+        Resp {
+            status,
+            body: resp.text().unwrap(),
+            headers,
+        }
     }
 
     /// Polls `path` until it answers `status` or `timeout` passes.
