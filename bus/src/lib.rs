@@ -9,9 +9,11 @@
 
 pub mod conformance;
 mod in_process;
+mod nats;
 mod subject;
 
 pub use in_process::InProcessBus;
+pub use nats::{NatsBus, NatsOptions};
 pub use subject::{SubjectPattern, validate_subject};
 
 use async_trait::async_trait;

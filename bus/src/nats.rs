@@ -1,0 +1,182 @@
+//! The cluster bus: NATS through async-nats. Subjects, wildcards, queue
+//! groups, request/reply and "no responders" are NATS's own; this is a thin
+//! mapping onto the [`Bus`] trait.
+
+use crate::subject::validate_subject;
+use crate::{Bus, BusError, Message, Subscription};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach NATS. Credentials and TLS are passed through to async-nats.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// One URL, or several separated by commas (a NATS cluster).
+    pub url: String,
+    /// Shown in the server's connection list.
+    pub name: Option<String>,
+    /// A `.creds` file (JWT and nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// CA certificate(s) to trust, PEM.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key, PEM, for mutual TLS.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    pub require_tls: bool,
+}
+
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+}
+
+impl NatsBus {
+    /// Connects, retrying until the server answers; after that async-nats
+    /// reconnects by itself for as long as the process lives, and
+    /// subscriptions are restored on the new connection.
+    pub async fn connect(opts: &NatsOptions) -> Result<Self, BusError> {
+        let mut o = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // Request timeouts are per call (Bus::request), never global.
+            .request_timeout(None)
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(|event| async move {
+                tracing::info!("nats: {event}");
+            });
+        if let Some(name) = &opts.name {
+            o = o.name(name);
+        }
+        if let Some(creds) = &opts.credentials {
+            o = o.credentials_file(creds).await.map_err(|e| {
+                BusError::Connection(format!(
+                    "cannot read NATS credentials {}: {e}",
+                    creds.display()
+                ))
+            })?;
+        }
+        if let Some(ca) = &opts.tls_ca {
+            o = o.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &opts.tls_cert {
+            o = o.add_client_certificate(cert.clone(), key.clone());
+        }
+        if opts.require_tls {
+            o = o.require_tls(true);
+        }
+        let addrs: Vec<async_nats::ServerAddr> = opts
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                BusError::Connection(format!("NATS URL {:?} is not valid: {e}", opts.url))
+            })?;
+        let client = o.connect(addrs).await.map_err(|e| {
+            BusError::Connection(format!("cannot connect to NATS at {}: {e}", opts.url))
+        })?;
+        // With retry_on_initial_connect, connect returns at once; a role is
+        // of no use until NATS answers, so wait here and say so.
+        let started = std::time::Instant::now();
+        let mut next_note = Duration::from_secs(2);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if started.elapsed() >= next_note {
+                tracing::warn!(
+                    "waiting for NATS at {} ({}s so far)",
+                    opts.url,
+                    started.elapsed().as_secs()
+                );
+                next_note *= 2;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(NatsBus { client })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    fn check_size(&self, payload: &Bytes) -> Result<(), BusError> {
+        let limit = self.max_payload();
+        // 0 means no INFO seen yet: let the server judge.
+        if limit > 0 && payload.len() > limit {
+            return Err(BusError::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn to_message(m: async_nats::Message) -> Message {
+    Message {
+        subject: m.subject.to_string(),
+        reply: m.reply.map(|r| r.to_string()),
+        payload: m.payload,
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
+        validate_subject(subject, false)?;
+        self.check_size(&payload)?;
+        self.client
+            .publish(subject.to_string(), payload)
+            .await
+            .map_err(|e| BusError::Connection(format!("publish to {subject}: {e}")))
+    }
+
+    async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError> {
+        validate_subject(pattern, true)?;
+        let sub = self
+            .client
+            .subscribe(pattern.to_string())
+            .await
+            .map_err(|e| BusError::Connection(format!("subscribe to {pattern}: {e}")))?;
+        Ok(Subscription::new(sub.map(to_message)))
+    }
+
+    async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError> {
+        validate_subject(pattern, true)?;
+        validate_subject(group, false)?;
+        let sub = self
+            .client
+            .queue_subscribe(pattern.to_string(), group.to_string())
+            .await
+            .map_err(|e| BusError::Connection(format!("subscribe to {pattern}: {e}")))?;
+        Ok(Subscription::new(sub.map(to_message)))
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        validate_subject(subject, false)?;
+        self.check_size(&payload)?;
+        let mut request = async_nats::Request::new().payload(payload);
+        request.timeout = Some(Some(timeout));
+        match self.client.send_request(subject.to_string(), request).await {
+            Ok(m) => Ok(to_message(m)),
+            Err(e) => Err(match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => {
+                    BusError::NoResponders(subject.to_string())
+                }
+                async_nats::RequestErrorKind::TimedOut => BusError::Timeout {
+                    subject: subject.to_string(),
+                    timeout,
+                },
+                _ => BusError::Connection(format!("request to {subject}: {e}")),
+            }),
+        }
+    }
+
+    fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
+    }
+}
