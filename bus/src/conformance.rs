@@ -42,9 +42,7 @@ async fn assert_quiet(sub: &mut crate::Subscription, what: &str) {
 pub async fn publish_reaches_every_subscriber(bus: &dyn Bus) {
     let mut a = bus.subscribe("conf.pub").await.unwrap();
     let mut b = bus.subscribe("conf.pub").await.unwrap();
-    bus.publish("conf.pub", Bytes::from_static(b"x"))
-        .await
-        .unwrap();
+    bus.publish("conf.pub", Bytes::from_static(b"x")).await.unwrap();
     assert_eq!(next(&mut a, "publish to a").await.payload, "x");
     assert_eq!(next(&mut b, "publish to b").await.payload, "x");
 }
@@ -52,26 +50,13 @@ pub async fn publish_reaches_every_subscriber(bus: &dyn Bus) {
 pub async fn wildcards_match_like_nats(bus: &dyn Bus) {
     let mut star = bus.subscribe("conf.wild.*").await.unwrap();
     let mut gt = bus.subscribe("conf.wild.>").await.unwrap();
-    bus.publish("conf.wild.a.b", Bytes::from_static(b"deep"))
-        .await
-        .unwrap();
-    bus.publish("conf.wild.a", Bytes::from_static(b"one"))
-        .await
-        .unwrap();
+    bus.publish("conf.wild.a.b", Bytes::from_static(b"deep")).await.unwrap();
+    bus.publish("conf.wild.a", Bytes::from_static(b"one")).await.unwrap();
     let m = next(&mut star, "'*' matches one token").await;
-    assert_eq!(
-        (m.subject.as_str(), &m.payload[..]),
-        ("conf.wild.a", &b"one"[..])
-    );
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("conf.wild.a", &b"one"[..]));
     assert_quiet(&mut star, "'*' must not match two tokens").await;
-    assert_eq!(
-        next(&mut gt, "'>' matches many tokens").await.subject,
-        "conf.wild.a.b"
-    );
-    assert_eq!(
-        next(&mut gt, "'>' matches one token").await.subject,
-        "conf.wild.a"
-    );
+    assert_eq!(next(&mut gt, "'>' matches many tokens").await.subject, "conf.wild.a.b");
+    assert_eq!(next(&mut gt, "'>' matches one token").await.subject, "conf.wild.a");
 }
 
 pub async fn queue_group_delivers_once(bus: &dyn Bus) {
@@ -80,9 +65,7 @@ pub async fn queue_group_delivers_once(bus: &dyn Bus) {
     let mut plain = bus.subscribe("conf.queue").await.unwrap();
     const N: usize = 40;
     for i in 0..N {
-        bus.publish("conf.queue", Bytes::from(i.to_string()))
-            .await
-            .unwrap();
+        bus.publish("conf.queue", Bytes::from(i.to_string())).await.unwrap();
     }
     for i in 0..N {
         let m = next(&mut plain, "plain subscriber beside a queue group").await;
@@ -98,10 +81,7 @@ pub async fn queue_group_delivers_once(bus: &dyn Bus) {
     }
     assert_quiet(&mut q1, "queue group delivered a message twice").await;
     assert_quiet(&mut q2, "queue group delivered a message twice").await;
-    assert!(
-        n1 > 0 && n2 > 0,
-        "queue group should spread load, got {n1}/{n2}"
-    );
+    assert!(n1 > 0 && n2 > 0, "queue group should spread load, got {n1}/{n2}");
 }
 
 pub async fn request_reply_round_trip(bus: Arc<dyn Bus>) {
@@ -117,10 +97,7 @@ pub async fn request_reply_round_trip(bus: Arc<dyn Bus>) {
     // Concurrent requests each get their own reply.
     let replies = futures::future::join_all((0..50).map(|i| {
         let bus = bus.clone();
-        async move {
-            bus.request("conf.echo", Bytes::from(i.to_string()), ARRIVE)
-                .await
-        }
+        async move { bus.request("conf.echo", Bytes::from(i.to_string()), ARRIVE).await }
     }))
     .await;
     for (i, r) in replies.into_iter().enumerate() {
@@ -131,30 +108,15 @@ pub async fn request_reply_round_trip(bus: Arc<dyn Bus>) {
 
 pub async fn no_responders_is_immediate(bus: &dyn Bus) {
     let started = std::time::Instant::now();
-    let err = bus
-        .request("conf.nobody", Bytes::new(), Duration::from_secs(10))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, BusError::NoResponders(_)),
-        "expected no responders, got {err}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "no responders must not wait for the timeout"
-    );
+    let err = bus.request("conf.nobody", Bytes::new(), Duration::from_secs(10)).await.unwrap_err();
+    assert!(matches!(err, BusError::NoResponders(_)), "expected no responders, got {err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "no responders must not wait for the timeout");
 }
 
 pub async fn request_times_out(bus: &dyn Bus) {
     let _silent = bus.subscribe("conf.silent").await.unwrap();
-    let err = bus
-        .request("conf.silent", Bytes::new(), Duration::from_millis(100))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, BusError::Timeout { .. }),
-        "expected timeout, got {err}"
-    );
+    let err = bus.request("conf.silent", Bytes::new(), Duration::from_millis(100)).await.unwrap_err();
+    assert!(matches!(err, BusError::Timeout { .. }), "expected timeout, got {err}");
 }
 
 pub async fn dropped_subscription_stops_delivery(bus: &dyn Bus) {
@@ -163,41 +125,24 @@ pub async fn dropped_subscription_stops_delivery(bus: &dyn Bus) {
     // Unsubscription may travel to a server: give it a moment.
     let deadline = std::time::Instant::now() + ARRIVE;
     loop {
-        match bus
-            .request("conf.drop", Bytes::new(), Duration::from_millis(200))
-            .await
-        {
+        match bus.request("conf.drop", Bytes::new(), Duration::from_millis(200)).await {
             Err(BusError::NoResponders(_)) => break,
-            _ if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            _ if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             other => panic!("dropped subscription still receives: {other:?}"),
         }
     }
 }
 
 pub async fn large_payloads(bus: Arc<dyn Bus>, size: usize) {
-    assert!(
-        bus.max_payload() >= size,
-        "bus must carry {size} bytes, max is {}",
-        bus.max_payload()
-    );
+    assert!(bus.max_payload() >= size, "bus must carry {size} bytes, max is {}", bus.max_payload());
     let mut sub = bus.subscribe("conf.large").await.unwrap();
     let responder = bus.clone();
     let task = tokio::spawn(async move {
         let msg = sub.next().await.unwrap();
-        respond(&*responder, &msg, msg.payload.clone())
-            .await
-            .unwrap();
+        respond(&*responder, &msg, msg.payload.clone()).await.unwrap();
     });
-    let payload: Bytes = (0..size)
-        .map(|i| (i % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
-    let reply = bus
-        .request("conf.large", payload.clone(), ARRIVE * 2)
-        .await
-        .unwrap();
+    let payload: Bytes = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let reply = bus.request("conf.large", payload.clone(), ARRIVE * 2).await.unwrap();
     assert!(reply.payload == payload, "large payload came back altered");
     task.await.unwrap();
     let too_big = Bytes::from(vec![0u8; bus.max_payload() + 1]);
@@ -206,10 +151,7 @@ pub async fn large_payloads(bus: Arc<dyn Bus>, size: usize) {
 }
 
 pub async fn invalid_subjects_are_rejected(bus: &dyn Bus) {
-    assert!(
-        bus.publish("conf.*", Bytes::new()).await.is_err(),
-        "publish to a wildcard"
-    );
+    assert!(bus.publish("conf.*", Bytes::new()).await.is_err(), "publish to a wildcard");
     assert!(bus.subscribe("conf..x").await.is_err(), "empty token");
     assert!(bus.subscribe("conf.>.x").await.is_err(), "'>' not last");
 }

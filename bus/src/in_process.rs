@@ -79,11 +79,7 @@ impl InProcessBus {
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let sub = Sub {
-            id,
-            group: group.map(str::to_string),
-            tx,
-        };
+        let sub = Sub { id, group: group.map(str::to_string), tx };
         let wild = parsed.has_wildcard();
         let mut subs = self.inner.subs.write().unwrap();
         if wild {
@@ -103,16 +99,8 @@ impl InProcessBus {
     /// Returns how many subscribers got the message.
     fn deliver(&self, msg: Message) -> usize {
         let subs = self.inner.subs.read().unwrap();
-        let exact = subs
-            .exact
-            .get(&msg.subject)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        let wild = subs
-            .wildcard
-            .iter()
-            .filter(|(p, _)| p.matches(&msg.subject))
-            .map(|(_, s)| s);
+        let exact = subs.exact.get(&msg.subject).map(Vec::as_slice).unwrap_or(&[]);
+        let wild = subs.wildcard.iter().filter(|(p, _)| p.matches(&msg.subject)).map(|(_, s)| s);
         let mut groups: HashMap<&str, Vec<&Sub>> = HashMap::new();
         let mut delivered = 0;
         for sub in exact.iter().chain(wild) {
@@ -129,11 +117,7 @@ impl InProcessBus {
             // Start at a rotating member; skip ones whose receiver is gone.
             let start = self.inner.rr.fetch_add(1, Ordering::Relaxed) as usize;
             for i in 0..members.len() {
-                if members[(start + i) % members.len()]
-                    .tx
-                    .send(msg.clone())
-                    .is_ok()
-                {
+                if members[(start + i) % members.len()].tx.send(msg.clone()).is_ok() {
                     delivered += 1;
                     break;
                 }
@@ -144,10 +128,7 @@ impl InProcessBus {
 
     fn check_size(&self, payload: &Bytes) -> Result<(), BusError> {
         if payload.len() > self.inner.max_payload {
-            return Err(BusError::PayloadTooLarge {
-                size: payload.len(),
-                limit: self.inner.max_payload,
-            });
+            return Err(BusError::PayloadTooLarge { size: payload.len(), limit: self.inner.max_payload });
         }
         Ok(())
     }
@@ -161,19 +142,11 @@ impl Bus for InProcessBus {
         if subject.starts_with(INBOX_PREFIX) {
             let waiter = self.inner.pending.lock().unwrap().remove(subject);
             if let Some(tx) = waiter {
-                let _ = tx.send(Message {
-                    subject: subject.to_string(),
-                    reply: None,
-                    payload,
-                });
+                let _ = tx.send(Message { subject: subject.to_string(), reply: None, payload });
                 return Ok(());
             }
         }
-        self.deliver(Message {
-            subject: subject.to_string(),
-            reply: None,
-            payload,
-        });
+        self.deliver(Message { subject: subject.to_string(), reply: None, payload });
         Ok(())
     }
 
@@ -185,31 +158,16 @@ impl Bus for InProcessBus {
         self.add(pattern, Some(group))
     }
 
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Message, BusError> {
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message, BusError> {
         validate_subject(subject, false)?;
         self.check_size(&payload)?;
-        let inbox = format!(
-            "{INBOX_PREFIX}{}",
-            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let inbox = format!("{INBOX_PREFIX}{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().unwrap().insert(inbox.clone(), tx);
         // Removes the pending entry however this request ends (reply,
         // timeout, no responders, or the caller dropping the future).
-        let _cleanup = PendingGuard {
-            inner: &self.inner,
-            inbox: &inbox,
-        };
-        let msg = Message {
-            subject: subject.to_string(),
-            reply: Some(inbox.clone()),
-            payload,
-        };
+        let _cleanup = PendingGuard { inner: &self.inner, inbox: &inbox };
+        let msg = Message { subject: subject.to_string(), reply: Some(inbox.clone()), payload };
         if self.deliver(msg) == 0 {
             return Err(BusError::NoResponders(subject.to_string()));
         }
@@ -217,10 +175,7 @@ impl Bus for InProcessBus {
             Ok(Ok(reply)) => Ok(reply),
             // The sender is only dropped by the guard, after we return.
             Ok(Err(_)) => Err(BusError::Connection("reply channel closed".into())),
-            Err(_) => Err(BusError::Timeout {
-                subject: subject.to_string(),
-                timeout,
-            }),
+            Err(_) => Err(BusError::Timeout { subject: subject.to_string(), timeout }),
         }
     }
 

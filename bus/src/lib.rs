@@ -39,10 +39,7 @@ pub enum BusError {
     #[error("request on {subject} got no reply within {timeout:?}")]
     Timeout { subject: String, timeout: Duration },
     #[error("invalid subject {subject:?}: {reason}")]
-    InvalidSubject {
-        subject: String,
-        reason: &'static str,
-    },
+    InvalidSubject { subject: String, reason: &'static str },
     #[error("payload of {size} bytes is over the bus limit of {limit} bytes")]
     PayloadTooLarge { size: usize, limit: usize },
     #[error("bus connection failed: {0}")]
@@ -56,9 +53,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(stream: impl Stream<Item = Message> + Send + 'static) -> Self {
-        Subscription {
-            inner: Box::pin(stream),
-        }
+        Subscription { inner: Box::pin(stream) }
     }
 }
 
@@ -82,12 +77,7 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Sends `payload` and waits for one reply. Fails at once with
     /// [`BusError::NoResponders`] when nobody subscribes to `subject`.
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Message, BusError>;
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message, BusError>;
 
     /// The largest payload this bus carries.
     fn max_payload(&self) -> usize;

@@ -50,10 +50,7 @@ impl NatsBus {
         }
         if let Some(creds) = &opts.credentials {
             o = o.credentials_file(creds).await.map_err(|e| {
-                BusError::Connection(format!(
-                    "cannot read NATS credentials {}: {e}",
-                    creds.display()
-                ))
+                BusError::Connection(format!("cannot read NATS credentials {}: {e}", creds.display()))
             })?;
         }
         if let Some(ca) = &opts.tls_ca {
@@ -70,23 +67,18 @@ impl NatsBus {
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<_, _>>()
-            .map_err(|e| {
-                BusError::Connection(format!("NATS URL {:?} is not valid: {e}", opts.url))
-            })?;
-        let client = o.connect(addrs).await.map_err(|e| {
-            BusError::Connection(format!("cannot connect to NATS at {}: {e}", opts.url))
-        })?;
+            .map_err(|e| BusError::Connection(format!("NATS URL {:?} is not valid: {e}", opts.url)))?;
+        let client = o
+            .connect(addrs)
+            .await
+            .map_err(|e| BusError::Connection(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
         // With retry_on_initial_connect, connect returns at once; a role is
         // of no use until NATS answers, so wait here and say so.
         let started = std::time::Instant::now();
         let mut next_note = Duration::from_secs(2);
         while client.connection_state() != async_nats::connection::State::Connected {
             if started.elapsed() >= next_note {
-                tracing::warn!(
-                    "waiting for NATS at {} ({}s so far)",
-                    opts.url,
-                    started.elapsed().as_secs()
-                );
+                tracing::warn!("waiting for NATS at {} ({}s so far)", opts.url, started.elapsed().as_secs());
                 next_note *= 2;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -102,21 +94,14 @@ impl NatsBus {
         let limit = self.max_payload();
         // 0 means no INFO seen yet: let the server judge.
         if limit > 0 && payload.len() > limit {
-            return Err(BusError::PayloadTooLarge {
-                size: payload.len(),
-                limit,
-            });
+            return Err(BusError::PayloadTooLarge { size: payload.len(), limit });
         }
         Ok(())
     }
 }
 
 fn to_message(m: async_nats::Message) -> Message {
-    Message {
-        subject: m.subject.to_string(),
-        reply: m.reply.map(|r| r.to_string()),
-        payload: m.payload,
-    }
+    Message { subject: m.subject.to_string(), reply: m.reply.map(|r| r.to_string()), payload: m.payload }
 }
 
 #[async_trait]
@@ -151,12 +136,7 @@ impl Bus for NatsBus {
         Ok(Subscription::new(sub.map(to_message)))
     }
 
-    async fn request(
-        &self,
-        subject: &str,
-        payload: Bytes,
-        timeout: Duration,
-    ) -> Result<Message, BusError> {
+    async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message, BusError> {
         validate_subject(subject, false)?;
         self.check_size(&payload)?;
         let mut request = async_nats::Request::new().payload(payload);
@@ -164,13 +144,10 @@ impl Bus for NatsBus {
         match self.client.send_request(subject.to_string(), request).await {
             Ok(m) => Ok(to_message(m)),
             Err(e) => Err(match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => {
-                    BusError::NoResponders(subject.to_string())
+                async_nats::RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_string()),
+                async_nats::RequestErrorKind::TimedOut => {
+                    BusError::Timeout { subject: subject.to_string(), timeout }
                 }
-                async_nats::RequestErrorKind::TimedOut => BusError::Timeout {
-                    subject: subject.to_string(),
-                    timeout,
-                },
                 _ => BusError::Connection(format!("request to {subject}: {e}")),
             }),
         }

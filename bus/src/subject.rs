@@ -4,12 +4,7 @@
 use crate::BusError;
 
 pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<(), BusError> {
-    let bad = |reason| {
-        Err(BusError::InvalidSubject {
-            subject: subject.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(BusError::InvalidSubject { subject: subject.to_string(), reason });
     if subject.is_empty() {
         return bad("empty");
     }
@@ -47,10 +42,7 @@ impl SubjectPattern {
         validate_subject(pattern, true)?;
         let tokens: Vec<String> = pattern.split('.').map(str::to_string).collect();
         let has_wildcard = tokens.iter().any(|t| t == "*" || t == ">");
-        Ok(SubjectPattern {
-            tokens,
-            has_wildcard,
-        })
+        Ok(SubjectPattern { tokens, has_wildcard })
     }
 
     pub fn has_wildcard(&self) -> bool {

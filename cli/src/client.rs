@@ -7,7 +7,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
-use tern_protocol::{ChangeReply, DeployReply, FunctionDetail, FunctionSummary, LogRecord};
+use tern_protocol::{ChangeReply, ClusterStatus, DeployReply, FunctionDetail, FunctionSummary, LogRecord};
 
 struct Api {
     url: String,
@@ -23,36 +23,29 @@ impl Api {
                 let path = tern_gateway::token::token_path(&crate::default_data_dir());
                 std::fs::read_to_string(&path)
                     .with_context(|| {
-                        format!("no admin token: pass --token or set TERN_TOKEN, or run where `tern up` wrote {}", path.display())
+                        format!(
+                            "no admin token: pass --token or set TERN_TOKEN, or run where `tern up` wrote {}",
+                            path.display()
+                        )
                     })?
                     .trim()
                     .to_string()
             }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Api {
-            url: conn.url.trim_end_matches('/').to_string(),
-            token,
-            http,
-        })
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Api { url: conn.url.trim_end_matches('/').to_string(), token, http })
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
+        self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token)
     }
 
     /// Sends, and turns an error reply into an error with the server's message.
     async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the gateway at {} (is `tern up` running?)",
-                self.url
-            )
-        })?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {} (is `tern up` running?)", self.url))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -67,9 +60,7 @@ impl Api {
 
     async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
         let resp = self.send(req).await?;
-        resp.json()
-            .await
-            .context("the gateway sent a reply this tern cannot read (version mismatch?)")
+        resp.json().await.context("the gateway sent a reply this tern cannot read (version mismatch?)")
     }
 }
 
@@ -80,13 +71,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.conn)?;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut query: Vec<(String, String)> = args
-        .routes
-        .iter()
-        .map(|r| ("route".to_string(), r.clone()))
-        .collect();
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut query: Vec<(String, String)> =
+        args.routes.iter().map(|r| ("route".to_string(), r.clone())).collect();
     for e in &args.env {
         if !e.contains('=') {
             bail!("--env {e:?} must be KEY=VALUE");
@@ -99,12 +86,13 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.timeout {
         query.push(("timeout_ms".into(), t.as_millis().max(1).to_string()));
     }
-    eprintln!(
-        "Uploading {} ({}) to {} ...",
-        args.file.display(),
-        size(bytes.len()),
-        api.url
-    );
+    if let Some(n) = args.min_scale {
+        query.push(("min_scale".into(), n.to_string()));
+    }
+    for (k, v) in &args.node_selector {
+        query.push(("node_selector".into(), format!("{k}={v}")));
+    }
+    eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
     let req = api
         .request(Method::POST, &format!("/functions/{}/versions", args.name))
         .query(&query)
@@ -117,12 +105,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let v = &reply.version;
-    println!(
-        "Deployed {} version {} (sha256 {})",
-        v.spec.name,
-        v.number,
-        &v.digest[..12]
-    );
+    println!("Deployed {} version {} (sha256 {})", v.spec.name, v.number, &v.digest[..12]);
     if v.spec.routes.is_empty() {
         println!("  no routes; call it with: tern invoke {}", v.spec.name);
     }
@@ -151,33 +134,21 @@ pub async fn list(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         println!("no functions deployed");
         return Ok(ExitCode::SUCCESS);
     }
-    let width = functions
-        .iter()
-        .map(|f| f.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = functions.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
     println!("{:width$}  {:>7}  {:6}  ROUTES", "NAME", "VERSION", "KIND");
     for f in functions {
         let kind = match f.world {
             tern_protocol::World::Http => "http",
             tern_protocol::World::Event => "event",
         };
-        println!(
-            "{:width$}  {:>7}  {kind:6}  {}",
-            f.name,
-            f.active_version,
-            f.routes.join(" ")
-        );
+        println!("{:width$}  {:>7}  {kind:6}  {}", f.name, f.active_version, f.routes.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
-    let d: FunctionDetail = api
-        .json(api.request(Method::GET, &format!("/functions/{name}")))
-        .await?;
+    let d: FunctionDetail = api.json(api.request(Method::GET, &format!("/functions/{name}"))).await?;
     if json {
         print_json(&d)?;
         return Ok(ExitCode::SUCCESS);
@@ -186,49 +157,24 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     println!("name:     {}", d.name);
     println!("version:  {} of {}", d.active_version, d.versions.len());
     println!("digest:   sha256:{}", d.active.digest);
-    println!(
-        "routes:   {}",
-        if s.routes.is_empty() {
-            "-".into()
-        } else {
-            s.routes.join(" ")
-        }
-    );
+    println!("routes:   {}", if s.routes.is_empty() { "-".into() } else { s.routes.join(" ") });
     println!("memory:   {} MiB", s.memory_mib);
-    println!(
-        "timeout:  {}",
-        humantime::format_duration(Duration::from_millis(s.timeout_ms))
-    );
+    println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
     if !s.env.is_empty() {
-        println!(
-            "config:   {}",
-            s.env.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
+        println!("config:   {}", s.env.keys().cloned().collect::<Vec<_>>().join(", "));
     }
     println!("versions:");
     for v in &d.versions {
-        let marker = if v.number == d.active_version {
-            "*"
-        } else {
-            " "
-        };
-        let at =
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(v.created_at_ms));
-        println!(
-            "  {marker} {:>3}  {at}  sha256:{}  {}",
-            v.number,
-            &v.digest[..12],
-            v.spec.routes.join(" ")
-        );
+        let marker = if v.number == d.active_version { "*" } else { " " };
+        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(v.created_at_ms));
+        println!("  {marker} {:>3}  {at}  sha256:{}  {}", v.number, &v.digest[..12], v.spec.routes.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn delete(conn: &Conn, name: &str) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
-    let _: ChangeReply = api
-        .json(api.request(Method::DELETE, &format!("/functions/{name}")))
-        .await?;
+    let _: ChangeReply = api.json(api.request(Method::DELETE, &format!("/functions/{name}"))).await?;
     println!("Deleted {name}");
     Ok(ExitCode::SUCCESS)
 }
@@ -240,9 +186,8 @@ pub async fn rollback(conn: &Conn, name: &str, to: Option<u64>) -> anyhow::Resul
         req = req.query(&[("to", v.to_string())]);
     }
     let reply: ChangeReply = api.json(req).await?;
-    let active = reply
-        .active_version
-        .ok_or_else(|| anyhow!("the gateway did not say which version is active"))?;
+    let active =
+        reply.active_version.ok_or_else(|| anyhow!("the gateway did not say which version is active"))?;
     println!("{name} is at version {active}");
     Ok(ExitCode::SUCCESS)
 }
@@ -261,16 +206,11 @@ pub async fn invoke(
         None if data.is_some() => Method::POST,
         None => Method::GET,
     };
-    let mut req = api
-        .request(method, &format!("/functions/{name}/invoke"))
-        .query(&[("path", path)]);
+    let mut req = api.request(method, &format!("/functions/{name}/invoke")).query(&[("path", path)]);
     if let Some(d) = data {
         req = req.body(d);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {}", api.url))?;
+    let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", api.url))?;
     let status = resp.status();
     let body = resp.bytes().await?;
     std::io::stdout().write_all(&body)?;
@@ -304,16 +244,47 @@ pub async fn logs(
             if json {
                 out.write_all(&line)?;
             } else if let Ok(r) = serde_json::from_slice::<LogRecord>(&line) {
-                let at =
-                    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
-                let stream = serde_json::to_value(r.stream)?
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
+                let at = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
+                let stream = serde_json::to_value(r.stream)?.as_str().unwrap_or("").to_string();
                 writeln!(out, "{at} v{} {stream}: {}", r.version, r.line)?;
             }
             out.flush()?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let s: ClusterStatus = api.json(api.request(Method::GET, "/status")).await?;
+    if json {
+        print_json(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("NODES");
+    if s.nodes.is_empty() {
+        println!("  none");
+    }
+    for n in &s.nodes {
+        let state = if n.alive { "alive" } else { "dead" };
+        let in_flight: u64 = n.load.values().map(|l| l.in_flight).sum();
+        let completed: u64 = n.load.values().map(|l| l.completed).sum();
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {}  {state}  memory {}/{} MiB  slots {}  in-flight {in_flight}  served {completed}  {}",
+            n.node_id,
+            n.used_memory_mib,
+            n.capacity.memory_mib,
+            n.capacity.slots,
+            labels.join(",")
+        );
+    }
+    println!("REPLICAS");
+    if s.replicas.is_empty() {
+        println!("  none");
+    }
+    for (f, nodes) in &s.replicas {
+        println!("  {f}  {}  on {}", nodes.len(), nodes.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

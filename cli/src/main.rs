@@ -15,11 +15,7 @@ use std::time::Duration;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "tern",
-    version,
-    about = "Tern: a serverless platform for WebAssembly components"
-)]
+#[command(name = "tern", version, about = "Tern: a serverless platform for WebAssembly components")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,8 +23,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run gateway, scheduler and a worker in one process (embedded bus)
+    /// Run gateway, scheduler and a worker in one process (in-process bus unless --nats)
     Up(up::UpArgs),
+    /// Run the scheduler role of a cluster (registry, placement)
+    Scheduler(up::SchedulerArgs),
+    /// Run a worker node of a cluster (runs functions)
+    Worker(up::WorkerArgs),
+    /// Run a gateway of a cluster (HTTP routes and admin API)
+    Gateway(up::GatewayArgs),
+    /// Show nodes, their capacity and load, and replicas per function
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Deploy a component as a new immutable version of a function
     Deploy(DeployArgs),
     /// List functions
@@ -99,12 +109,7 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct Conn {
     /// Gateway URL
-    #[arg(
-        long,
-        env = "TERN_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "TERN_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub url: String,
     /// Admin token (default: read from the default data dir's admin-token file)
     #[arg(long, env = "TERN_TOKEN", hide_env_values = true, global = true)]
@@ -130,6 +135,12 @@ pub struct DeployArgs {
     /// Time limit per request, like 500ms, 2s, 1m
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Replicas to keep loaded, each on its own worker
+    #[arg(long, value_name = "N")]
+    pub min_scale: Option<u32>,
+    /// Run only on workers with this label (repeatable; all must match)
+    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub node_selector: Vec<(String, String)>,
     /// Print the new version as JSON
     #[arg(long)]
     pub json: bool,
@@ -137,9 +148,15 @@ pub struct DeployArgs {
     pub conn: Conn,
 }
 
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
     if d.is_zero() {
         return Err("must be more than zero".into());
     }
@@ -155,18 +172,13 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("tern");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/tern")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -175,26 +187,22 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Up(args) => up::run(args).await,
+            Command::Up(args) => up::up(args).await,
+            Command::Scheduler(args) => up::scheduler(args).await,
+            Command::Worker(args) => up::worker(args).await,
+            Command::Gateway(args) => up::gateway(args).await,
+            Command::Status { conn, json } => client::status(&conn, json).await,
             Command::Deploy(args) => client::deploy(args).await,
             Command::List { conn, json } => client::list(&conn, json).await,
             Command::Describe { name, conn, json } => client::describe(&conn, &name, json).await,
             Command::Delete { name, conn } => client::delete(&conn, &name).await,
             Command::Rollback { name, to, conn } => client::rollback(&conn, &name, to).await,
-            Command::Invoke {
-                name,
-                path,
-                data,
-                method,
-                conn,
-            } => client::invoke(&conn, &name, &path, data, method).await,
-            Command::Logs {
-                name,
-                follow,
-                tail,
-                json,
-                conn,
-            } => client::logs(&conn, &name, follow, tail, json).await,
+            Command::Invoke { name, path, data, method, conn } => {
+                client::invoke(&conn, &name, &path, data, method).await
+            }
+            Command::Logs { name, follow, tail, json, conn } => {
+                client::logs(&conn, &name, follow, tail, json).await
+            }
         }
     });
     match result {

@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | GET | /api/v1/health | liveness, no token needed |
 //! | GET | /api/v1/functions | list |
-//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T | deploy (body: the component) |
+//! | GET | /api/v1/status | nodes, capacity, load, replicas |
+//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T&min_scale=N&node_selector=K=V | deploy (body: the component) |
 //! | GET | /api/v1/functions/{name} | describe |
 //! | DELETE | /api/v1/functions/{name} | delete |
 //! | POST | /api/v1/functions/{name}/rollback[?to=V] | rollback |
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tern_bus::Bus;
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
-    ApiError, ChangeReply, DeployReply, DeployRequest, ErrorKind, Frame, FunctionDetail,
+    ApiError, ChangeReply, ClusterStatus, DeployReply, DeployRequest, ErrorKind, Frame, FunctionDetail,
     FunctionSpec, FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES, NameRequest, Reply,
     RollbackRequest,
 };
@@ -38,15 +39,10 @@ pub(crate) async fn control<T: serde::de::DeserializeOwned>(
     op: SchedulerOp,
     payload: Bytes,
 ) -> Reply<T> {
-    let msg = bus
-        .request(&subject::scheduler(op), payload, CONTROL_TIMEOUT)
-        .await
-        .map_err(|e| match e {
-            tern_bus::BusError::NoResponders(_) => {
-                ApiError::unavailable("the scheduler is not running")
-            }
-            other => ApiError::unavailable(format!("the scheduler did not answer: {other}")),
-        })?;
+    let msg = bus.request(&subject::scheduler(op), payload, CONTROL_TIMEOUT).await.map_err(|e| match e {
+        tern_bus::BusError::NoResponders(_) => ApiError::unavailable("the scheduler is not running"),
+        other => ApiError::unavailable(format!("the scheduler did not answer: {other}")),
+    })?;
     Frame::<Reply<T>>::decode(msg.payload)
         .map_err(|e| ApiError::internal(format!("malformed scheduler reply: {e}")))?
         .header
@@ -85,24 +81,16 @@ fn authorised(gw: &Gateway, req: &Request<Incoming>) -> bool {
 }
 
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect()
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect()
 }
 
 fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn parse_num<T: std::str::FromStr>(
-    q: &[(String, String)],
-    key: &str,
-) -> Result<Option<T>, ApiError> {
+fn parse_num<T: std::str::FromStr>(q: &[(String, String)], key: &str) -> Result<Option<T>, ApiError> {
     param(q, key)
-        .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| ApiError::bad_request(format!("{key}={v:?} is not a number")))
-        })
+        .map(|v| v.parse::<T>().map_err(|_| ApiError::bad_request(format!("{key}={v:?} is not a number"))))
         .transpose()
 }
 
@@ -118,18 +106,18 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
             "missing or wrong admin token: send `Authorization: Bearer <token>` (the token is in the data dir's admin-token file)",
         ));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
+        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         return r;
     }
     let method = req.method().clone();
     match (method, segments.as_slice()) {
+        (Method::GET, ["status"]) => reply(
+            StatusCode::OK,
+            control::<ClusterStatus>(&*gw.bus, SchedulerOp::Status, Bytes::from_static(b"{}")).await,
+        ),
         (Method::GET, ["functions"]) => reply(
             StatusCode::OK,
-            control::<Vec<FunctionSummary>>(&*gw.bus, SchedulerOp::List, Bytes::from_static(b"{}"))
-                .await,
+            control::<Vec<FunctionSummary>>(&*gw.bus, SchedulerOp::List, Bytes::from_static(b"{}")).await,
         ),
         (Method::POST, ["functions", name, "versions"]) => {
             let name = name.to_string();
@@ -139,18 +127,11 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
             }
         }
         (Method::GET, ["functions", name]) => {
-            let body = to_json(&NameRequest {
-                name: name.to_string(),
-            });
-            reply(
-                StatusCode::OK,
-                control::<FunctionDetail>(&*gw.bus, SchedulerOp::Describe, body).await,
-            )
+            let body = to_json(&NameRequest { name: name.to_string() });
+            reply(StatusCode::OK, control::<FunctionDetail>(&*gw.bus, SchedulerOp::Describe, body).await)
         }
         (Method::DELETE, ["functions", name]) => {
-            let body = to_json(&NameRequest {
-                name: name.to_string(),
-            });
+            let body = to_json(&NameRequest { name: name.to_string() });
             let r = control::<ChangeReply>(&*gw.bus, SchedulerOp::Delete, body).await;
             if let Ok(c) = &r {
                 gw.apply_routes(&c.routes);
@@ -163,27 +144,19 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
                 Ok(v) => v,
                 Err(e) => return error(e),
             };
-            let body = to_json(&RollbackRequest {
-                name: name.to_string(),
-                to,
-            });
+            let body = to_json(&RollbackRequest { name: name.to_string(), to });
             let r = control::<ChangeReply>(&*gw.bus, SchedulerOp::Rollback, body).await;
             if let Ok(c) = &r {
                 gw.apply_routes(&c.routes);
             }
             reply(StatusCode::OK, r)
         }
-        (Method::GET, ["functions", name, "logs"]) => {
-            logs(gw, name.to_string(), &query(&req)).await
-        }
+        (Method::GET, ["functions", name, "logs"]) => logs(gw, name.to_string(), &query(&req)).await,
         (_, ["functions", name, "invoke"]) => {
             let name = name.to_string();
             invoke(gw, name, req).await
         }
-        _ => error(ApiError::not_found(format!(
-            "no admin endpoint {} {path}",
-            req.method()
-        ))),
+        _ => error(ApiError::not_found(format!("no admin endpoint {} {path}", req.method()))),
     }
 }
 
@@ -192,11 +165,7 @@ fn to_json<T: Serialize>(v: &T) -> Bytes {
 }
 
 /// Builds the spec from the query string; the body is the component.
-async fn deploy(
-    gw: &Gateway,
-    name: String,
-    req: Request<Incoming>,
-) -> Result<DeployReply, ApiError> {
+async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<DeployReply, ApiError> {
     let q = query(&req);
     let mut spec = FunctionSpec::new(name);
     for (k, v) in &q {
@@ -208,11 +177,15 @@ async fn deploy(
                     .ok_or_else(|| ApiError::bad_request(format!("env {v:?} must be KEY=VALUE")))?;
                 spec.env.insert(key.to_string(), value.to_string());
             }
-            "memory_mib" | "timeout_ms" => {}
+            "node_selector" => {
+                let (key, value) = v
+                    .split_once('=')
+                    .ok_or_else(|| ApiError::bad_request(format!("node_selector {v:?} must be KEY=VALUE")))?;
+                spec.node_selector.insert(key.to_string(), value.to_string());
+            }
+            "memory_mib" | "timeout_ms" | "min_scale" => {}
             other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown deploy parameter {other:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unknown deploy parameter {other:?}")));
             }
         }
     }
@@ -222,22 +195,18 @@ async fn deploy(
     if let Some(t) = parse_num::<u64>(&q, "timeout_ms")? {
         spec.timeout_ms = t;
     }
+    if let Some(n) = parse_num::<u32>(&q, "min_scale")? {
+        spec.min_scale = n;
+    }
     // Checked here too, so a bad spec fails before a large upload is read.
     spec.validate().map_err(ApiError::bad_request)?;
-    let component = Limited::new(req.into_body(), MAX_COMPONENT_BYTES)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::bad_request(format!(
-                    "component is larger than the {MAX_COMPONENT_BYTES} byte limit"
-                ))
-            } else {
-                ApiError::bad_request(format!("could not read the upload: {e}"))
-            }
-        })?;
+    let component = Limited::new(req.into_body(), MAX_COMPONENT_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::bad_request(format!("component is larger than the {MAX_COMPONENT_BYTES} byte limit"))
+        } else {
+            ApiError::bad_request(format!("could not read the upload: {e}"))
+        }
+    })?;
     let payload = Frame::new(DeployRequest { spec }, component.to_bytes()).encode();
     let reply: DeployReply = control(&*gw.bus, SchedulerOp::Deploy, payload).await?;
     // Serve the new routes before answering, so the client's next request
@@ -265,8 +234,7 @@ async fn invoke(gw: &Gateway, name: String, req: Request<Incoming>) -> Response<
     // The function sees its own path, not the admin URL.
     let mut req = req;
     req.headers_mut().remove(http::header::AUTHORIZATION);
-    gw.invoke(&name, detail.active.spec.timeout_ms, path, req)
-        .await
+    gw.invoke(&name, detail.active.spec.timeout_ms, path, req).await
 }
 
 /// Recent records as JSON lines; with `follow=true`, then every new one
@@ -286,16 +254,13 @@ async fn logs(gw: &Gateway, name: String, q: &[(String, String)]) -> Response<Bo
     } else {
         None
     };
-    let recent = match control::<Vec<LogRecord>>(
-        &*gw.bus,
-        SchedulerOp::Logs,
-        to_json(&LogsRequest { name, tail }),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) => return error(e),
-    };
+    let recent =
+        match control::<Vec<LogRecord>>(&*gw.bus, SchedulerOp::Logs, to_json(&LogsRequest { name, tail }))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return error(e),
+        };
     let lines = |records: &[LogRecord]| -> Bytes {
         let mut out = Vec::new();
         for r in records {
@@ -309,18 +274,14 @@ async fn logs(gw: &Gateway, name: String, q: &[(String, String)]) -> Response<Bo
         return full(StatusCode::OK, "application/x-ndjson", backlog);
     };
     let updates = live.filter_map(move |msg| {
-        let chunk = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload)
-            .ok()
-            .map(|r| lines(&r));
+        let chunk = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload).ok().map(|r| lines(&r));
         async move { chunk }
     });
     let stream = futures::stream::once(async move { backlog })
         .chain(updates)
         .map(|b| Ok::<_, std::convert::Infallible>(BodyFrame::data(b)));
     let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/x-ndjson"),
-    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
     r
 }

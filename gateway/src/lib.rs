@@ -59,10 +59,7 @@ pub struct Gateway {
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -74,11 +71,7 @@ pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body>
 
 impl Gateway {
     pub fn new(bus: Arc<dyn Bus>, config: GatewayConfig) -> Arc<Self> {
-        Arc::new(Gateway {
-            bus,
-            routes: RwLock::new(Arc::new(Router::default())),
-            config,
-        })
+        Arc::new(Gateway { bus, routes: RwLock::new(Arc::new(Router::default())), config })
     }
 
     /// Follows route pushes, and fetches the current table from the
@@ -98,12 +91,8 @@ impl Gateway {
         let initial = tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
             loop {
-                match admin::control::<RouteTable>(
-                    &*me.bus,
-                    SchedulerOp::Routes,
-                    Bytes::from_static(b"{}"),
-                )
-                .await
+                match admin::control::<RouteTable>(&*me.bus, SchedulerOp::Routes, Bytes::from_static(b"{}"))
+                    .await
                 {
                     Ok(t) => return me.apply_routes(&t),
                     Err(e) => {
@@ -166,18 +155,11 @@ impl Gateway {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
         // hyper's read buffer bounds the head only roughly; this is the limit.
         let head_size = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-            + req
-                .headers()
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum::<usize>();
+            + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
         if head_size > self.config.header_limit {
             return text(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!(
-                    "request headers are larger than the {} byte limit",
-                    self.config.header_limit
-                ),
+                format!("request headers are larger than the {} byte limit", self.config.header_limit),
             );
         }
         let path = req.uri().path();
@@ -189,11 +171,7 @@ impl Gateway {
             return text(StatusCode::NOT_FOUND, format!("no function serves {path}"));
         };
         let (function, timeout_ms) = (entry.function.clone(), entry.timeout_ms);
-        let uri = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+        let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
         self.invoke(&function, timeout_ms, uri, req).await
     }
 
@@ -208,23 +186,14 @@ impl Gateway {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, self.config.body_limit).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return text(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body is larger than the {} byte limit",
-                        self.config.body_limit
-                    ),
+                    format!("request body is larger than the {} byte limit", self.config.body_limit),
                 );
             }
             Err(e) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read request body: {e}"),
-                );
+                return text(StatusCode::BAD_REQUEST, format!("could not read request body: {e}"));
             }
         };
         let headers = parts
@@ -233,28 +202,19 @@ impl Gateway {
             .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let head = InvokeRequest {
-            method: parts.method.as_str().to_string(),
-            uri,
-            headers,
-        };
+        let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers };
         let payload = Frame::new(head, body).encode();
         // The worker enforces the function's timeout and answers with 504;
         // this margin only covers a worker that died mid-request.
         let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
-        let reply = match self
-            .bus
-            .request(&subject::invoke(function), payload, wait)
-            .await
-        {
+        let reply = match self.bus.request(&subject::invoke(function), payload, wait).await {
             Ok(m) => m,
             Err(BusError::NoResponders(_)) => {
                 let mut r = text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("function {function} has no ready replica"),
                 );
-                r.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return r;
             }
             Err(BusError::Timeout { .. }) => {
@@ -264,18 +224,14 @@ impl Gateway {
                 );
             }
             Err(e) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("could not reach function {function}: {e}"),
-                );
+                return text(StatusCode::BAD_GATEWAY, format!("could not reach function {function}: {e}"));
             }
         };
         match Frame::<InvokeResponse>::decode(reply.payload) {
             Ok(f) => to_response(f.header, f.body),
-            Err(e) => text(
-                StatusCode::BAD_GATEWAY,
-                format!("function {function} sent a malformed reply: {e}"),
-            ),
+            Err(e) => {
+                text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"))
+            }
         }
     }
 }
@@ -287,14 +243,9 @@ fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
             builder = builder.header(k, v);
         }
     }
-    builder
-        .body(Full::new(body).boxed_unsync())
-        .unwrap_or_else(|e| {
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!("function sent an invalid response head: {e}"),
-            )
-        })
+    builder.body(Full::new(body).boxed_unsync()).unwrap_or_else(|e| {
+        text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
+    })
 }
 
 /// Binds `addr`; the error says which address could not be bound.

@@ -28,10 +28,7 @@ fn normalise(path: &str) -> String {
 
 impl Router {
     pub fn new(table: &RouteTable) -> Self {
-        let mut r = Router {
-            generation: table.generation,
-            ..Default::default()
-        };
+        let mut r = Router { generation: table.generation, ..Default::default() };
         for entry in &table.routes {
             // The scheduler validated every pattern at deploy; one that no
             // longer parses is skipped rather than taking routing down.
@@ -39,11 +36,7 @@ impl Router {
                 tracing::warn!(pattern = %entry.pattern, "skipping unparsable route");
                 continue;
             };
-            if pattern
-                .segments
-                .iter()
-                .all(|s| matches!(s, Segment::Literal(_)))
-            {
+            if pattern.segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
                 r.exact.insert(normalise(&entry.pattern), entry.clone());
             } else {
                 r.patterned.push((pattern, entry.clone()));

@@ -30,12 +30,8 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
     let mut raw = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
     let token = hex::encode(raw);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)
@@ -58,10 +54,7 @@ mod tests {
         let t2 = load_or_create(&dir).unwrap();
         assert_eq!(t1, t2);
         assert_eq!(t1.len(), 64);
-        let mode = std::fs::metadata(token_path(&dir))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(token_path(&dir)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -25,10 +25,7 @@ pub struct Frame<H> {
 
 impl<H: Serialize> Frame<H> {
     pub fn new(header: H, body: impl Into<Bytes>) -> Self {
-        Frame {
-            header,
-            body: body.into(),
-        }
+        Frame { header, body: body.into() }
     }
 
     pub fn encode(&self) -> Bytes {
@@ -53,10 +50,7 @@ impl<H: DeserializeOwned> Frame<H> {
             return Err(FrameError::Truncated(msg.len()));
         }
         let header = serde_json::from_slice(&msg[4..4 + len])?;
-        Ok(Frame {
-            header,
-            body: msg.slice(4 + len..),
-        })
+        Ok(Frame { header, body: msg.slice(4 + len..) })
     }
 }
 

@@ -20,9 +20,7 @@ pub struct RoutePattern {
 
 impl RoutePattern {
     pub fn parse(pattern: &str) -> Result<Self, String> {
-        let rest = pattern
-            .strip_prefix('/')
-            .ok_or_else(|| "a route must start with '/'".to_string())?;
+        let rest = pattern.strip_prefix('/').ok_or_else(|| "a route must start with '/'".to_string())?;
         if pattern.contains(['?', '#']) || pattern.chars().any(char::is_whitespace) {
             return Err("a route may not contain '?', '#' or whitespace".into());
         }
@@ -139,14 +137,8 @@ mod tests {
 
     #[test]
     fn captures_params_and_rest() {
-        assert_eq!(
-            p("/u/:id/p/:post").captures("/u/7/p/x"),
-            Some(vec![("id", "7"), ("post", "x")])
-        );
-        assert_eq!(
-            p("/files/*").captures("/files/a/b.txt"),
-            Some(vec![("*", "a/b.txt")])
-        );
+        assert_eq!(p("/u/:id/p/:post").captures("/u/7/p/x"), Some(vec![("id", "7"), ("post", "x")]));
+        assert_eq!(p("/files/*").captures("/files/a/b.txt"), Some(vec![("*", "a/b.txt")]));
         assert_eq!(p("/files/*").captures("/files"), Some(vec![("*", "")]));
         assert_eq!(p("/u/:id").captures("/v/7"), None);
     }

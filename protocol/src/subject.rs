@@ -31,10 +31,11 @@ pub enum SchedulerOp {
     Rollback,
     Logs,
     Routes,
+    Status,
 }
 
 impl SchedulerOp {
-    pub const ALL: [SchedulerOp; 7] = [
+    pub const ALL: [SchedulerOp; 8] = [
         SchedulerOp::Deploy,
         SchedulerOp::List,
         SchedulerOp::Describe,
@@ -42,6 +43,7 @@ impl SchedulerOp {
         SchedulerOp::Rollback,
         SchedulerOp::Logs,
         SchedulerOp::Routes,
+        SchedulerOp::Status,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +55,7 @@ impl SchedulerOp {
             SchedulerOp::Rollback => "rollback",
             SchedulerOp::Logs => "logs",
             SchedulerOp::Routes => "routes",
+            SchedulerOp::Status => "status",
         }
     }
 }
@@ -65,6 +68,11 @@ pub fn routes_changed() -> String {
 /// Workers announce themselves here (on start, and when asked to).
 pub fn node_announce() -> String {
     format!("{PREFIX}.nodes.announce")
+}
+
+/// Every worker publishes its state here each second.
+pub fn node_heartbeat() -> String {
+    format!("{PREFIX}.nodes.heartbeat")
 }
 
 /// The scheduler asks every worker to announce itself (on its own start).

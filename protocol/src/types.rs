@@ -24,6 +24,16 @@ pub struct FunctionSpec {
     pub memory_mib: u32,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Replicas to keep loaded (on distinct workers).
+    #[serde(default = "default_min_scale")]
+    pub min_scale: u32,
+    /// Only workers with all these labels may run the function.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+fn default_min_scale() -> u32 {
+    1
 }
 
 fn default_memory() -> u32 {
@@ -41,6 +51,8 @@ impl FunctionSpec {
             env: BTreeMap::new(),
             memory_mib: DEFAULT_MEMORY_MIB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
+            min_scale: 1,
+            node_selector: BTreeMap::new(),
         }
     }
 
@@ -69,11 +81,12 @@ impl FunctionSpec {
                 MAX_TIMEOUT_MS / 60_000
             ));
         }
+        if self.min_scale > 1000 {
+            return Err(format!("min scale {} is more than 1000 replicas", self.min_scale));
+        }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
-                return Err(format!(
-                    "config key {k:?} is not valid (empty, or contains '=' or NUL)"
-                ));
+                return Err(format!("config key {k:?} is not valid (empty, or contains '=' or NUL)"));
             }
         }
         Ok(())
@@ -84,9 +97,7 @@ impl FunctionSpec {
 pub fn validate_function_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && name.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
@@ -148,6 +159,9 @@ pub struct DeployRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployReply {
     pub version: Version,
+    /// Workers serving the new version when the deploy was acknowledged.
+    #[serde(default)]
+    pub ready_replicas: u32,
     /// The route table after the deploy, so the gateway that relayed the
     /// deploy serves the new routes before it answers the client.
     pub routes: RouteTable,
@@ -237,15 +251,78 @@ pub struct Unassign {
     pub function: String,
 }
 
-/// A worker's self-description, sent on start and when the scheduler asks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a worker offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Memory the scheduler may fill with replicas (each counts its limit).
+    pub memory_mib: u64,
+    /// Instances that can run at once on the node.
+    pub slots: u32,
+}
+
+/// A worker's self-description and state: sent on start, when the scheduler
+/// asks, and every second as its heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeAnnounce {
     pub node_id: String,
+    #[serde(default)]
+    pub capacity: Capacity,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Functions loaded, with their versions.
+    #[serde(default)]
+    pub loaded: BTreeMap<String, u64>,
+    /// Digests of components this worker has compiled and cached.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// Per-function counters since the worker started.
+    #[serde(default)]
+    pub load: BTreeMap<String, FunctionLoad>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLoad {
+    pub in_flight: u64,
+    pub completed: u64,
+    pub errors: u64,
+    /// Sum of completed invocations' latency, for a mean.
+    pub latency_us_total: u64,
+}
+
+/// `tern status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    /// Function → nodes serving it.
+    pub replicas: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub alive: bool,
+    pub last_seen_ms_ago: u64,
+    pub capacity: Capacity,
+    pub used_memory_mib: u64,
+    pub labels: BTreeMap<String, String>,
+    pub loaded: BTreeMap<String, u64>,
+    pub load: BTreeMap<String, FunctionLoad>,
+}
+
+/// A slice of a component, by digest: artifacts travel in chunks so that
+/// no message exceeds the bus's payload limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactRequest {
     pub digest: String,
+    #[serde(default)]
+    pub offset: u64,
+    pub max_len: u64,
+}
+
+/// Header of an artifact chunk reply; the frame body is the bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactChunk {
+    pub total: u64,
 }
 
 /// One line a function wrote, or a line the platform wrote about it.
@@ -295,10 +372,7 @@ pub enum ErrorKind {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError {
-            kind,
-            message: message.into(),
-        }
+        ApiError { kind, message: message.into() }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, m)

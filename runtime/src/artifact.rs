@@ -70,24 +70,15 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     pub(crate) fn open(engine: Engine, dir: PathBuf) -> Result<Self, RuntimeError> {
-        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache {
-            path: dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Cache { path: dir.clone(), source })?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
-        Ok(ArtifactCache {
-            engine,
-            dir,
-            engine_hash,
-            compiled: Mutex::new(HashMap::new()),
-        })
+        Ok(ArtifactCache { engine, dir, engine_hash, compiled: Mutex::new(HashMap::new()) })
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir
-            .join(format!("{digest}-{}.cwasm", self.engine_hash))
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_hash))
     }
 
     /// A compiled component from memory or disk, without compiling. Blocking.
@@ -104,10 +95,7 @@ impl ArtifactCache {
         // hash is in the name), and wasmtime checks the header it wrote.
         match unsafe { Component::deserialize_file(&self.engine, &path) } {
             Ok(c) => {
-                self.compiled
-                    .lock()
-                    .unwrap()
-                    .insert(digest.to_string(), c.clone());
+                self.compiled.lock().unwrap().insert(digest.to_string(), c.clone());
                 Some(c)
             }
             Err(e) => {
@@ -120,10 +108,7 @@ impl ArtifactCache {
 
     /// Keeps a compiled component in memory and on disk. Blocking.
     fn put(&self, digest: &str, component: &Component) {
-        self.compiled
-            .lock()
-            .unwrap()
-            .insert(digest.to_string(), component.clone());
+        self.compiled.lock().unwrap().insert(digest.to_string(), component.clone());
         let path = self.path(digest);
         let write = || -> Result<(), String> {
             let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
@@ -152,12 +137,25 @@ impl ArtifactCache {
     fn compile_uncached(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
         let started = std::time::Instant::now();
         let c = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
-        tracing::info!(
-            digest,
-            ms = started.elapsed().as_millis() as u64,
-            "compiled component"
-        );
+        tracing::info!(digest, ms = started.elapsed().as_millis() as u64, "compiled component");
         Ok(c)
+    }
+
+    /// Digests of every component compiled for this engine, in memory or on
+    /// disk (the scheduler prefers placing functions where these are).
+    pub fn digests(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.compiled.lock().unwrap().keys().cloned().collect();
+        let suffix = format!("-{}.cwasm", self.engine_hash);
+        if let Ok(dir) = std::fs::read_dir(&self.dir) {
+            for entry in dir.flatten() {
+                if let Some(d) = entry.file_name().to_str().and_then(|n| n.strip_suffix(&suffix)) {
+                    out.push(d.to_string());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Forgets the in-memory copy (the disk copy stays for a later load).
@@ -171,22 +169,14 @@ pub(crate) fn world_of(engine: &Engine, component: &Component) -> Result<World, 
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let has = |iface: &str| {
-        names.iter().any(|n| {
-            n == iface
-                || n.strip_prefix(iface)
-                    .is_some_and(|rest| rest.starts_with('@'))
-        })
+        names.iter().any(|n| n == iface || n.strip_prefix(iface).is_some_and(|rest| rest.starts_with('@')))
     };
     if has(HTTP_EXPORT) {
         Ok(World::Http)
     } else if has(EVENT_EXPORT) {
         Ok(World::Event)
     } else {
-        let list = if names.is_empty() {
-            "nothing".to_string()
-        } else {
-            names.join(", ")
-        };
+        let list = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
         Err(ValidateError::NoSupportedWorld(list))
     }
 }
@@ -217,17 +207,10 @@ pub(crate) fn validate_blocking(
     let digest = digest_of(bytes);
     let (component, cached) = match cache.get(&digest) {
         Some(c) => (c, true),
-        None => (
-            cache
-                .compile_uncached(&digest, bytes)
-                .map_err(ValidateError::Invalid)?,
-            false,
-        ),
+        None => (cache.compile_uncached(&digest, bytes).map_err(ValidateError::Invalid)?, false),
     };
     let world = world_of(engine, &component)?;
-    let pre = linker
-        .instantiate_pre(&component)
-        .map_err(|e| ValidateError::Imports(format!("{e:#}")))?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| ValidateError::Imports(format!("{e:#}")))?;
     if world == World::Http {
         ProxyPre::new(pre).map_err(|e| ValidateError::Invalid(format!("{e:#}")))?;
     }
@@ -243,11 +226,9 @@ pub(crate) async fn validate_and_cache(
     bytes: Bytes,
 ) -> Result<World, ValidateError> {
     let rt = runtime.clone();
-    tokio::task::spawn_blocking(move || {
-        validate_blocking(&rt.engine, &rt.linker, &rt.cache, &bytes)
-    })
-    .await
-    .map_err(|e| ValidateError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || validate_blocking(&rt.engine, &rt.linker, &rt.cache, &bytes))
+        .await
+        .map_err(|e| ValidateError::Internal(e.to_string()))?
 }
 
 #[cfg(test)]
@@ -257,22 +238,13 @@ mod tests {
     #[test]
     fn header_checks_name_the_mistake() {
         assert!(matches!(check_header(b""), Err(ValidateError::Empty)));
-        assert!(matches!(
-            check_header(b"hello world"),
-            Err(ValidateError::NotWasm)
-        ));
-        assert!(matches!(
-            check_header(b"\0asm\x01\0\0\0"),
-            Err(ValidateError::CoreModule)
-        ));
+        assert!(matches!(check_header(b"hello world"), Err(ValidateError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(ValidateError::CoreModule)));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 
     #[test]
     fn digest_is_sha256_hex() {
-        assert_eq!(
-            digest_of(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(digest_of(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -29,40 +29,26 @@ impl Host {
     ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
-        let wasi = WasiCtx::builder()
-            .envs(env)
-            .stdout(stdout)
-            .stderr(stderr)
-            .build();
+        let wasi = WasiCtx::builder().envs(env).stdout(stdout).stderr(stderr).build();
         Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
-            limits: MemoryLimit {
-                max: memory_bytes,
-                hit: Arc::new(AtomicBool::new(false)),
-            },
+            limits: MemoryLimit { max: memory_bytes, hit: Arc::new(AtomicBool::new(false)) },
         }
     }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 

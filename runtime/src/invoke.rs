@@ -110,15 +110,7 @@ impl HttpFunction {
         timeout: Duration,
         body_limit: usize,
     ) -> Self {
-        HttpFunction {
-            name,
-            version,
-            pre,
-            env,
-            memory_mib,
-            timeout,
-            body_limit,
-        }
+        HttpFunction { name, version, pre, env, memory_mib, timeout, body_limit }
     }
 
     pub async fn invoke(&self, req: InvokeRequest, body: Bytes) -> Outcome {
@@ -129,12 +121,7 @@ impl HttpFunction {
         self.capture(&mut logs, LogStream::Stdout, &stdout.contents());
         self.capture(&mut logs, LogStream::Stderr, &stderr.contents());
         match result {
-            Ok((response, body)) => Outcome {
-                response,
-                body,
-                failure: None,
-                logs,
-            },
+            Ok((response, body)) => Outcome { response, body, failure: None, logs },
             Err((failure, detail)) => {
                 let mut line = failure.log_line();
                 if let Some(d) = detail {
@@ -184,10 +171,7 @@ impl HttpFunction {
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         let setup = (|| -> wasmtime::Result<_> {
-            let req = store
-                .data_mut()
-                .http()
-                .new_incoming_request(Scheme::Http, http_req)?;
+            let req = store.data_mut().http().new_incoming_request(Scheme::Http, http_req)?;
             let out = store.data_mut().http().new_response_outparam(tx)?;
             Ok((req, out))
         })();
@@ -198,14 +182,10 @@ impl HttpFunction {
         // it has handed over the response head.
         let mut task = AbortOnDrop(tokio::spawn(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         }));
 
-        let classify =
-            |e: wasmtime::Error| classify_error(e, memory_hit.load(Ordering::Relaxed), self);
+        let classify = |e: wasmtime::Error| classify_error(e, memory_hit.load(Ordering::Relaxed), self);
         let fail_timeout = || (Failure::Timeout(self.timeout), None);
 
         // A guest blocked on the host (not spinning) is caught here.
@@ -220,24 +200,18 @@ impl HttpFunction {
                     Err(_) => Err(fail_timeout()),
                     Ok(Ok(Ok(()))) => Err((Failure::NoResponse, None)),
                     Ok(Ok(Err(e))) => Err(classify(e)),
-                    Ok(Err(join)) => {
-                        Err((Failure::Trap(format!("guest task ended: {join}")), None))
-                    }
+                    Ok(Err(join)) => Err((Failure::Trap(format!("guest task ended: {join}")), None)),
                 };
             }
         };
 
         let (parts, body) = head.into_parts();
         let collected =
-            tokio::time::timeout_at(grace.into(), Limited::new(body, self.body_limit).collect())
-                .await;
+            tokio::time::timeout_at(grace.into(), Limited::new(body, self.body_limit).collect()).await;
         let body = match collected {
             Err(_) => return Err(fail_timeout()),
             Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e))
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err((Failure::ResponseTooLarge(self.body_limit), None));
             }
             Ok(Err(_)) => {
@@ -245,10 +219,7 @@ impl HttpFunction {
                 return match tokio::time::timeout_at(grace.into(), &mut task.0).await {
                     Ok(Ok(Err(e))) => Err(classify(e)),
                     Err(_) => Err(fail_timeout()),
-                    _ => Err((
-                        Failure::Trap("response body ended with an error".into()),
-                        None,
-                    )),
+                    _ => Err((Failure::Trap("response body ended with an error".into()), None)),
                 };
             }
         };
@@ -263,13 +234,7 @@ impl HttpFunction {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        Ok((
-            InvokeResponse {
-                status: parts.status.as_u16(),
-                headers,
-            },
-            body,
-        ))
+        Ok((InvokeResponse { status: parts.status.as_u16(), headers }, body))
     }
 
     fn capture(&self, logs: &mut Vec<LogRecord>, stream: LogStream, bytes: &[u8]) {
@@ -282,13 +247,7 @@ impl HttpFunction {
     }
 
     fn record(&self, stream: LogStream, line: String) -> LogRecord {
-        LogRecord {
-            function: self.name.clone(),
-            version: self.version,
-            ts_ms: now_ms(),
-            stream,
-            line,
-        }
+        LogRecord { function: self.name.clone(), version: self.version, ts_ms: now_ms(), stream, line }
     }
 }
 
@@ -296,22 +255,11 @@ impl HttpFunction {
 /// backtrace is thousands of identical frames.
 const DETAIL_LINES: usize = 24;
 
-fn classify_error(
-    e: wasmtime::Error,
-    memory_hit: bool,
-    f: &HttpFunction,
-) -> (Failure, Option<String>) {
+fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Failure, Option<String>) {
     let full = format!("{e:?}");
-    let mut detail: String = full
-        .lines()
-        .take(DETAIL_LINES)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut detail: String = full.lines().take(DETAIL_LINES).collect::<Vec<_>>().join("\n");
     if full.lines().count() > DETAIL_LINES {
-        detail.push_str(&format!(
-            "\n    … (backtrace cut; cause: {})",
-            e.root_cause()
-        ));
+        detail.push_str(&format!("\n    … (backtrace cut; cause: {})", e.root_cause()));
     }
     let detail = Some(detail);
     let failure = match e.downcast_ref::<Trap>() {
@@ -325,10 +273,7 @@ fn classify_error(
     (failure, detail)
 }
 
-fn to_hyper_request(
-    req: InvokeRequest,
-    body: Bytes,
-) -> Result<hyper::Request<Full<Bytes>>, String> {
+fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, String> {
     let host = req
         .headers
         .iter()
@@ -336,9 +281,7 @@ fn to_hyper_request(
         .map(|(_, v)| v.as_str())
         .unwrap_or("localhost");
     let uri = format!("http://{host}{}", req.uri);
-    let mut builder = hyper::Request::builder()
-        .method(req.method.as_str())
-        .uri(uri);
+    let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(uri);
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
@@ -354,8 +297,5 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -14,7 +14,7 @@ pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};
 pub use invoke::{Failure, HttpFunction, Outcome};
-pub use worker::Worker;
+pub use worker::{Worker, WorkerConfig};
 
 use host::Host;
 use std::path::PathBuf;
@@ -33,10 +33,7 @@ pub enum RuntimeError {
     #[error("could not link host interfaces: {0}")]
     Link(String),
     #[error("artifact cache at {path}: {source}")]
-    Cache {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Cache { path: PathBuf, source: std::io::Error },
 }
 
 /// Tunables of the engine; defaults suit one node of a small cluster.
@@ -79,17 +76,12 @@ impl Runtime {
         // The whole of wasi:cli, not just the proxy world: components built
         // with Rust std import wasi:cli/environment, exit, stdio, and a
         // proxy-only linker would reject them.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| RuntimeError::Link(e.to_string()))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(e.to_string()))?;
         let cache = ArtifactCache::open(engine.clone(), config.cache_dir.clone())?;
         spawn_epoch_ticker(&engine);
-        Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            cache,
-        }))
+        Ok(Arc::new(Runtime { engine, linker, cache }))
     }
 
     pub fn engine(&self) -> &Engine {

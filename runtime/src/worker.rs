@@ -1,27 +1,41 @@
-//! The worker node on the bus: loads the function versions the scheduler
-//! assigns to it, serves their invoke subjects, and publishes their logs.
+//! The worker node on the bus: announces itself, heartbeats its state every
+//! second, loads the function versions the scheduler assigns to it, serves
+//! their invoke subjects, and publishes their logs.
 
 use crate::artifact::{LoadError, digest_of};
 use crate::invoke::HttpFunction;
 use crate::{Runtime, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
-    ApiError, ArtifactRequest, Assign, Frame, InvokeRequest, InvokeResponse, NodeAnnounce, Reply,
-    Unassign, World, subject,
+    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, Frame, FunctionLoad, InvokeRequest,
+    InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Artifacts travel in chunks this size, well under NATS's default 1 MiB
+/// payload limit.
+const CHUNK: u64 = 512 * 1024;
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Who a worker is and what it offers the scheduler.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub node_id: String,
+    pub capacity: Capacity,
+    pub labels: BTreeMap<String, String>,
+}
 
 pub struct Worker {
-    node_id: String,
+    config: WorkerConfig,
     bus: Arc<dyn Bus>,
     runtime: Arc<Runtime>,
     body_limit: usize,
@@ -35,6 +49,7 @@ struct Loaded {
     version: u64,
     current: Arc<RwLock<Arc<HttpFunction>>>,
     serving: JoinHandle<()>,
+    load: Arc<LoadCounters>,
 }
 
 impl Drop for Loaded {
@@ -45,32 +60,49 @@ impl Drop for Loaded {
     }
 }
 
+/// Per-function counters reported in heartbeats (the autoscaler's input).
+#[derive(Default)]
+struct LoadCounters {
+    in_flight: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    latency_us_total: AtomicU64,
+}
+
+impl LoadCounters {
+    fn snapshot(&self) -> FunctionLoad {
+        FunctionLoad {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Worker {
-    pub fn new(node_id: impl Into<String>, bus: Arc<dyn Bus>, runtime: Arc<Runtime>) -> Arc<Self> {
+    pub fn new(config: WorkerConfig, bus: Arc<dyn Bus>, runtime: Arc<Runtime>) -> Arc<Self> {
         Arc::new(Worker {
-            node_id: node_id.into(),
-            bus,
+            config,
             runtime,
-            body_limit: tern_protocol::DEFAULT_BODY_LIMIT,
+            // A response travels in one bus message, with its header.
+            body_limit: tern_protocol::DEFAULT_BODY_LIMIT.min(bus.max_payload().saturating_sub(64 * 1024)),
             functions: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            bus,
         })
     }
 
     pub fn node_id(&self) -> &str {
-        &self.node_id
+        &self.config.node_id
     }
 
-    /// Subscribes to this node's control subjects and announces the node.
+    /// Subscribes to this node's control subjects, announces the node, and
+    /// starts its heartbeat.
     pub async fn start(self: &Arc<Self>) -> Result<(), BusError> {
-        let mut assign = self
-            .bus
-            .subscribe(&subject::worker_assign(&self.node_id))
-            .await?;
-        let mut unassign = self
-            .bus
-            .subscribe(&subject::worker_unassign(&self.node_id))
-            .await?;
+        let node = &self.config.node_id;
+        let mut assign = self.bus.subscribe(&subject::worker_assign(node)).await?;
+        let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
 
         let me = self.clone();
@@ -93,27 +125,43 @@ impl Worker {
                         };
                         me.reply(&msg, &reply).await;
                     }
-                    Some(_) = discover.next() => me.announce().await,
+                    Some(_) = discover.next() => me.publish_state(&subject::node_announce()).await,
                     else => break,
                 }
             }
         });
-        self.tasks.lock().unwrap().push(control);
-        self.announce().await;
+        self.publish_state(&subject::node_announce()).await;
+        let me = Arc::downgrade(self);
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { break };
+                me.publish_state(&subject::node_heartbeat()).await;
+            }
+        });
+        self.tasks.lock().unwrap().extend([control, heartbeat]);
         Ok(())
     }
 
-    async fn announce(&self) {
-        let body = serde_json::to_vec(&NodeAnnounce {
-            node_id: self.node_id.clone(),
-        })
-        .expect("serialise");
-        if let Err(e) = self
-            .bus
-            .publish(&subject::node_announce(), body.into())
-            .await
-        {
-            tracing::warn!("could not announce node: {e}");
+    /// This node as the scheduler should see it now.
+    pub fn state(&self) -> NodeAnnounce {
+        let functions = self.functions.lock().unwrap();
+        NodeAnnounce {
+            node_id: self.config.node_id.clone(),
+            capacity: self.config.capacity.clone(),
+            labels: self.config.labels.clone(),
+            loaded: functions.iter().map(|(k, l)| (k.clone(), l.version)).collect(),
+            artifacts: self.runtime.cache.digests(),
+            load: functions.iter().map(|(k, l)| (k.clone(), l.load.snapshot())).collect(),
+        }
+    }
+
+    async fn publish_state(&self, subject: &str) {
+        let body = serde_json::to_vec(&self.state()).expect("serialise");
+        if let Err(e) = self.bus.publish(subject, body.into()).await {
+            tracing::warn!("could not publish node state: {e}");
         }
     }
 
@@ -134,26 +182,15 @@ impl Worker {
 
     async fn assign(self: &Arc<Self>, a: Assign) -> Reply<()> {
         if a.world != World::Http {
-            return Err(ApiError::bad_request(
-                "event functions are not served by this worker version",
-            ));
+            return Err(ApiError::bad_request("event functions are not served by this worker version"));
         }
-        if self
-            .functions
-            .lock()
-            .unwrap()
-            .get(&a.function)
-            .is_some_and(|l| l.version == a.version)
-        {
+        let same = self.functions.lock().unwrap().get(&a.function).is_some_and(|l| l.version == a.version);
+        if same {
             return Ok(());
         }
-        let component = self
-            .component(&a.digest)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let pre = self
-            .proxy_pre(&a.digest, &component)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let internal = |e: LoadError| ApiError::internal(e.to_string());
+        let component = self.component(&a.digest).await.map_err(internal)?;
+        let pre = self.proxy_pre(&a.digest, &component).map_err(internal)?;
         let env: Vec<(String, String)> = a.env.clone().into_iter().collect();
         let function = Arc::new(HttpFunction::new(
             a.function.clone(),
@@ -176,22 +213,14 @@ impl Worker {
         }
         let sub = self
             .bus
-            .queue_subscribe(
-                &subject::invoke(&a.function),
-                &subject::invoke_queue_group(&a.function),
-            )
+            .queue_subscribe(&subject::invoke(&a.function), &subject::invoke_queue_group(&a.function))
             .await
             .map_err(|e| ApiError::unavailable(format!("could not subscribe: {e}")))?;
         let current = Arc::new(RwLock::new(function));
-        let serving = tokio::spawn(serve(self.bus.clone(), sub, current.clone()));
-        self.functions.lock().unwrap().insert(
-            a.function.clone(),
-            Loaded {
-                version: a.version,
-                current,
-                serving,
-            },
-        );
+        let load = Arc::new(LoadCounters::default());
+        let serving = tokio::spawn(serve(self.bus.clone(), sub, current.clone(), load.clone()));
+        let loaded = Loaded { version: a.version, current, serving, load };
+        self.functions.lock().unwrap().insert(a.function.clone(), loaded);
         tracing::info!(function = %a.function, version = a.version, "loaded");
         Ok(())
     }
@@ -203,64 +232,62 @@ impl Worker {
     }
 
     fn proxy_pre(&self, digest: &str, component: &Component) -> Result<ProxyPre<Host>, LoadError> {
-        let link = |reason: String| LoadError::Link {
-            digest: digest.to_string(),
-            reason,
-        };
-        let pre = self
-            .runtime
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| link(format!("{e:#}")))?;
+        let link = |reason: String| LoadError::Link { digest: digest.to_string(), reason };
+        let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
         ProxyPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
 
     /// The compiled component: from the cache, or fetched by digest from the
-    /// scheduler, checked, compiled and cached.
+    /// scheduler in chunks, checked, compiled and cached.
     async fn component(&self, digest: &str) -> Result<Component, LoadError> {
         let rt = self.runtime.clone();
         let d = digest.to_string();
-        if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d))
-            .await
-            .ok()
-            .flatten()
-        {
+        if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d)).await.ok().flatten() {
             return Ok(c);
         }
-        let fetch = |reason: String| LoadError::Fetch {
-            digest: digest.to_string(),
-            reason,
-        };
-        let req = serde_json::to_vec(&ArtifactRequest {
-            digest: digest.to_string(),
-        })
-        .expect("serialise");
-        let msg = self
-            .bus
-            .request(&subject::artifact_get(), req.into(), FETCH_TIMEOUT)
-            .await
-            .map_err(|e| fetch(e.to_string()))?;
-        let frame = Frame::<Reply<()>>::decode(msg.payload).map_err(|e| fetch(e.to_string()))?;
-        frame.header.map_err(|e| fetch(e.message))?;
-        let actual = digest_of(&frame.body);
+        let bytes = self.fetch(digest).await?;
+        let actual = digest_of(&bytes);
         if actual != digest {
-            return Err(LoadError::DigestMismatch {
-                digest: digest.to_string(),
-                actual,
-            });
+            return Err(LoadError::DigestMismatch { digest: digest.to_string(), actual });
         }
         let rt = self.runtime.clone();
         let d = digest.to_string();
-        tokio::task::spawn_blocking(move || rt.cache.compile(&d, &frame.body))
+        let compile = |reason: String| LoadError::Compile { digest: digest.to_string(), reason };
+        tokio::task::spawn_blocking(move || rt.cache.compile(&d, &bytes))
             .await
-            .map_err(|e| LoadError::Compile {
-                digest: digest.to_string(),
-                reason: e.to_string(),
-            })?
-            .map_err(|reason| LoadError::Compile {
-                digest: digest.to_string(),
-                reason,
-            })
+            .map_err(|e| compile(e.to_string()))?
+            .map_err(compile)
+    }
+
+    async fn fetch(&self, digest: &str) -> Result<Vec<u8>, LoadError> {
+        let fail = |reason: String| LoadError::Fetch { digest: digest.to_string(), reason };
+        let mut bytes: Vec<u8> = Vec::new();
+        loop {
+            let req =
+                ArtifactRequest { digest: digest.to_string(), offset: bytes.len() as u64, max_len: CHUNK };
+            let req = Bytes::from(serde_json::to_vec(&req).expect("serialise"));
+            let msg = self
+                .bus
+                .request(&subject::artifact_get(), req, FETCH_TIMEOUT)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let frame =
+                Frame::<Reply<ArtifactChunk>>::decode(msg.payload).map_err(|e| fail(e.to_string()))?;
+            let chunk = frame.header.map_err(|e| fail(e.message))?;
+            if chunk.total > tern_protocol::MAX_COMPONENT_BYTES as u64 {
+                return Err(fail(format!("{} bytes is over the component size limit", chunk.total)));
+            }
+            if bytes.is_empty() {
+                bytes.reserve_exact(chunk.total as usize);
+            }
+            bytes.extend_from_slice(&frame.body);
+            if bytes.len() as u64 >= chunk.total {
+                return Ok(bytes);
+            }
+            if frame.body.is_empty() {
+                return Err(fail(format!("artifact ended at {} of {} bytes", bytes.len(), chunk.total)));
+            }
+        }
     }
 }
 
@@ -278,32 +305,34 @@ async fn serve(
     bus: Arc<dyn Bus>,
     mut sub: tern_bus::Subscription,
     current: Arc<RwLock<Arc<HttpFunction>>>,
+    load: Arc<LoadCounters>,
 ) {
     while let Some(msg) = sub.next().await {
         let function = current.read().unwrap().clone();
         let bus = bus.clone();
+        let load = load.clone();
         tokio::spawn(async move {
             let reply = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
                 Ok(frame) => {
+                    load.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let started = Instant::now();
                     let outcome = function.invoke(frame.header, frame.body).await;
+                    load.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    load.completed.fetch_add(1, Ordering::Relaxed);
+                    let us = started.elapsed().as_micros() as u64;
+                    load.latency_us_total.fetch_add(us, Ordering::Relaxed);
+                    if outcome.failure.is_some() {
+                        load.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     if !outcome.logs.is_empty() {
                         let logs = serde_json::to_vec(&outcome.logs).expect("serialise logs");
-                        let _ = bus
-                            .publish(&subject::logs(&function.name), logs.into())
-                            .await;
+                        let _ = bus.publish(&subject::logs(&function.name), logs.into()).await;
                     }
                     Frame::new(outcome.response, outcome.body).encode()
                 }
                 Err(e) => {
-                    let head = InvokeResponse {
-                        status: 400,
-                        headers: vec![],
-                    };
-                    Frame::new(
-                        head,
-                        Bytes::from(format!("malformed invoke request: {e}\n")),
-                    )
-                    .encode()
+                    let head = InvokeResponse { status: 400, headers: vec![] };
+                    Frame::new(head, Bytes::from(format!("malformed invoke request: {e}\n"))).encode()
                 }
             };
             if let Err(e) = respond(&*bus, &msg, reply).await {

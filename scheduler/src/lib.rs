@@ -1,31 +1,38 @@
-//! The Tern scheduler: owns the registry, validates deploys, places function
-//! versions on workers, keeps recent function logs, and pushes route changes
-//! to gateways.
+//! The Tern scheduler: owns the registry, validates deploys, tracks worker
+//! membership from heartbeats, places function versions on workers, keeps
+//! recent function logs, and pushes route changes to gateways.
 //!
 //! It answers control requests on `tern.v1.scheduler.*` (see
-//! [`tern_protocol::subject::SchedulerOp`]).
+//! [`tern_protocol::subject::SchedulerOp`]). Placement decisions come from
+//! [`placement::plan`]; this module only gathers the state it needs and
+//! carries out the commands it returns.
 
+pub mod placement;
 pub mod registry;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use placement::{Command, NodeView, Want};
 use registry::{Registry, RegistryError};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
-    ApiError, ArtifactRequest, Assign, ChangeReply, DeployReply, DeployRequest, ErrorKind, Frame,
-    LogRecord, LogsRequest, NameRequest, NodeAnnounce, Reply, RollbackRequest, RouteTable,
-    Unassign, World,
+    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, ChangeReply, ClusterStatus, DeployReply,
+    DeployRequest, ErrorKind, Frame, FunctionLoad, LogRecord, LogsRequest, NameRequest, NodeAnnounce,
+    NodeStatus, Reply, RollbackRequest, RouteTable, Unassign, Version, World,
 };
 use tern_runtime::Runtime;
 
 /// Records kept per function for `tern logs`.
 const LOG_RING: usize = 2000;
-const ASSIGN_TIMEOUT: Duration = Duration::from_secs(120);
+const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Three missed one-second heartbeats and a node is dead.
+pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -35,16 +42,35 @@ pub enum SchedulerError {
     Bus(#[from] BusError),
 }
 
+/// What the scheduler knows of one worker.
+struct Node {
+    last_seen: Instant,
+    capacity: Capacity,
+    labels: BTreeMap<String, String>,
+    loaded: BTreeMap<String, u64>,
+    artifacts: Vec<String>,
+    load: BTreeMap<String, FunctionLoad>,
+    /// Whether the last reconcile saw it alive (to log the transition once).
+    was_alive: bool,
+}
+
+impl Node {
+    fn alive(&self) -> bool {
+        self.last_seen.elapsed() < DEAD_AFTER
+    }
+}
+
 pub struct Scheduler {
     registry: Arc<Registry>,
     bus: Arc<dyn Bus>,
     /// Validates and precompiles components at deploy.
     runtime: Arc<Runtime>,
-    nodes: Mutex<BTreeSet<String>>,
+    nodes: Mutex<BTreeMap<String, Node>>,
     logs: Mutex<HashMap<String, VecDeque<LogRecord>>>,
-    /// Registry changes and their placement run one at a time, so workers
-    /// and gateways see them in the order they were recorded.
+    /// Registry changes and placement run one at a time, so workers and
+    /// gateways see them in the order they were recorded.
     changes: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
@@ -56,10 +82,7 @@ fn registry_error(e: RegistryError) -> ApiError {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Scheduler {
@@ -73,47 +96,42 @@ impl Scheduler {
             registry: Arc::new(registry),
             bus,
             runtime,
-            nodes: Mutex::new(BTreeSet::new()),
+            nodes: Mutex::new(BTreeMap::new()),
             logs: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
         }))
     }
 
-    /// Subscribes to every control subject and asks workers to announce.
+    /// Subscribes to every control subject, asks workers to announce, and
+    /// starts the placement loop.
     pub async fn start(self: &Arc<Self>) -> Result<(), SchedulerError> {
         for op in SchedulerOp::ALL {
-            let sub = self
-                .bus
-                .queue_subscribe(&subject::scheduler(op), "scheduler")
-                .await?;
+            let sub = self.bus.queue_subscribe(&subject::scheduler(op), "scheduler").await?;
             let me = self.clone();
             tokio::spawn(sub.for_each_concurrent(None, move |msg| {
                 let me = me.clone();
                 async move { me.handle(op, msg).await }
             }));
         }
-        let artifacts = self
-            .bus
-            .queue_subscribe(&subject::artifact_get(), "scheduler")
-            .await?;
+        let artifacts = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
         let me = self.clone();
         tokio::spawn(artifacts.for_each_concurrent(None, move |msg| {
             let me = me.clone();
             async move { me.serve_artifact(msg).await }
         }));
-        let mut announces = self.bus.subscribe(&subject::node_announce()).await?;
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = announces.next().await {
-                match serde_json::from_slice::<NodeAnnounce>(&msg.payload) {
-                    Ok(a) => {
-                        let me = me.clone();
-                        tokio::spawn(async move { me.node_joined(&a.node_id).await });
+        for (subject, announce) in [(subject::node_announce(), true), (subject::node_heartbeat(), false)] {
+            let mut sub = self.bus.subscribe(&subject).await?;
+            let me = self.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = sub.next().await {
+                    match serde_json::from_slice::<NodeAnnounce>(&msg.payload) {
+                        Ok(state) => me.observe(state, announce),
+                        Err(e) => tracing::warn!("ignoring malformed node state on {subject}: {e}"),
                     }
-                    Err(e) => tracing::warn!("ignoring malformed node announce: {e}"),
                 }
-            }
-        });
+            });
+        }
         let mut logs = self.bus.subscribe(&subject::logs_all()).await?;
         let me = self.clone();
         tokio::spawn(async move {
@@ -123,81 +141,155 @@ impl Scheduler {
                 }
             }
         });
-        self.bus
-            .publish(&subject::node_discover(), Bytes::new())
-            .await?;
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(s) = me.upgrade() else { break };
+                tokio::select! {
+                    _ = s.wake.notified() => {}
+                    _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+                }
+                s.reconcile().await;
+            }
+        });
+        self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
         Ok(())
     }
 
-    /// Places every active function on a node that (re)joined.
-    pub async fn node_joined(&self, node: &str) {
-        let _order = self.changes.lock().await;
-        let new = self.nodes.lock().unwrap().insert(node.to_string());
-        let registry = self.registry.clone();
-        let active = match tokio::task::spawn_blocking(move || registry.active_versions()).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return tracing::error!("cannot read registry to place functions: {e}"),
-            Err(e) => return tracing::error!("registry task failed: {e}"),
-        };
-        if new {
-            tracing::info!(node, functions = active.len(), "node joined");
+    /// Takes in a worker's announce or heartbeat. A new or returning node, or
+    /// an announce (a restarted worker), triggers placement at once.
+    pub fn observe(&self, state: NodeAnnounce, announce: bool) {
+        let mut nodes = self.nodes.lock().unwrap();
+        let returning = nodes.get(&state.node_id).is_none_or(|n| !n.alive());
+        if returning {
+            tracing::info!(node = %state.node_id, functions = state.loaded.len(), "node joined");
         }
-        for v in active.iter().filter(|v| v.world == World::Http) {
-            if let Err(e) = self.assign(node, &Assign::for_version(v)).await {
-                tracing::error!(node, function = %v.spec.name, "could not place: {e}");
-            }
+        nodes.insert(
+            state.node_id.clone(),
+            Node {
+                last_seen: Instant::now(),
+                capacity: state.capacity,
+                labels: state.labels,
+                loaded: state.loaded,
+                artifacts: state.artifacts,
+                load: state.load,
+                was_alive: true,
+            },
+        );
+        if returning || announce {
+            self.wake.notify_one();
         }
     }
 
-    async fn assign(&self, node: &str, a: &Assign) -> Result<(), ApiError> {
-        let body = serde_json::to_vec(a).expect("serialise");
+    /// Runs placement once: plan from the current state, then carry the
+    /// commands out. Returns the failures, by function.
+    pub async fn reconcile(&self) -> BTreeMap<String, ApiError> {
+        let _order = self.changes.lock().await;
+        self.reconcile_locked().await
+    }
+
+    async fn reconcile_locked(&self) -> BTreeMap<String, ApiError> {
+        let versions: Vec<Version> = match self.blocking(|r| r.active_versions()).await {
+            Ok(v) => v.into_iter().filter(|v| v.world == World::Http).collect(),
+            Err(e) => {
+                tracing::error!("cannot read the registry for placement: {}", e.message);
+                return BTreeMap::new();
+            }
+        };
+        let wants: Vec<Want> = versions
+            .iter()
+            .map(|v| Want {
+                function: v.spec.name.clone(),
+                version: v.number,
+                digest: v.digest.clone(),
+                memory_mib: v.spec.memory_mib,
+                replicas: v.spec.min_scale.max(1),
+                selector: v.spec.node_selector.clone(),
+            })
+            .collect();
+        let views: Vec<NodeView> = {
+            let mut nodes = self.nodes.lock().unwrap();
+            nodes
+                .iter_mut()
+                .map(|(id, n)| {
+                    let alive = n.alive();
+                    if n.was_alive && !alive {
+                        tracing::warn!(node = %id, "missed 3 heartbeats: node is dead, replacing its replicas");
+                    }
+                    n.was_alive = alive;
+                    NodeView {
+                        id: id.clone(),
+                        alive,
+                        memory_budget_mib: n.capacity.memory_mib,
+                        labels: n.labels.clone(),
+                        loaded: n.loaded.clone(),
+                        artifacts: n.artifacts.iter().cloned().collect(),
+                    }
+                })
+                .collect()
+        };
+        let commands = placement::plan(&views, &wants);
+        let by_name: BTreeMap<&str, &Version> = versions.iter().map(|v| (v.spec.name.as_str(), v)).collect();
+        let results = futures::future::join_all(commands.iter().map(|c| self.carry_out(c, &by_name))).await;
+        let mut failures = BTreeMap::new();
+        for (command, result) in commands.iter().zip(results) {
+            if let Err(e) = result {
+                let (Command::Assign { node, function } | Command::Unassign { node, function }) = command;
+                tracing::warn!(node, function, "placement command failed: {}", e.message);
+                failures.insert(function.clone(), e);
+            }
+        }
+        failures
+    }
+
+    async fn carry_out(
+        &self,
+        command: &Command,
+        versions: &BTreeMap<&str, &Version>,
+    ) -> Result<(), ApiError> {
+        match command {
+            Command::Assign { node, function } => {
+                let v = versions[function.as_str()];
+                let body = serde_json::to_vec(&Assign::for_version(v)).expect("serialise");
+                self.ask(&subject::worker_assign(node), body.into()).await?;
+                if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+                    n.loaded.insert(function.clone(), v.number);
+                    n.artifacts.push(v.digest.clone());
+                }
+                tracing::info!(node, function, version = v.number, "placed");
+            }
+            Command::Unassign { node, function } => {
+                let body = serde_json::to_vec(&Unassign { function: function.clone() }).expect("serialise");
+                self.ask(&subject::worker_unassign(node), body.into()).await?;
+                if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+                    n.loaded.remove(function);
+                }
+                tracing::info!(node, function, "unloaded");
+            }
+        }
+        Ok(())
+    }
+
+    async fn ask(&self, subject: &str, body: Bytes) -> Result<(), ApiError> {
         let msg = self
             .bus
-            .request(&subject::worker_assign(node), body.into(), ASSIGN_TIMEOUT)
+            .request(subject, body, ASSIGN_TIMEOUT)
             .await
-            .map_err(|e| ApiError::unavailable(format!("worker {node}: {e}")))?;
+            .map_err(|e| ApiError::unavailable(format!("worker did not answer on {subject}: {e}")))?;
         serde_json::from_slice::<Reply<()>>(&msg.payload)
-            .map_err(|e| ApiError::internal(format!("worker {node} sent a malformed reply: {e}")))?
+            .map_err(|e| ApiError::internal(format!("worker sent a malformed reply: {e}")))?
     }
 
-    /// Sends a version to every node; the first failure is returned, after
-    /// every node was tried.
-    async fn place(&self, a: &Assign) -> Result<(), ApiError> {
-        let nodes: Vec<String> = self.nodes.lock().unwrap().iter().cloned().collect();
-        let results = futures::future::join_all(nodes.iter().map(|n| self.assign(n, a))).await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ())
-    }
-
-    async fn unplace(&self, function: &str) {
-        let nodes: Vec<String> = self.nodes.lock().unwrap().iter().cloned().collect();
-        let body = Bytes::from(
-            serde_json::to_vec(&Unassign {
-                function: function.to_string(),
-            })
-            .expect("serialise"),
-        );
-        for n in nodes {
-            if let Err(e) = self
-                .bus
-                .request(&subject::worker_unassign(&n), body.clone(), ASSIGN_TIMEOUT)
-                .await
-            {
-                tracing::warn!(node = %n, function, "could not unload: {e}");
-            }
-        }
+    /// Live nodes serving `function` at `version`.
+    fn ready(&self, function: &str, version: u64) -> u32 {
+        let nodes = self.nodes.lock().unwrap();
+        nodes.values().filter(|n| n.alive() && n.loaded.get(function) == Some(&version)).count() as u32
     }
 
     async fn push_routes(&self) -> Result<RouteTable, ApiError> {
         let table = self.blocking(|r| r.route_table()).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
-        if let Err(e) = self
-            .bus
-            .publish(&subject::routes_changed(), body.into())
-            .await
-        {
+        if let Err(e) = self.bus.publish(&subject::routes_changed(), body.into()).await {
             tracing::warn!("could not push routes: {e}");
         }
         Ok(table)
@@ -218,9 +310,7 @@ impl Scheduler {
         let reply = match op {
             SchedulerOp::Deploy => match Frame::<DeployRequest>::decode(msg.payload.clone()) {
                 Ok(f) => encode(self.deploy(f.header, f.body).await),
-                Err(e) => encode::<()>(Err(ApiError::bad_request(format!(
-                    "malformed deploy request: {e}"
-                )))),
+                Err(e) => encode::<()>(Err(ApiError::bad_request(format!("malformed deploy request: {e}")))),
             },
             SchedulerOp::List => encode(self.blocking(|r| r.list()).await),
             SchedulerOp::Describe => match parse::<NameRequest>(&msg) {
@@ -240,12 +330,15 @@ impl Scheduler {
                 Err(e) => encode::<()>(Err(e)),
             },
             SchedulerOp::Routes => encode(self.blocking(|r| r.route_table()).await),
+            SchedulerOp::Status => encode(self.status().await),
         };
         if let Err(e) = respond(&*self.bus, &msg, reply).await {
             tracing::warn!("could not answer {}: {e}", msg.subject);
         }
     }
 
+    /// Records the version, places it, and answers once it is served (or
+    /// could not be).
     async fn deploy(&self, req: DeployRequest, component: Bytes) -> Reply<DeployReply> {
         let spec = req.spec;
         spec.validate().map_err(ApiError::bad_request)?;
@@ -271,79 +364,98 @@ impl Scheduler {
         let _order = self.changes.lock().await;
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
-            self.blocking(move |r| r.deploy(&spec, &digest, world, &component, now_ms()))
-                .await?
+            self.blocking(move |r| r.deploy(&spec, &digest, world, &component, now_ms())).await?
         };
-        if world == World::Http {
-            self.place(&Assign::for_version(&version))
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        e.kind,
-                        format!(
-                            "version {} is recorded but not yet running: {}",
-                            version.number, e.message
-                        ),
-                    )
-                })?;
-        }
+        let ready_replicas = self.place_version(&version).await?;
         let routes = self.push_routes().await?;
-        tracing::info!(function = %spec.name, version = version.number, %digest, "deployed");
-        Ok(DeployReply { version, routes })
+        tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
+        Ok(DeployReply { version, ready_replicas, routes })
+    }
+
+    /// Places a newly active version; an error only if it could be placed
+    /// nowhere although a worker tried.
+    async fn place_version(&self, version: &Version) -> Result<u32, ApiError> {
+        if version.world != World::Http {
+            return Ok(0);
+        }
+        let failures = self.reconcile_locked().await;
+        let ready = self.ready(&version.spec.name, version.number);
+        match failures.get(&version.spec.name) {
+            Some(e) if ready == 0 => Err(ApiError::new(
+                e.kind,
+                format!("version {} is recorded but no worker could load it: {}", version.number, e.message),
+            )),
+            _ => Ok(ready),
+        }
     }
 
     async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
-        let version = self
-            .blocking(move |r| r.rollback(&req.name, req.to))
-            .await?;
-        if version.world == World::Http {
-            self.place(&Assign::for_version(&version)).await?;
-        }
+        let version = self.blocking(move |r| r.rollback(&req.name, req.to)).await?;
+        self.place_version(&version).await?;
         let routes = self.push_routes().await?;
-        Ok(ChangeReply {
-            active_version: Some(version.number),
-            routes,
-        })
+        Ok(ChangeReply { active_version: Some(version.number), routes })
     }
 
     async fn delete(&self, name: String) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
         let n = name.clone();
         self.blocking(move |r| r.delete(&n)).await?;
-        // Routes go first so no new request is sent to the unloading replicas.
+        // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_routes().await?;
-        self.unplace(&name).await;
+        self.reconcile_locked().await;
         self.logs.lock().unwrap().remove(&name);
-        Ok(ChangeReply {
-            active_version: None,
-            routes,
-        })
+        Ok(ChangeReply { active_version: None, routes })
+    }
+
+    async fn status(&self) -> Reply<ClusterStatus> {
+        let versions = self.blocking(|r| r.active_versions()).await?;
+        let memory: BTreeMap<String, u64> =
+            versions.iter().map(|v| (v.spec.name.clone(), v.spec.memory_mib as u64)).collect();
+        let nodes = self.nodes.lock().unwrap();
+        let mut status = ClusterStatus::default();
+        for (id, n) in nodes.iter() {
+            let alive = n.alive();
+            if alive {
+                for f in n.loaded.keys() {
+                    status.replicas.entry(f.clone()).or_default().push(id.clone());
+                }
+            }
+            status.nodes.push(NodeStatus {
+                node_id: id.clone(),
+                alive,
+                last_seen_ms_ago: n.last_seen.elapsed().as_millis() as u64,
+                capacity: n.capacity.clone(),
+                used_memory_mib: n.loaded.keys().filter_map(|f| memory.get(f)).sum(),
+                labels: n.labels.clone(),
+                loaded: n.loaded.clone(),
+                load: n.load.clone(),
+            });
+        }
+        Ok(status)
     }
 
     async fn serve_artifact(&self, msg: Message) {
-        let reply = match serde_json::from_slice::<ArtifactRequest>(&msg.payload) {
-            Ok(req) => {
-                let digest = req.digest.clone();
-                match self.blocking(move |r| r.artifact(&req.digest)).await {
-                    Ok(Some(bytes)) => {
-                        Frame::new(Reply::Ok(()), Bytes::from(bytes.to_vec())).encode()
-                    }
-                    Ok(None) => Frame::new(
-                        Reply::<()>::Err(ApiError::not_found(format!("no artifact {digest}"))),
-                        Bytes::new(),
-                    )
-                    .encode(),
-                    Err(e) => Frame::new(Reply::<()>::Err(e), Bytes::new()).encode(),
-                }
-            }
-            Err(e) => Frame::new(
-                Reply::<()>::Err(ApiError::bad_request(e.to_string())),
-                Bytes::new(),
-            )
-            .encode(),
+        let reply = match parse::<ArtifactRequest>(&msg) {
+            Ok(req) => self.artifact_chunk(req).await,
+            Err(e) => Err(e),
+        };
+        let reply = match reply {
+            Ok((chunk, bytes)) => Frame::new(Reply::Ok(chunk), bytes).encode(),
+            Err(e) => encode::<ArtifactChunk>(Err(e)),
         };
         let _ = respond(&*self.bus, &msg, reply).await;
+    }
+
+    async fn artifact_chunk(&self, req: ArtifactRequest) -> Result<(ArtifactChunk, Bytes), ApiError> {
+        let digest = req.digest.clone();
+        let bytes = self
+            .blocking(move |r| r.artifact(&digest))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no artifact {}", req.digest)))?;
+        let start = (req.offset as usize).min(bytes.len());
+        let end = start.saturating_add(req.max_len as usize).min(bytes.len());
+        Ok((ArtifactChunk { total: bytes.len() as u64 }, Bytes::copy_from_slice(&bytes[start..end])))
     }
 
     fn keep_logs(&self, records: Vec<LogRecord>) {
@@ -361,12 +473,7 @@ impl Scheduler {
         let logs = self.logs.lock().unwrap();
         let ring = logs.get(&req.name);
         Ok(ring
-            .map(|r| {
-                r.iter()
-                    .skip(r.len().saturating_sub(req.tail))
-                    .cloned()
-                    .collect()
-            })
+            .map(|r| r.iter().skip(r.len().saturating_sub(req.tail)).cloned().collect())
             .unwrap_or_default())
     }
 }

@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
-use tern_protocol::{
-    FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, Version, World,
-};
+use tern_protocol::{FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, Version, World};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -103,54 +101,35 @@ impl Registry {
         component: &[u8],
         now_ms: u64,
     ) -> Result<Version, RegistryError> {
-        let trees = (
-            &self.functions,
-            &self.versions,
-            &self.artifacts,
-            &self.routes,
-            &self.meta,
-        );
-        let version = unwrap_tx(trees.transaction(
-            |(functions, versions, artifacts, routes, meta)| {
-                let previous = match functions.get(spec.name.as_bytes())? {
-                    Some(b) => {
-                        Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?)
-                    }
-                    None => None,
-                };
-                let number = previous.as_ref().map_or(1, |p| p.latest_version + 1);
-                let version = Version {
-                    number,
-                    digest: digest.to_string(),
-                    size: component.len() as u64,
-                    world,
-                    spec: spec.clone(),
-                    created_at_ms: now_ms,
-                };
-                let active = match &previous {
-                    Some(p) => Some(tx_version(versions, &spec.name, p.active_version)?),
-                    None => None,
-                };
-                swap_routes(
-                    routes,
-                    meta,
-                    &spec.name,
-                    active.as_ref().map(|v| &v.spec.routes[..]),
-                    &spec.routes,
-                )?;
-                if artifacts.get(digest.as_bytes())?.is_none() {
-                    artifacts.insert(digest.as_bytes(), component)?;
-                }
-                versions.insert(version_key(&spec.name, number).as_bytes(), encode(&version))?;
-                let record = FunctionRecord {
-                    name: spec.name.clone(),
-                    active_version: number,
-                    latest_version: number,
-                };
-                functions.insert(spec.name.as_bytes(), encode(&record))?;
-                Ok(version)
-            },
-        ))?;
+        let trees = (&self.functions, &self.versions, &self.artifacts, &self.routes, &self.meta);
+        let version = unwrap_tx(trees.transaction(|(functions, versions, artifacts, routes, meta)| {
+            let previous = match functions.get(spec.name.as_bytes())? {
+                Some(b) => Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?),
+                None => None,
+            };
+            let number = previous.as_ref().map_or(1, |p| p.latest_version + 1);
+            let version = Version {
+                number,
+                digest: digest.to_string(),
+                size: component.len() as u64,
+                world,
+                spec: spec.clone(),
+                created_at_ms: now_ms,
+            };
+            let active = match &previous {
+                Some(p) => Some(tx_version(versions, &spec.name, p.active_version)?),
+                None => None,
+            };
+            swap_routes(routes, meta, &spec.name, active.as_ref().map(|v| &v.spec.routes[..]), &spec.routes)?;
+            if artifacts.get(digest.as_bytes())?.is_none() {
+                artifacts.insert(digest.as_bytes(), component)?;
+            }
+            versions.insert(version_key(&spec.name, number).as_bytes(), encode(&version))?;
+            let record =
+                FunctionRecord { name: spec.name.clone(), active_version: number, latest_version: number };
+            functions.insert(spec.name.as_bytes(), encode(&record))?;
+            Ok(version)
+        }))?;
         self.db.flush()?;
         Ok(version)
     }
@@ -173,13 +152,7 @@ impl Registry {
                 }
             };
             let target = tx_version(versions, name, target)?;
-            swap_routes(
-                routes,
-                meta,
-                name,
-                Some(&active.spec.routes),
-                &target.spec.routes,
-            )?;
+            swap_routes(routes, meta, name, Some(&active.spec.routes), &target.spec.routes)?;
             record.active_version = target.number;
             functions.insert(name.as_bytes(), encode(&record))?;
             Ok(target)
@@ -239,18 +212,14 @@ impl Registry {
         let key = version_key(name, number);
         match self.versions.get(key.as_bytes())? {
             Some(b) => decode(key.as_bytes(), &b),
-            None => Err(RegistryError::NotFound(format!(
-                "function {name:?} has no version {number}"
-            ))),
+            None => Err(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
         }
     }
 
     fn record(&self, name: &str) -> Result<FunctionRecord, RegistryError> {
         match self.functions.get(name.as_bytes())? {
             Some(b) => decode(name.as_bytes(), &b),
-            None => Err(RegistryError::NotFound(format!(
-                "no function named {name:?}"
-            ))),
+            None => Err(RegistryError::NotFound(format!("no function named {name:?}"))),
         }
     }
 
@@ -291,12 +260,7 @@ impl Registry {
             versions.push(decode::<Version>(&k, &v)?);
         }
         let active = self.version(name, r.active_version)?;
-        Ok(FunctionDetail {
-            name: r.name,
-            active_version: r.active_version,
-            active,
-            versions,
-        })
+        Ok(FunctionDetail { name: r.name, active_version: r.active_version, active, versions })
     }
 
     /// The route table, built from the route index and the active versions.
@@ -311,11 +275,7 @@ impl Registry {
             let pattern = String::from_utf8_lossy(&k).into_owned();
             let function = String::from_utf8_lossy(&v).into_owned();
             let active = self.version(&function, self.record(&function)?.active_version)?;
-            routes.push(RouteEntry {
-                pattern,
-                function,
-                timeout_ms: active.spec.timeout_ms,
-            });
+            routes.push(RouteEntry { pattern, function, timeout_ms: active.spec.timeout_ms });
         }
         Ok(RouteTable { generation, routes })
     }
@@ -324,9 +284,7 @@ impl Registry {
 fn tx_function(functions: &TransactionalTree, name: &str) -> TxResult<FunctionRecord> {
     match functions.get(name.as_bytes())? {
         Some(b) => decode(name.as_bytes(), &b).or_else(abort),
-        None => abort(RegistryError::NotFound(format!(
-            "no function named {name:?}"
-        ))),
+        None => abort(RegistryError::NotFound(format!("no function named {name:?}"))),
     }
 }
 
@@ -334,9 +292,7 @@ fn tx_version(versions: &TransactionalTree, name: &str, number: u64) -> TxResult
     let key = version_key(name, number);
     match versions.get(key.as_bytes())? {
         Some(b) => decode(key.as_bytes(), &b).or_else(abort),
-        None => abort(RegistryError::NotFound(format!(
-            "function {name:?} has no version {number}"
-        ))),
+        None => abort(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
     }
 }
 
@@ -392,22 +348,11 @@ mod tests {
     #[test]
     fn versions_are_immutable_and_numbered() {
         let (_d, reg) = open();
-        let v1 = reg
-            .deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1)
-            .unwrap();
-        let v2 = reg
-            .deploy(&spec("f", &["/b"]), "d2", World::Http, b"two", 2)
-            .unwrap();
+        let v1 = reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
+        let v2 = reg.deploy(&spec("f", &["/b"]), "d2", World::Http, b"two", 2).unwrap();
         assert_eq!((v1.number, v2.number), (1, 2));
         let table = reg.route_table().unwrap();
-        assert_eq!(
-            table
-                .routes
-                .iter()
-                .map(|r| r.pattern.as_str())
-                .collect::<Vec<_>>(),
-            ["/b"]
-        );
+        assert_eq!(table.routes.iter().map(|r| r.pattern.as_str()).collect::<Vec<_>>(), ["/b"]);
         let back = reg.rollback("f", None).unwrap();
         assert_eq!(back.number, 1);
         assert_eq!(reg.route_table().unwrap().routes[0].pattern, "/a");
@@ -419,39 +364,26 @@ mod tests {
     #[test]
     fn route_conflict_leaves_everything_as_it_was() {
         let (_d, reg) = open();
-        reg.deploy(&spec("a", &["/x"]), "da", World::Http, b"a", 1)
-            .unwrap();
+        reg.deploy(&spec("a", &["/x"]), "da", World::Http, b"a", 1).unwrap();
         let before = reg.route_table().unwrap();
-        let err = reg
-            .deploy(&spec("b", &["/y", "/x"]), "db", World::Http, b"b", 2)
-            .unwrap_err();
+        let err = reg.deploy(&spec("b", &["/y", "/x"]), "db", World::Http, b"b", 2).unwrap_err();
         assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
         assert_eq!(reg.route_table().unwrap(), before);
-        assert!(
-            reg.artifact("db").unwrap().is_none(),
-            "aborted deploy stored its artifact"
-        );
+        assert!(reg.artifact("db").unwrap().is_none(), "aborted deploy stored its artifact");
         assert!(matches!(reg.describe("b"), Err(RegistryError::NotFound(_))));
     }
 
     #[test]
     fn delete_frees_routes_and_unshared_artifacts() {
         let (_d, reg) = open();
-        reg.deploy(&spec("a", &["/x"]), "shared", World::Http, b"s", 1)
-            .unwrap();
-        reg.deploy(&spec("b", &["/y"]), "shared", World::Http, b"s", 1)
-            .unwrap();
-        reg.deploy(&spec("b", &["/y"]), "own", World::Http, b"o", 1)
-            .unwrap();
+        reg.deploy(&spec("a", &["/x"]), "shared", World::Http, b"s", 1).unwrap();
+        reg.deploy(&spec("b", &["/y"]), "shared", World::Http, b"s", 1).unwrap();
+        reg.deploy(&spec("b", &["/y"]), "own", World::Http, b"o", 1).unwrap();
         reg.delete("b").unwrap();
         assert!(reg.artifact("shared").unwrap().is_some());
         assert!(reg.artifact("own").unwrap().is_none());
-        reg.deploy(&spec("c", &["/y"]), "c", World::Http, b"c", 1)
-            .unwrap();
-        assert!(matches!(
-            reg.delete("nope"),
-            Err(RegistryError::NotFound(_))
-        ));
+        reg.deploy(&spec("c", &["/y"]), "c", World::Http, b"c", 1).unwrap();
+        assert!(matches!(reg.delete("nope"), Err(RegistryError::NotFound(_))));
     }
 
     #[test]
@@ -459,8 +391,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let reg = Registry::open(&dir.path().join("db")).unwrap();
-            reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1)
-                .unwrap();
+            reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
         }
         let reg = Registry::open(&dir.path().join("db")).unwrap();
         assert_eq!(reg.list().unwrap().len(), 1);

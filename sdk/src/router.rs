@@ -10,10 +10,7 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -44,45 +41,24 @@ impl Router {
         pattern: &str,
         handler: impl Fn(Request, Params) -> R + 'static,
     ) -> Self {
-        let parsed =
-            RoutePattern::parse(pattern).unwrap_or_else(|e| panic!("route {pattern:?}: {e}"));
-        self.routes.push((
-            method,
-            parsed,
-            Box::new(move |req, p| handler(req, p).into_response()),
-        ));
+        let parsed = RoutePattern::parse(pattern).unwrap_or_else(|e| panic!("route {pattern:?}: {e}"));
+        self.routes.push((method, parsed, Box::new(move |req, p| handler(req, p).into_response())));
         self
     }
 
-    pub fn get<R: IntoResponse>(
-        self,
-        pattern: &str,
-        h: impl Fn(Request, Params) -> R + 'static,
-    ) -> Self {
+    pub fn get<R: IntoResponse>(self, pattern: &str, h: impl Fn(Request, Params) -> R + 'static) -> Self {
         self.route(http::Method::GET, pattern, h)
     }
 
-    pub fn post<R: IntoResponse>(
-        self,
-        pattern: &str,
-        h: impl Fn(Request, Params) -> R + 'static,
-    ) -> Self {
+    pub fn post<R: IntoResponse>(self, pattern: &str, h: impl Fn(Request, Params) -> R + 'static) -> Self {
         self.route(http::Method::POST, pattern, h)
     }
 
-    pub fn put<R: IntoResponse>(
-        self,
-        pattern: &str,
-        h: impl Fn(Request, Params) -> R + 'static,
-    ) -> Self {
+    pub fn put<R: IntoResponse>(self, pattern: &str, h: impl Fn(Request, Params) -> R + 'static) -> Self {
         self.route(http::Method::PUT, pattern, h)
     }
 
-    pub fn delete<R: IntoResponse>(
-        self,
-        pattern: &str,
-        h: impl Fn(Request, Params) -> R + 'static,
-    ) -> Self {
+    pub fn delete<R: IntoResponse>(self, pattern: &str, h: impl Fn(Request, Params) -> R + 'static) -> Self {
         self.route(http::Method::DELETE, pattern, h)
     }
 
@@ -100,23 +76,14 @@ impl Router {
             if method != req.method() {
                 continue;
             }
-            if best
-                .as_ref()
-                .is_none_or(|(b, _, _)| pattern.specificity_cmp(b).is_gt())
-            {
-                let params = Params(
-                    caps.into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                );
+            if best.as_ref().is_none_or(|(b, _, _)| pattern.specificity_cmp(b).is_gt()) {
+                let params = Params(caps.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
                 best = Some((pattern, handler, params));
             }
         }
         match best {
             Some((_, handler, params)) => handler(req, params),
-            None if path_matched => {
-                text(405, format!("{} is not allowed on {path}\n", req.method()))
-            }
+            None if path_matched => text(405, format!("{} is not allowed on {path}\n", req.method())),
             None => text(404, format!("nothing at {path}\n")),
         }
     }

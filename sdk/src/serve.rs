@@ -3,8 +3,7 @@
 use crate::{IntoResponse, Request, Response, text};
 use std::io::{Read, Write};
 use wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
 };
 
 pub fn serve<R: IntoResponse>(
@@ -48,13 +47,9 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
         builder = builder.header(name, value);
     }
     let mut body = Vec::new();
-    let incoming = request
-        .consume()
-        .map_err(|_| "request body was already taken")?;
+    let incoming = request.consume().map_err(|_| "request body was already taken")?;
     {
-        let mut stream = incoming
-            .stream()
-            .map_err(|_| "request body stream was already taken")?;
+        let mut stream = incoming.stream().map_err(|_| "request body stream was already taken")?;
         stream.read_to_end(&mut body).map_err(|e| e.to_string())?;
     }
     IncomingBody::finish(incoming);
@@ -63,11 +58,8 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
 
 fn send(out: ResponseOutparam, response: Response) {
     let (parts, body) = response.into_parts();
-    let entries: Vec<(String, Vec<u8>)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect();
+    let entries: Vec<(String, Vec<u8>)> =
+        parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec())).collect();
     let headers = match Fields::from_list(&entries) {
         Ok(h) => h,
         Err(e) => {
@@ -81,10 +73,7 @@ fn send(out: ResponseOutparam, response: Response) {
     ResponseOutparam::set(out, Ok(response));
     {
         let mut stream = outgoing.write().expect("a new body has a stream");
-        if let Err(e) = stream
-            .write_all(&body)
-            .and_then(|_| Write::flush(&mut stream))
-        {
+        if let Err(e) = stream.write_all(&body).and_then(|_| Write::flush(&mut stream)) {
             eprintln!("could not write the response body: {e}");
         }
     }

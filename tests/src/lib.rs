@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 /// (`target/debug/deps/<test>`), so the tests use the binaries built with them.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.ancestors()
-        .nth(3)
-        .expect("target dir above target/debug/deps")
-        .to_path_buf()
+    exe.ancestors().nth(3).expect("target dir above target/debug/deps").to_path_buf()
 }
 
 /// Guest crates the tests deploy.
@@ -73,11 +70,7 @@ impl TernUp {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = data_dir.with_extension(format!("{n}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(tern_bin())
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -108,13 +101,7 @@ impl TernUp {
             .expect("admin token written")
             .trim()
             .to_string();
-        TernUp {
-            child,
-            url,
-            data_dir: data_dir.to_path_buf(),
-            log,
-            token,
-        }
+        TernUp { child, url, data_dir: data_dir.to_path_buf(), log, token }
     }
 
     /// `kill -9`: no chance to flush or clean up.
@@ -175,10 +162,7 @@ impl TernUp {
     }
 
     pub fn request(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Resp {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let mut req = client.request(method, format!("{}{path}", self.url));
         if let Some(b) = body {
             req = req.body(b);
@@ -186,11 +170,7 @@ impl TernUp {
         let resp = req.send().unwrap_or_else(|e| panic!("request {path}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        Resp {
-            status,
-            body: resp.text().unwrap(),
-            headers,
-        }
+        Resp { status, body: resp.text().unwrap(), headers }
     }
 
     /// Polls `path` until it answers `status` or `timeout` passes.
@@ -243,11 +223,7 @@ impl Resp {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A real `nats-server` (the Debian package) on a free port, with JetStream
@@ -261,11 +237,7 @@ pub struct NatsServer {
 impl NatsServer {
     pub fn start(dir: &Path) -> NatsServer {
         let port = free_port();
-        let mut s = NatsServer {
-            child: None,
-            port,
-            dir: dir.to_path_buf(),
-        };
+        let mut s = NatsServer { child: None, port, dir: dir.to_path_buf() };
         s.spawn();
         s
     }
@@ -286,20 +258,15 @@ impl NatsServer {
             ),
         )
         .unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("nats.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log")).unwrap();
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect(
-                "nats-server is not installed: `apt-get install nats-server` (scripts/test does)",
-            );
+            .expect("nats-server is not installed: `apt-get install nats-server` (scripts/test does)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {

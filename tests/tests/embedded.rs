@@ -27,10 +27,7 @@ fn examples_deploy_serve_version_rollback_and_delete() {
     let hello = guest("hello");
 
     let out = up.deploy(&hello, "hello", &["--route", "/hello"]);
-    assert!(
-        out.contains(&format!("{}/hello", up.url)),
-        "deploy prints the URL it serves on: {out}"
-    );
+    assert!(out.contains(&format!("{}/hello", up.url)), "deploy prints the URL it serves on: {out}");
     let r = up.get("/hello");
     assert_eq!((r.status, r.body.as_str()), (200, "Hello, world!\n"));
     assert_eq!(up.get("/hello?name=Tern").body, "Hello, Tern!\n");
@@ -38,10 +35,7 @@ fn examples_deploy_serve_version_rollback_and_delete() {
     up.deploy(&guest("json_api"), "api", API_ROUTES);
     assert_eq!(up.get("/api/greet/ada").json()["greeting"], "Hello, ada!");
     let sum = up.get("/api/add/40/2").json();
-    assert_eq!(
-        (sum["a"].as_i64(), sum["sum"].as_i64()),
-        (Some(40), Some(42))
-    );
+    assert_eq!((sum["a"].as_i64(), sum["sum"].as_i64()), (Some(40), Some(42)));
     assert_eq!(up.get("/api/add/x/2").status, 400);
     let echo = up.post("/api/echo", r#"{"title":"héllo","tags":["a","b"]}"#);
     assert_eq!(echo.status, 200, "{}", echo.body);
@@ -50,31 +44,18 @@ fn examples_deploy_serve_version_rollback_and_delete() {
     // The function sees the path as the client sent it.
     let info = up.get("/api/info/deep/er?q=1").json();
     assert_eq!(
-        (
-            info["path"].as_str(),
-            info["rest"].as_str(),
-            info["query"].as_str()
-        ),
+        (info["path"].as_str(), info["rest"].as_str(), info["query"].as_str()),
         (Some("/api/info/deep/er"), Some("deep/er"), Some("q=1"))
     );
     assert_eq!(up.get("/nothing/here").status, 404);
 
     // The CLI can call a function directly, without a route.
-    assert_eq!(
-        up.tern_ok(&["invoke", "api", "--path", "/api/add/1/2"])
-            .trim(),
-        r#"{"a":1,"b":2,"sum":3}"#
-    );
+    assert_eq!(up.tern_ok(&["invoke", "api", "--path", "/api/add/1/2"]).trim(), r#"{"a":1,"b":2,"sum":3}"#);
 
     // A second version, with config, replaces the first…
-    up.deploy(
-        &hello,
-        "hello",
-        &["--route", "/hello", "--env", "GREETING=Bonjour"],
-    );
+    up.deploy(&hello, "hello", &["--route", "/hello", "--env", "GREETING=Bonjour"]);
     assert_eq!(up.get("/hello").body, "Bonjour, world!\n");
-    let d: serde_json::Value =
-        serde_json::from_str(&up.tern_ok(&["describe", "hello", "--json"])).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&up.tern_ok(&["describe", "hello", "--json"])).unwrap();
     assert_eq!(d["active_version"], 2);
     assert_eq!(d["versions"].as_array().unwrap().len(), 2);
     // …and rolling back brings the old body again.
@@ -84,26 +65,14 @@ fn examples_deploy_serve_version_rollback_and_delete() {
     assert_eq!(up.get("/hello").body, "Bonjour, world!\n");
 
     let list: serde_json::Value = serde_json::from_str(&up.tern_ok(&["list", "--json"])).unwrap();
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["api", "hello"]);
     assert!(up.tern_ok(&["list"]).contains("/api/greet/:name"));
 
     up.tern_ok(&["delete", "hello"]);
     assert_eq!(up.get("/hello").status, 404);
-    assert!(
-        up.tern_err(&["describe", "hello"])
-            .contains("no function named")
-    );
-    assert_eq!(
-        up.get("/api/greet/x").status,
-        200,
-        "deleting one function leaves the others"
-    );
+    assert!(up.tern_err(&["describe", "hello"]).contains("no function named"));
+    assert_eq!(up.get("/api/greet/x").status, 200, "deleting one function leaves the others");
 }
 
 #[test]
@@ -111,10 +80,7 @@ fn plain_wasi_component_is_served_unchanged() {
     let (_dir, up) = start();
     up.deploy(&guest("plain_wasi"), "plain", &["--route", "/plain/*"]);
     let r = up.get("/plain/a?b=c");
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "plain wasi component saw /plain/a?b=c\n")
-    );
+    assert_eq!((r.status, r.body.as_str()), (200, "plain wasi component saw /plain/a?b=c\n"));
 }
 
 #[test]
@@ -123,18 +89,7 @@ fn restart_keeps_every_function_version_and_route() {
     let data = dir.path().join("data");
     let up = TernUp::start(&data);
     up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
-    up.deploy(
-        &guest("hello"),
-        "hello",
-        &[
-            "--route",
-            "/hello",
-            "--route",
-            "/hi",
-            "--env",
-            "GREETING=Hej",
-        ],
-    );
+    up.deploy(&guest("hello"), "hello", &["--route", "/hello", "--route", "/hi", "--env", "GREETING=Hej"]);
     up.deploy(&guest("json_api"), "api", API_ROUTES);
     let before = up.tern_ok(&["list", "--json"]);
     // kill -9: whatever was acknowledged must already be on disk.
@@ -149,15 +104,8 @@ fn restart_keeps_every_function_version_and_route() {
     // Version 1 is still there to roll back to.
     up.tern_ok(&["rollback", "hello"]);
     assert_eq!(up.get("/hello").body, "Hello, world!\n");
-    assert_eq!(
-        up.get("/hi").status,
-        404,
-        "routes follow the active version"
-    );
-    assert!(
-        !up.log_text().contains("compil"),
-        "restart should load compiled artifacts from the cache"
-    );
+    assert_eq!(up.get("/hi").status, 404, "routes follow the active version");
+    assert!(!up.log_text().contains("compil"), "restart should load compiled artifacts from the cache");
 }
 
 #[test]
@@ -180,10 +128,7 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert!(deploy_err(&garbage, "g", &["--route", "/g"]).contains("not a WebAssembly binary"));
     // The smallest valid core module: header only.
     let core = file("core.wasm", b"\0asm\x01\0\0\0");
-    assert!(
-        deploy_err(&core, "g", &["--route", "/g"])
-            .contains("core WebAssembly module, not a component")
-    );
+    assert!(deploy_err(&core, "g", &["--route", "/g"]).contains("core WebAssembly module, not a component"));
     let empty = file("empty.wasm", b"");
     assert!(deploy_err(&empty, "g", &["--route", "/g"]).contains("file is empty"));
     // The smallest valid component: exports nothing.
@@ -199,30 +144,15 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert!(deploy_err(&truncated, "g", &["--route", "/g"]).contains("not valid"));
 
     let err = deploy_err(&guest("plain_wasi"), "thief", &["--route", "/hello"]);
-    assert!(
-        err.contains(r#"route "/hello" belongs to function "hello""#),
-        "{err}"
-    );
+    assert!(err.contains(r#"route "/hello" belongs to function "hello""#), "{err}");
     assert!(deploy_err(&guest("plain_wasi"), "Bad.Name", &["--route", "/x"]).contains("not valid"));
-    assert!(
-        deploy_err(&guest("plain_wasi"), "x", &["--route", "no-slash"])
-            .contains("must start with '/'")
-    );
+    assert!(deploy_err(&guest("plain_wasi"), "x", &["--route", "no-slash"]).contains("must start with '/'"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--memory", "0"]).contains("memory"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--timeout", "soon"]).contains("500ms"));
     assert!(deploy_err(&dir.path().join("missing.wasm"), "x", &[]).contains("cannot read"));
-    assert!(
-        up.tern_err(&["rollback", "hello"])
-            .contains("no version before 1")
-    );
-    assert!(
-        up.tern_err(&["rollback", "hello", "--to", "9"])
-            .contains("no version 9")
-    );
-    assert!(
-        up.tern_err(&["delete", "nobody"])
-            .contains("no function named")
-    );
+    assert!(up.tern_err(&["rollback", "hello"]).contains("no version before 1"));
+    assert!(up.tern_err(&["rollback", "hello", "--to", "9"]).contains("no version 9"));
+    assert!(up.tern_err(&["delete", "nobody"]).contains("no function named"));
 
     // Nothing above changed what was stored or served.
     assert_eq!(up.tern_ok(&["list", "--json"]), list_before);
@@ -232,41 +162,17 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     // Admin API without, or with a wrong, token.
     let client = reqwest::blocking::Client::new();
     let status = |req: reqwest::blocking::RequestBuilder| req.send().unwrap().status().as_u16();
-    assert_eq!(
-        status(client.get(format!("{}/api/v1/functions", up.url))),
-        401
-    );
-    assert_eq!(
-        status(
-            client
-                .get(format!("{}/api/v1/functions", up.url))
-                .bearer_auth("wrong")
-        ),
-        401
-    );
-    assert_eq!(
-        status(client.delete(format!("{}/api/v1/functions/hello", up.url))),
-        401
-    );
-    assert_eq!(
-        status(
-            client
-                .get(format!("{}/api/v1/functions", up.url))
-                .bearer_auth(&up.token)
-        ),
-        200
-    );
+    assert_eq!(status(client.get(format!("{}/api/v1/functions", up.url))), 401);
+    assert_eq!(status(client.get(format!("{}/api/v1/functions", up.url)).bearer_auth("wrong")), 401);
+    assert_eq!(status(client.delete(format!("{}/api/v1/functions/hello", up.url))), 401);
+    assert_eq!(status(client.get(format!("{}/api/v1/functions", up.url)).bearer_auth(&up.token)), 200);
     let out = std::process::Command::new(tern_tests::tern_bin())
         .args(["list", "--url", &up.url, "--token", "wrong"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
-    assert_eq!(
-        up.get("/hello").status,
-        200,
-        "a rejected admin call deleted nothing"
-    );
+    assert_eq!(up.get("/hello").status, 200, "a rejected admin call deleted nothing");
 
     // Oversized and malformed requests.
     up.deploy(&guest("json_api"), "api", API_ROUTES);
@@ -274,11 +180,7 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert_eq!(up.post("/api/echo", big).status, 413);
     let huge_header = "h".repeat(70 * 1024);
     let client = reqwest::blocking::Client::new();
-    let r = client
-        .get(format!("{}/hello", up.url))
-        .header("x-big", huge_header)
-        .send()
-        .unwrap();
+    let r = client.get(format!("{}/hello", up.url)).header("x-big", huge_header).send().unwrap();
     assert_eq!(r.status().as_u16(), 431, "oversized headers are refused");
     raw_garbage(&up.url);
     assert!(up.is_alive());
@@ -291,25 +193,17 @@ fn raw_garbage(url: &str) {
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"\x16\x03\x01 this is no request\r\n\r\n")
-        .unwrap();
+    s.write_all(b"\x16\x03\x01 this is no request\r\n\r\n").unwrap();
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
-    assert!(
-        reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
-        "{reply}"
-    );
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 400"), "{reply}");
 }
 
 #[test]
 fn hostile_guests_are_stopped_and_the_worker_lives_on() {
     let (_dir, mut up) = start();
     up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
-    up.deploy(
-        &guest("hostile"),
-        "hostile",
-        &["--route", "/h/*", "--timeout", "1s", "--memory", "32"],
-    );
+    up.deploy(&guest("hostile"), "hostile", &["--route", "/h/*", "--timeout", "1s", "--memory", "32"]);
     let healthy = |up: &TernUp| assert_eq!(up.get("/hello").body, "Hello, world!\n");
 
     let cases: &[(&str, u16, &str)] = &[
@@ -325,11 +219,7 @@ fn hostile_guests_are_stopped_and_the_worker_lives_on() {
         let r = up.get(path);
         assert_eq!(r.status, *status, "{path}: {}", r.body);
         assert!(r.body.contains(message), "{path}: {}", r.body);
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{path} took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{path} took {:?}", started.elapsed());
         healthy(&up);
     }
     // Details go to the function's log, not to the client.
@@ -343,20 +233,13 @@ fn hostile_guests_are_stopped_and_the_worker_lives_on() {
     ] {
         assert!(logs.contains(needle), "logs lack {needle:?}:\n{logs}");
     }
-    assert!(
-        logs.lines().count() < 400,
-        "a stack overflow must not flood the log"
-    );
+    assert!(logs.lines().count() < 400, "a stack overflow must not flood the log");
 
     // Spinning guests yield: while several spin on this 2-core machine, a
     // healthy function still answers. Were the runtime's threads starved,
     // it would answer only when the spinners time out, after 5 s; other
     // tests share the machine, hence the 2 s allowance.
-    up.deploy(
-        &guest("hostile"),
-        "spinner",
-        &["--route", "/spin/*", "--timeout", "5s"],
-    );
+    up.deploy(&guest("hostile"), "spinner", &["--route", "/spin/*", "--timeout", "5s"]);
     let url = up.url.clone();
     let spinners: Vec<_> = (0..4)
         .map(|_| {
@@ -381,10 +264,7 @@ fn hostile_guests_are_stopped_and_the_worker_lives_on() {
     for s in spinners {
         assert_eq!(s.join().unwrap(), 504);
     }
-    assert!(
-        latency < Duration::from_secs(2),
-        "healthy request took {latency:?} beside spinning guests"
-    );
+    assert!(latency < Duration::from_secs(2), "healthy request took {latency:?} beside spinning guests");
     assert!(up.is_alive());
 }
 
@@ -395,14 +275,7 @@ fn functions_get_only_what_they_are_granted_and_their_output_is_logged() {
     up.deploy(
         &guest("hostile"),
         "configured",
-        &[
-            "--route",
-            "/conf/*",
-            "--env",
-            "COLOUR=teal",
-            "--env",
-            "SIZE=3",
-        ],
+        &["--route", "/conf/*", "--env", "COLOUR=teal", "--env", "SIZE=3"],
     );
     // No inherited environment, no files.
     assert_eq!(up.get("/bare/env").body.trim(), "");
@@ -411,15 +284,8 @@ fn functions_get_only_what_they_are_granted_and_their_output_is_logged() {
 
     assert_eq!(up.get("/bare/log").body, "logged\n");
     let logs = up.tern_ok(&["logs", "bare"]);
-    assert!(
-        logs.contains("stdout: a line on stdout") && logs.contains("stderr: a line on stderr"),
-        "{logs}"
-    );
-    assert!(
-        !up.tern_ok(&["logs", "configured"])
-            .contains("a line on stdout"),
-        "logs are per function"
-    );
+    assert!(logs.contains("stdout: a line on stdout") && logs.contains("stderr: a line on stderr"), "{logs}");
+    assert!(!up.tern_ok(&["logs", "configured"]).contains("a line on stdout"), "logs are per function");
     let json = up.tern_ok(&["logs", "bare", "--json"]);
     let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(first["function"], "bare");
@@ -430,9 +296,7 @@ fn logs_follow_streams_new_lines() {
     let (_dir, up) = start();
     up.deploy(&guest("hostile"), "talker", &["--route", "/t/*"]);
     let mut follow = std::process::Command::new(tern_tests::tern_bin())
-        .args([
-            "logs", "talker", "--follow", "--url", &up.url, "--token", &up.token,
-        ])
+        .args(["logs", "talker", "--follow", "--url", &up.url, "--token", &up.token])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -441,10 +305,7 @@ fn logs_follow_streams_new_lines() {
     let stdout = follow.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("a line on stderr"))
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.contains("a line on stderr"))
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !reader.is_finished() && Instant::now() < deadline {

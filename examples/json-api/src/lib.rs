@@ -40,12 +40,7 @@ struct Info {
 }
 
 fn greet(_req: Request, p: Params) -> Response {
-    json(
-        200,
-        &Greeting {
-            greeting: format!("Hello, {}!", p.get("name").unwrap_or("stranger")),
-        },
-    )
+    json(200, &Greeting { greeting: format!("Hello, {}!", p.get("name").unwrap_or("stranger")) })
 }
 
 fn add(_req: Request, p: Params) -> Response {
@@ -53,15 +48,9 @@ fn add(_req: Request, p: Params) -> Response {
     match (num("a"), num("b")) {
         (Some(a), Some(b)) => match a.checked_add(b) {
             Some(sum) => json(200, &Sum { a, b, sum }),
-            None => json(
-                422,
-                &serde_json::json!({ "error": "sum overflows a 64-bit integer" }),
-            ),
+            None => json(422, &serde_json::json!({ "error": "sum overflows a 64-bit integer" })),
         },
-        _ => json(
-            400,
-            &serde_json::json!({ "error": "a and b must be integers" }),
-        ),
+        _ => json(400, &serde_json::json!({ "error": "a and b must be integers" })),
     }
 }
 
@@ -69,13 +58,7 @@ fn echo(req: Request, _p: Params) -> Response {
     match parse_json::<Note>(&req) {
         Ok(note) => {
             let title_length = note.title.chars().count();
-            json(
-                200,
-                &Echo {
-                    received: note,
-                    title_length,
-                },
-            )
+            json(200, &Echo { received: note, title_length })
         }
         Err(bad) => bad,
     }

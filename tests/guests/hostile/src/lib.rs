@@ -3,9 +3,7 @@
 //! "ok".
 
 use std::hint::black_box;
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 struct Hostile;
 
@@ -60,9 +58,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 reply(out, 200, &format!("{}\n", vars.join("\n")));
             }
             "files" => {
-                let seen = std::fs::read_dir("/")
-                    .map(|d| d.count())
-                    .map_err(|e| e.to_string());
+                let seen = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.to_string());
                 reply(out, 200, &format!("{seen:?}\n"));
             }
             "log" => {
