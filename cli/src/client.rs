@@ -105,7 +105,19 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let v = &reply.version;
-    println!("Deployed {} version {} (sha256 {})", v.spec.name, v.number, &v.digest[..12]);
+    let replicas = reply.ready_replicas;
+    let plural = if replicas == 1 { "" } else { "s" };
+    println!(
+        "Deployed {} version {} (sha256 {}), {replicas} replica{plural} ready",
+        v.spec.name,
+        v.number,
+        &v.digest[..12]
+    );
+    if replicas == 0 && v.world == tern_protocol::World::Http {
+        eprintln!(
+            "warning: no worker serves it yet (none running, none matching its node selector, or no room)"
+        );
+    }
     if v.spec.routes.is_empty() {
         println!("  no routes; call it with: tern invoke {}", v.spec.name);
     }

@@ -146,10 +146,10 @@ async fn start_scheduler(bus: Arc<dyn Bus>, data_dir: &Path) -> anyhow::Result<A
 
 fn node_id(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("node-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        if !id.trim().is_empty() {
-            return Ok(id.trim().to_string());
-        }
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
     }
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let host: String =

@@ -299,3 +299,232 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// One `tern` role (`scheduler`, `worker`, `gateway`) as a real process,
+/// restartable, killed (-9) when dropped.
+pub struct Role {
+    args: Vec<String>,
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// For a gateway: where it serves.
+    pub url: Option<String>,
+}
+
+impl Role {
+    pub fn start(role: &str, nats: &str, data_dir: &Path, extra: &[&str]) -> Role {
+        let mut args: Vec<String> = vec![role.into(), "--nats".into(), nats.into(), "--data-dir".into()];
+        args.push(data_dir.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = Role {
+            args,
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            url: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut child = Command::new(tern_bin())
+            .args(&self.args)
+            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn,async_nats=warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tern role");
+        let stdout = child.stdout.take().unwrap();
+        if self.args[0] == "gateway" {
+            let mut lines = BufReader::new(stdout).lines();
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!(
+                    "gateway printed no address; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            });
+            self.url = Some(line.strip_prefix("tern is up: ").expect("address line").to_string());
+            std::thread::spawn(move || for _ in lines {});
+        } else {
+            std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        }
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("---- tern {} log (last lines) ----", self.args[0]);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A cluster of separate processes on a real nats-server: one scheduler,
+/// `workers` workers (labelled zone=w0, zone=w1, …) and one gateway.
+pub struct Cluster {
+    pub gateway: Role,
+    pub workers: Vec<Role>,
+    pub scheduler: Role,
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(workers: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(&dir.path().join("nats"));
+        let url = nats.url();
+        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), &[]);
+        let workers: Vec<Role> = (0..workers)
+            .map(|i| {
+                let label = format!("zone=w{i}");
+                Role::start(
+                    "worker",
+                    &url,
+                    &dir.path().join(format!("worker{i}")),
+                    &["--label", &label, "--memory-budget", "2048"],
+                )
+            })
+            .collect();
+        let gateway = Role::start("gateway", &url, &dir.path().join("gateway"), &["--listen", "127.0.0.1:0"]);
+        let c = Cluster { gateway, workers, scheduler, nats, dir };
+        c.wait_for_nodes(c.workers.len());
+        c
+    }
+
+    pub fn url(&self) -> String {
+        self.gateway.url.clone().unwrap()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.gateway.data_dir.join("admin-token")).unwrap().trim().to_string()
+    }
+
+    pub fn tern(&self, args: &[&str]) -> Output {
+        Command::new(tern_bin())
+            .args(args)
+            .env("TERN_URL", self.url())
+            .env("TERN_TOKEN", self.token())
+            .output()
+            .unwrap()
+    }
+
+    pub fn tern_ok(&self, args: &[&str]) -> String {
+        let out = self.tern(args);
+        assert!(out.status.success(), "tern {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.tern_ok(&["status", "--json"])).unwrap()
+    }
+
+    /// Node ids serving `function`, per `tern status`.
+    pub fn replicas(&self, function: &str) -> Vec<String> {
+        let s = self.status();
+        s["replicas"][function]
+            .as_array()
+            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `tern status` shows `n` live nodes.
+    pub fn wait_for_nodes(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.tern(&["status", "--json"]);
+            if out.status.success() {
+                let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let alive = s["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count();
+                if alive == n {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster never showed {n} live nodes");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn node_id(&self, worker: usize) -> String {
+        std::fs::read_to_string(self.workers[worker].data_dir.join("node-id")).unwrap().trim().to_string()
+    }
+
+    pub fn get(&self, path: &str) -> Result<Resp, String> {
+        let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        let resp = client.get(format!("{}{path}", self.url())).send().map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        Ok(Resp { status, body: resp.text().map_err(|e| e.to_string())?, headers })
+    }
+}
+
+/// Background GET traffic on one path, recording when each request
+/// started and how it ended.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<Vec<(Instant, bool)>>>,
+}
+
+impl Load {
+    pub fn start(url: &str, path: &str, threads: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, target) = (stop.clone(), format!("{url}{path}"));
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_secs(20))
+                        .build()
+                        .unwrap();
+                    let mut out = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let ok = client.get(&target).send().map(|r| r.status().is_success()).unwrap_or(false);
+                        out.push((started, ok));
+                        if !ok {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops and returns every (start time, succeeded), oldest first.
+    pub fn finish(self) -> Vec<(Instant, bool)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all: Vec<(Instant, bool)> =
+            self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        all.sort_by_key(|(t, _)| *t);
+        all
+    }
+}
