@@ -65,6 +65,11 @@ impl TernUp {
     /// Starts `tern up` on a free port with `data_dir`, and waits until it
     /// serves.
     pub fn start(data_dir: &Path) -> TernUp {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`TernUp::start`], with more arguments for `tern up`.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> TernUp {
         std::fs::create_dir_all(data_dir).unwrap();
         // One log per start, so a restarted instance's log is its own.
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -74,6 +79,7 @@ impl TernUp {
         let mut child = Command::new(tern_bin())
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
             .stdout(Stdio::piped())
             .stderr(log_file)

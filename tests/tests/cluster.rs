@@ -169,3 +169,24 @@ fn every_role_reconnects_after_nats_restarts() {
     deploy(&c, "plain_wasi", "after", &["--route", "/after"]);
     assert_eq!(c.get("/after").unwrap().status, 200);
 }
+
+#[test]
+fn tern_up_runs_every_role_over_nats() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = tern_tests::NatsServer::start(&dir.path().join("nats"));
+    let up = tern_tests::TernUp::start_with(&dir.path().join("data"), &["--nats", &nats.url()]);
+    up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
+    assert_eq!(up.get("/hello").body, "Hello, world!\n");
+    let status: serde_json::Value = serde_json::from_str(&up.tern_ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["replicas"]["hello"].as_array().unwrap().len(), 1);
+    // The roles really talk over NATS: a second worker joins through it.
+    let _worker = tern_tests::Role::start("worker", &nats.url(), &dir.path().join("w2"), &[]);
+    let two = || {
+        let s: serde_json::Value = serde_json::from_str(&up.tern_ok(&["status", "--json"])).unwrap();
+        s["nodes"].as_array().unwrap().len() == 2
+    };
+    assert!(
+        eventually(Duration::from_secs(20), two),
+        "a separate worker joined the tern up cluster over NATS"
+    );
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Warm requests/s and latency through the cluster path, beside the embedded
+# mode and a bare hop, in one run:
+#
+#   tern      gateway -> NATS -> worker (separate processes) -> wasm hello
+#   embedded  tern up (in-process bus) -> wasm hello
+#   bare hop  hyper -> NATS -> responder (bench/nats-hop, no wasm, no Tern)
+#
+#   bench/cluster.sh               # 10 s per measurement
+#   DURATION=30s bench/cluster.sh
+#
+# Every process shares this machine's cores with wrk and nats-server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+NATS_PORT=18300
+CLUSTER_ADDR=127.0.0.1:18301
+EMBEDDED_ADDR=127.0.0.1:18302
+HOP_ADDR=127.0.0.1:18303
+
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+command -v nats-server >/dev/null || apt-get install -y nats-server >/dev/null
+rustup target add wasm32-wasip2 >/dev/null
+cargo build --release -p tern-cli -p nats-hop
+cargo build --target wasm32-wasip2 --profile guest -p hello
+WASM=target/wasm32-wasip2/guest/hello.wasm
+TERN=target/release/tern
+HOP=target/release/nats-hop
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+bg() { "$@" > /dev/null 2>> "$tmp/roles.log" & pids+=($!); }
+wait_up() { for _ in $(seq 1 100); do grep -q "tern is up" "$1" 2>/dev/null && return; sleep 0.1; done; echo "did not start: $1"; exit 1; }
+
+printf 'listen: 127.0.0.1:%s\nmax_payload: 16MB\n' $NATS_PORT > "$tmp/nats.conf"
+bg nats-server -c "$tmp/nats.conf"
+NATS=nats://127.0.0.1:$NATS_PORT
+sleep 0.5
+export RUST_LOG=warn
+bg $TERN scheduler --nats $NATS --data-dir "$tmp/scheduler"
+bg $TERN worker --nats $NATS --data-dir "$tmp/worker"
+$TERN gateway --nats $NATS --data-dir "$tmp/gateway" --listen $CLUSTER_ADDR > "$tmp/gw.out" 2>> "$tmp/roles.log" &
+pids+=($!)
+wait_up "$tmp/gw.out"
+$TERN up --data-dir "$tmp/embedded" --listen $EMBEDDED_ADDR > "$tmp/up.out" 2>> "$tmp/roles.log" &
+pids+=($!)
+wait_up "$tmp/up.out"
+bg $HOP responder $NATS
+bg $HOP front $NATS $HOP_ADDR
+sleep 1
+
+for gw in gateway embedded; do
+  TERN_URL=http://$([ $gw = gateway ] && echo $CLUSTER_ADDR || echo $EMBEDDED_ADDR) \
+  TERN_TOKEN=$(cat "$tmp/$gw/admin-token") $TERN deploy $WASM --name hello --route /hello > /dev/null 2>&1
+done
+for addr in $CLUSTER_ADDR $EMBEDDED_ADDR $HOP_ADDR; do
+  [ -n "$(curl -s http://$addr/hello)" ] || { echo "nothing served on $addr"; cat "$tmp/roles.log"; exit 1; }
+  wrk -t2 -c64 -d2s http://$addr/hello > /dev/null
+done
+
+measure() { # name url conns
+  local threads=$(( $3 > 1 ? 2 : 1 )) out
+  out=$(wrk -t"$threads" -c"$3" -d"$DURATION" --latency "$2")
+  printf '%s %s %s %s %s %s\n' "$1" "$3" \
+    "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="50%" {print $2}' <<<"$out")" \
+    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$(awk '/Non-2xx or 3xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
+}
+results=()
+for c in 1 64; do
+  results+=("$(measure tern-cluster http://$CLUSTER_ADDR/hello $c)")
+  results+=("$(measure tern-embedded http://$EMBEDDED_ADDR/hello $c)")
+  results+=("$(measure bare-hop http://$HOP_ADDR/hello $c)")
+done
+
+echo
+echo "hello, wrk $DURATION per row, $(nproc) cores, $(uname -r), $(nats-server --version), $(date -u +%Y-%m-%d)"
+echo
+echo "| path | conns | requests/s | p50 | p99 | non-2xx | vs bare hop |"
+echo "|---|---|---|---|---|---|---|"
+for c in 1 64; do
+  base=$(printf '%s\n' "${results[@]}" | awk -v c=$c '$1=="bare-hop" && $2==c {print $3}')
+  printf '%s\n' "${results[@]}" | awk -v c=$c -v base="$base" \
+    '$2==c {printf "| %s | %s | %.0f | %s | %s | %s | %.2fx |\n", $1, $2, $3, $4, $5, $6, $3/base}'
+done
