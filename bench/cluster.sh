@@ -12,6 +12,7 @@
 # Every process shares this machine's cores with wrk and nats-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/wrk.sh
 DURATION=${DURATION:-10s}
 NATS_PORT=18300
 CLUSTER_ADDR=127.0.0.1:18301
@@ -60,13 +61,6 @@ for addr in $CLUSTER_ADDR $EMBEDDED_ADDR $HOP_ADDR; do
   wrk -t2 -c64 -d2s http://$addr/hello > /dev/null
 done
 
-measure() { # name url conns
-  local threads=$(( $3 > 1 ? 2 : 1 )) out
-  out=$(wrk -t"$threads" -c"$3" -d"$DURATION" --latency "$2")
-  printf '%s %s %s %s %s %s\n' "$1" "$3" \
-    "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")" "$(awk '$1=="50%" {print $2}' <<<"$out")" \
-    "$(awk '$1=="99%" {print $2}' <<<"$out")" "$(awk '/Non-2xx or 3xx/ {print $NF}' <<<"$out" | grep . || echo 0)"
-}
 results=()
 for c in 1 64; do
   results+=("$(measure tern-cluster http://$CLUSTER_ADDR/hello $c)")
@@ -77,10 +71,4 @@ done
 echo
 echo "hello, wrk $DURATION per row, $(nproc) cores, $(uname -r), $(nats-server --version), $(date -u +%Y-%m-%d)"
 echo
-echo "| path | conns | requests/s | p50 | p99 | non-2xx | vs bare hop |"
-echo "|---|---|---|---|---|---|---|"
-for c in 1 64; do
-  base=$(printf '%s\n' "${results[@]}" | awk -v c=$c '$1=="bare-hop" && $2==c {print $3}')
-  printf '%s\n' "${results[@]}" | awk -v c=$c -v base="$base" \
-    '$2==c {printf "| %s | %s | %.0f | %s | %s | %s | %.2fx |\n", $1, $2, $3, $4, $5, $6, $3/base}'
-done
+table path bare-hop "${results[@]}"

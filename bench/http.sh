@@ -12,6 +12,7 @@
 # Prints a Markdown table for BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/wrk.sh
 DURATION=${DURATION:-10s}
 TERN_ADDR=127.0.0.1:18190
 WT_ADDR=127.0.0.1:18191
@@ -54,18 +55,6 @@ done
 [ "$(curl -s http://$WT_ADDR/hello)" = "Hello, world!" ] || { echo "wasmtime serve does not serve hello"; exit 1; }
 [ "$(curl -s http://$WT_TUNED_ADDR/hello)" = "Hello, world!" ] || { echo "tuned wasmtime serve does not serve hello"; exit 1; }
 
-# wrk's "Requests/sec" and its 50%/99% latency lines.
-measure() { # name url conns
-  local threads=$(( $3 > 1 ? 2 : 1 ))
-  local out
-  out=$(wrk -t"$threads" -c"$3" -d"$DURATION" --latency "$2")
-  local rps p50 p99 errors
-  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errors=$(awk '/Non-2xx or 3xx/ {print $NF}' <<<"$out")
-  printf '%s %s %s %s %s %s\n' "$1" "$3" "$rps" "$p50" "$p99" "${errors:-0}"
-}
 
 # Warm both (instance slots, caches) before measuring.
 wrk -t2 -c64 -d2s http://$TERN_ADDR/hello > /dev/null
@@ -82,10 +71,4 @@ done
 echo
 echo "hello example, wrk $DURATION per row, $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
-echo "| server | conns | requests/s | p50 | p99 | non-2xx | vs wasmtime serve |"
-echo "|---|---|---|---|---|---|---|"
-for c in 1 64; do
-  base=$(printf '%s\n' "${results[@]}" | awk -v c=$c '$1=="wasmtime-serve" && $2==c {print $3}')
-  printf '%s\n' "${results[@]}" | awk -v c=$c -v base="$base" \
-    '$2==c {printf "| %s | %s | %.0f | %s | %s | %s | %.2fx |\n", $1, $2, $3, $4, $5, $6, $3/base}'
-done
+table server wasmtime-serve "${results[@]}"
