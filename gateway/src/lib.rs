@@ -29,6 +29,9 @@ use tokio::net::TcpListener;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// How often a gateway re-reads the route table besides taking pushes.
+const ROUTES_REFRESH: Duration = Duration::from_secs(10);
+
 /// Headers the gateway never forwards: they describe one hop, not the
 /// message (RFC 9110 §7.6.1), or are recomputed from the body.
 const HOP_BY_HOP: &[&str] = &[
@@ -106,6 +109,20 @@ impl Gateway {
         // Wait briefly so a co-located scheduler's routes are served from
         // the first request; a remote one may take longer and that is fine.
         let _ = tokio::time::timeout(Duration::from_secs(2), initial).await;
+        // Pushes can be lost (a NATS reconnect, a gateway started mid-change):
+        // re-read the table now and then. Off the request path, and the
+        // generation check makes a stale answer harmless.
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ROUTES_REFRESH).await;
+                let Some(me) = me.upgrade() else { break };
+                let empty = Bytes::from_static(b"{}");
+                if let Ok(t) = admin::control::<RouteTable>(&*me.bus, SchedulerOp::Routes, empty).await {
+                    me.apply_routes(&t);
+                }
+            }
+        });
         Ok(())
     }
 
