@@ -147,13 +147,16 @@ impl Worker {
 
     /// This node as the scheduler should see it now.
     pub fn state(&self) -> NodeAnnounce {
+        // Listing the cache reads a directory: not while holding the lock
+        // that assign, unassign and every heartbeat share.
+        let artifacts = self.runtime.cache.digests();
         let functions = self.functions.lock().unwrap();
         NodeAnnounce {
             node_id: self.config.node_id.clone(),
             capacity: self.config.capacity.clone(),
             labels: self.config.labels.clone(),
             loaded: functions.iter().map(|(k, l)| (k.clone(), l.version)).collect(),
-            artifacts: self.runtime.cache.digests(),
+            artifacts,
             load: functions.iter().map(|(k, l)| (k.clone(), l.load.snapshot())).collect(),
         }
     }
