@@ -22,6 +22,7 @@ pub async fn run_all(bus: Arc<dyn Bus>) {
     no_responders_is_immediate(&*bus).await;
     request_times_out(&*bus).await;
     dropped_subscription_stops_delivery(&*bus).await;
+    drain_keeps_what_was_routed(&*bus).await;
     large_payloads(bus.clone(), 8 * 1024 * 1024).await;
     invalid_subjects_are_rejected(&*bus).await;
 }
@@ -154,4 +155,28 @@ pub async fn invalid_subjects_are_rejected(bus: &dyn Bus) {
     assert!(bus.publish("conf.*", Bytes::new()).await.is_err(), "publish to a wildcard");
     assert!(bus.subscribe("conf..x").await.is_err(), "empty token");
     assert!(bus.subscribe("conf.>.x").await.is_err(), "'>' not last");
+}
+
+/// A drained queue subscriber answers what was routed to it before the
+/// drain, then its stream ends, and new requests find no responders.
+pub async fn drain_keeps_what_was_routed(bus: &dyn Bus) {
+    let mut sub = bus.queue_subscribe("conf.drain", "g").await.unwrap();
+    for i in 0..100u32 {
+        bus.publish("conf.drain", Bytes::from(i.to_string())).await.unwrap();
+    }
+    sub.drain().await;
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(ARRIVE, sub.next()).await {
+            Ok(Some(m)) => got.push(String::from_utf8(m.payload.to_vec()).unwrap()),
+            Ok(None) => break,
+            Err(_) => panic!("drain: the stream did not end after {} messages", got.len()),
+        }
+    }
+    let want: Vec<String> = (0..100u32).map(|i| i.to_string()).collect();
+    assert_eq!(got, want, "drain: messages published before the drain must all arrive, in order");
+    match bus.request("conf.drain", Bytes::new(), Duration::from_secs(2)).await {
+        Err(BusError::NoResponders(_)) => {}
+        other => panic!("drain: after a drain, a request must find no responders, got {other:?}"),
+    }
 }

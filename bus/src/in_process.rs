@@ -210,8 +210,24 @@ impl Stream for Receiver {
     }
 }
 
+impl crate::Source for Receiver {
+    fn drain(self: Pin<&mut Self>) -> futures::future::BoxFuture<'_, ()> {
+        // Delivery sends under the registry lock, so once removed nothing
+        // new arrives; dropping the sender ends the stream after what is
+        // already queued.
+        self.unsubscribe();
+        Box::pin(async {})
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
+        self.unsubscribe();
+    }
+}
+
+impl Receiver {
+    fn unsubscribe(&self) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };

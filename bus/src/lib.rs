@@ -19,6 +19,7 @@ pub use subject::{SubjectPattern, validate_subject};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
+use futures::future::BoxFuture;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,14 +47,29 @@ pub enum BusError {
     Connection(String),
 }
 
-/// A stream of messages; dropping it unsubscribes.
+/// A stream of messages; dropping it unsubscribes at once (messages already
+/// on their way are lost), [`Subscription::drain`] unsubscribes cleanly.
 pub struct Subscription {
-    inner: Pin<Box<dyn Stream<Item = Message> + Send>>,
+    inner: Pin<Box<dyn Source>>,
+}
+
+/// What a bus implementation hands out as a subscription.
+pub trait Source: Stream<Item = Message> + Send {
+    /// Stops new deliveries. The stream then yields every message the bus
+    /// had already routed to this subscriber, and ends.
+    fn drain(self: Pin<&mut Self>) -> BoxFuture<'_, ()>;
 }
 
 impl Subscription {
-    pub fn new(stream: impl Stream<Item = Message> + Send + 'static) -> Self {
-        Subscription { inner: Box::pin(stream) }
+    pub fn new(source: impl Source + 'static) -> Self {
+        Subscription { inner: Box::pin(source) }
+    }
+
+    /// Unsubscribes without losing what is in flight: keep reading the
+    /// stream until it ends. A worker unloading a function uses this so
+    /// that a request routed to it just before is still answered.
+    pub async fn drain(&mut self) {
+        self.inner.as_mut().drain().await
     }
 }
 

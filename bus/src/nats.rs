@@ -104,6 +104,30 @@ fn to_message(m: async_nats::Message) -> Message {
     Message { subject: m.subject.to_string(), reply: m.reply.map(|r| r.to_string()), payload: m.payload }
 }
 
+struct NatsSubscription(async_nats::Subscriber);
+
+impl futures::Stream for NatsSubscription {
+    type Item = Message;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        self.0.poll_next_unpin(cx).map(|m| m.map(to_message))
+    }
+}
+
+impl crate::Source for NatsSubscription {
+    fn drain(self: std::pin::Pin<&mut Self>) -> futures::future::BoxFuture<'_, ()> {
+        // UNSUB then PING: the client closes the subscription on the PONG,
+        // so everything the server sent before the UNSUB is still delivered.
+        Box::pin(async move {
+            if let Err(e) = self.get_mut().0.drain().await {
+                tracing::warn!("could not drain a subscription: {e}");
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<(), BusError> {
@@ -122,7 +146,7 @@ impl Bus for NatsBus {
             .subscribe(pattern.to_string())
             .await
             .map_err(|e| BusError::Connection(format!("subscribe to {pattern}: {e}")))?;
-        Ok(Subscription::new(sub.map(to_message)))
+        Ok(Subscription::new(NatsSubscription(sub)))
     }
 
     async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError> {
@@ -133,7 +157,7 @@ impl Bus for NatsBus {
             .queue_subscribe(pattern.to_string(), group.to_string())
             .await
             .map_err(|e| BusError::Connection(format!("subscribe to {pattern}: {e}")))?;
-        Ok(Subscription::new(sub.map(to_message)))
+        Ok(Subscription::new(NatsSubscription(sub)))
     }
 
     async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Message, BusError> {
