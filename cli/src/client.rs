@@ -89,6 +89,15 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.min_scale {
         query.push(("min_scale".into(), n.to_string()));
     }
+    if let Some(n) = args.max_scale {
+        query.push(("max_scale".into(), n.to_string()));
+    }
+    if let Some(n) = args.concurrency {
+        query.push(("concurrency".into(), n.to_string()));
+    }
+    if let Some(d) = args.idle {
+        query.push(("idle_ms".into(), d.as_millis().to_string()));
+    }
     for (k, v) in &args.node_selector {
         query.push(("node_selector".into(), format!("{k}={v}")));
     }
@@ -175,6 +184,21 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     if !s.env.is_empty() {
         println!("config:   {}", s.env.keys().cloned().collect::<Vec<_>>().join(", "));
     }
+    let max = if s.max_scale == 0 { "any".to_string() } else { s.max_scale.to_string() };
+    println!(
+        "scaling:  {}..{max} replicas, target {} in flight each, idle after {}",
+        s.min_scale,
+        s.concurrency,
+        humantime::format_duration(Duration::from_millis(s.idle_ms))
+    );
+    println!(
+        "replicas: {} ready, {} wanted, concurrency {:.2}{}",
+        d.replicas,
+        d.scale.desired,
+        d.scale.stable_concurrency,
+        if d.scale.panicking { " (panic mode)" } else { "" }
+    );
+    println!("cold:     {}", cold_starts(&d.scale));
     println!("versions:");
     for v in &d.versions {
         let marker = if v.number == d.active_version { "*" } else { " " };
@@ -291,12 +315,31 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
             labels.join(",")
         );
     }
-    println!("REPLICAS");
-    if s.replicas.is_empty() {
+    println!("FUNCTIONS");
+    if s.scale.is_empty() {
         println!("  none");
     }
-    for (f, nodes) in &s.replicas {
-        println!("  {f}  {}  on {}", nodes.len(), nodes.join(", "));
+    for (f, scale) in &s.scale {
+        let nodes = s.replicas.get(f).cloned().unwrap_or_default();
+        let on = if nodes.is_empty() { String::new() } else { format!(" on {}", nodes.join(", ")) };
+        println!(
+            "  {f}  replicas {}/{}{on}  concurrency {:.2}{}  cold starts: {}",
+            nodes.len(),
+            scale.desired,
+            scale.stable_concurrency,
+            if scale.panicking { " (panic)" } else { "" },
+            cold_starts(scale)
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn cold_starts(s: &tern_protocol::ScaleStatus) -> String {
+    match &s.cold_start_ms {
+        None => format!("{} (wakes {})", s.cold_starts, s.wakes),
+        Some(l) => format!(
+            "{} (wakes {}), ready in p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms",
+            s.cold_starts, s.wakes, l.p50, l.p95, l.max
+        ),
+    }
 }

@@ -135,9 +135,18 @@ pub struct DeployArgs {
     /// Time limit per request, like 500ms, 2s, 1m
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Replicas to keep loaded, each on its own worker
+    /// Replicas kept loaded even when idle, each on its own worker [default: 0, scale to zero]
     #[arg(long, value_name = "N")]
     pub min_scale: Option<u32>,
+    /// Most replicas the autoscaler may run [default: 0, no limit but the number of workers]
+    #[arg(long, value_name = "N")]
+    pub max_scale: Option<u32>,
+    /// Target in-flight requests per replica; more concurrency adds replicas [default: 100]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<u32>,
+    /// Unload the function after this long without requests, like 30s, 5m [default: 60s]
+    #[arg(long, value_parser = parse_duration)]
+    pub idle: Option<Duration>,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -155,7 +164,7 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use forms like 500ms, 2s, 1m)"))?;
     if d.is_zero() {
         return Err("must be more than zero".into());

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 use tern_bus::{Bus, InProcessBus, NatsBus, NatsOptions};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
-use tern_scheduler::Scheduler;
+use tern_scheduler::{ScaleConfig, Scheduler};
 
 /// How to reach NATS; credentials and TLS are passed to the client as is.
 #[derive(Args, Clone, Default)]
@@ -38,6 +39,37 @@ pub struct NatsArgs {
     pub nats_require_tls: bool,
 }
 
+/// The autoscaler's windows (the scheduler's; the same for every function).
+#[derive(Args, Clone)]
+pub struct ScaleArgs {
+    /// Window the autoscaler averages concurrency over in stable mode
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    stable_window: Duration,
+    /// Short window for bursts: panic mode starts when concurrency over it reaches twice the target
+    #[arg(long, default_value = "6s", value_parser = crate::parse_duration)]
+    panic_window: Duration,
+}
+
+impl ScaleArgs {
+    fn config(&self) -> anyhow::Result<ScaleConfig> {
+        if self.panic_window > self.stable_window {
+            bail!("--panic-window must not be longer than --stable-window");
+        }
+        Ok(ScaleConfig { stable_window: self.stable_window, panic_window: self.panic_window })
+    }
+}
+
+/// How the gateway holds requests for functions that are at zero.
+#[derive(Args, Clone)]
+pub struct ActivatorArgs {
+    /// Requests held per function while it starts from zero; past this, 503
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    cold_start_buffer: usize,
+    /// How long a held request waits for its function to start before 503
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    cold_start_timeout: Duration,
+}
+
 #[derive(Args)]
 pub struct UpArgs {
     /// Address to serve functions and the admin API on (port 0 picks a free port)
@@ -48,6 +80,10 @@ pub struct UpArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    scale: ScaleArgs,
+    #[command(flatten)]
+    activator: ActivatorArgs,
 }
 
 #[derive(Args)]
@@ -57,6 +93,8 @@ pub struct SchedulerArgs {
     /// Where the registry lives
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    scale: ScaleArgs,
 }
 
 #[derive(Args)]
@@ -87,6 +125,8 @@ pub struct GatewayArgs {
     /// Where the admin token is kept
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    activator: ActivatorArgs,
 }
 
 fn init_logging() {
@@ -134,10 +174,15 @@ fn body_limit(bus: &dyn Bus) -> usize {
     DEFAULT_BODY_LIMIT.min(fits)
 }
 
-async fn start_scheduler(bus: Arc<dyn Bus>, data_dir: &Path) -> anyhow::Result<Arc<Scheduler>> {
+async fn start_scheduler(
+    bus: Arc<dyn Bus>,
+    data_dir: &Path,
+    scale: &ScaleArgs,
+) -> anyhow::Result<Arc<Scheduler>> {
+    let scale = scale.config()?;
     let runtime =
         Runtime::new(RuntimeConfig::new(data_dir.join("cache"))).context("cannot start the wasm runtime")?;
-    let scheduler = Scheduler::open(data_dir, bus, runtime).with_context(|| {
+    let scheduler = Scheduler::open(data_dir, bus, runtime, scale).with_context(|| {
         format!("cannot open the registry in {} (is another tern using it?)", data_dir.display())
     })?;
     scheduler.start().await.context("cannot start the scheduler")?;
@@ -188,10 +233,21 @@ async fn start_worker(
     Ok(worker)
 }
 
-async fn start_gateway(bus: Arc<dyn Bus>, data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+async fn start_gateway(
+    bus: Arc<dyn Bus>,
+    data_dir: &Path,
+    listen: SocketAddr,
+    activator: &ActivatorArgs,
+) -> anyhow::Result<()> {
     let token = tern_gateway::token::load_or_create(data_dir)
         .with_context(|| format!("cannot read or create the admin token in {}", data_dir.display()))?;
-    let config = GatewayConfig { body_limit: body_limit(&*bus), header_limit: 64 * 1024, admin_token: token };
+    let config = GatewayConfig {
+        body_limit: body_limit(&*bus),
+        header_limit: 64 * 1024,
+        admin_token: token,
+        cold_start_buffer: activator.cold_start_buffer,
+        cold_start_timeout: activator.cold_start_timeout,
+    };
     let gateway = Gateway::new(bus, config);
     gateway.start().await.context("cannot start the gateway")?;
     let listener = tern_gateway::bind(listen).await?;
@@ -213,7 +269,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(_) => connect(&args.nats, "up").await?,
         None => Arc::new(InProcessBus::new()),
     };
-    let scheduler = start_scheduler(bus.clone(), &data_dir).await?;
+    let scheduler = start_scheduler(bus.clone(), &data_dir, &args.scale).await?;
     let config = WorkerConfig {
         node_id: match &args.nats.url {
             Some(_) => node_id(&data_dir)?,
@@ -228,7 +284,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), worker.loaded().len());
-    start_gateway(bus, &data_dir, args.listen).await?;
+    start_gateway(bus, &data_dir, args.listen, &args.activator).await?;
     // Dropping the scheduler flushes and closes the registry.
     drop(scheduler);
     Ok(ExitCode::SUCCESS)
@@ -238,7 +294,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
-    let scheduler = start_scheduler(bus, &data_dir).await?;
+    let scheduler = start_scheduler(bus, &data_dir, &args.scale).await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);
@@ -267,7 +323,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
-    start_gateway(bus, &data_dir, args.listen).await?;
+    start_gateway(bus, &data_dir, args.listen, &args.activator).await?;
     Ok(ExitCode::SUCCESS)
 }
 

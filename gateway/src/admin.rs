@@ -5,7 +5,7 @@
 //! | GET | /api/v1/health | liveness, no token needed |
 //! | GET | /api/v1/functions | list |
 //! | GET | /api/v1/status | nodes, capacity, load, replicas |
-//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T&min_scale=N&node_selector=K=V | deploy (body: the component) |
+//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T&min_scale=N&max_scale=N&concurrency=N&idle_ms=T&node_selector=K=V | deploy (body: the component) |
 //! | GET | /api/v1/functions/{name} | describe |
 //! | DELETE | /api/v1/functions/{name} | delete |
 //! | POST | /api/v1/functions/{name}/rollback[?to=V] | rollback |
@@ -183,7 +183,7 @@ async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<De
                     .ok_or_else(|| ApiError::bad_request(format!("node_selector {v:?} must be KEY=VALUE")))?;
                 spec.node_selector.insert(key.to_string(), value.to_string());
             }
-            "memory_mib" | "timeout_ms" | "min_scale" => {}
+            "memory_mib" | "timeout_ms" | "min_scale" | "max_scale" | "concurrency" | "idle_ms" => {}
             other => {
                 return Err(ApiError::bad_request(format!("unknown deploy parameter {other:?}")));
             }
@@ -197,6 +197,15 @@ async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<De
     }
     if let Some(n) = parse_num::<u32>(&q, "min_scale")? {
         spec.min_scale = n;
+    }
+    if let Some(n) = parse_num::<u32>(&q, "max_scale")? {
+        spec.max_scale = n;
+    }
+    if let Some(n) = parse_num::<u32>(&q, "concurrency")? {
+        spec.concurrency = n;
+    }
+    if let Some(n) = parse_num::<u64>(&q, "idle_ms")? {
+        spec.idle_ms = n;
     }
     // Checked here too, so a bad spec fails before a large upload is read.
     spec.validate().map_err(ApiError::bad_request)?;

@@ -2,10 +2,12 @@
 //! the bus, and serves the admin API under `/api/v1/`.
 //!
 //! Request path: [`Gateway::handle`] → route lookup ([`router::Router`]) →
-//! [`Gateway::invoke`] (request/reply on the function's invoke subject) →
-//! response. Routes are pushed by the scheduler; no request waits for a
-//! lookup elsewhere.
+//! [`Gateway::invoke`] (request/reply on the function's invoke subject; if
+//! no replica answers, wait in the [`activator::Activator`] while the
+//! scheduler wakes one, then send again) → response. Routes are pushed by
+//! the scheduler; no request waits for a lookup elsewhere.
 
+pub mod activator;
 mod admin;
 pub mod router;
 pub mod token;
@@ -22,7 +24,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tern_bus::{Bus, BusError};
+use tern_bus::{Bus, BusError, Message};
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, RouteTable};
 use tokio::net::TcpListener;
@@ -51,11 +53,16 @@ pub struct GatewayConfig {
     /// Largest request head (request line and headers).
     pub header_limit: usize,
     pub admin_token: String,
+    /// Requests held per function while it starts from zero.
+    pub cold_start_buffer: usize,
+    /// How long a held request waits for a replica before 503.
+    pub cold_start_timeout: Duration,
 }
 
 pub struct Gateway {
     bus: Arc<dyn Bus>,
     routes: RwLock<Arc<Router>>,
+    activator: Arc<activator::Activator>,
     config: GatewayConfig,
 }
 
@@ -74,7 +81,12 @@ pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body>
 
 impl Gateway {
     pub fn new(bus: Arc<dyn Bus>, config: GatewayConfig) -> Arc<Self> {
-        Arc::new(Gateway { bus, routes: RwLock::new(Arc::new(Router::default())), config })
+        let activator = Arc::new(activator::Activator::new(
+            bus.clone(),
+            config.cold_start_buffer,
+            config.cold_start_timeout,
+        ));
+        Arc::new(Gateway { bus, routes: RwLock::new(Arc::new(Router::default())), activator, config })
     }
 
     /// Follows route pushes, and fetches the current table from the
@@ -221,26 +233,20 @@ impl Gateway {
             .collect();
         let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers };
         let payload = Frame::new(head, body).encode();
-        // The worker enforces the function's timeout and answers with 504;
-        // this margin only covers a worker that died mid-request.
-        let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
-        let reply = match self.bus.request(&subject::invoke(function), payload, wait).await {
+        let reply = match self.call(function, timeout_ms, payload).await {
             Ok(m) => m,
-            Err(BusError::NoResponders(_)) => {
-                let mut r = text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("function {function} has no ready replica"),
-                );
+            Err(CallError::Cold(e)) => {
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
                 r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return r;
             }
-            Err(BusError::Timeout { .. }) => {
+            Err(CallError::Bus(BusError::Timeout { .. })) => {
                 return text(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("function {function} did not answer in time"),
                 );
             }
-            Err(e) => {
+            Err(CallError::Bus(e)) => {
                 return text(StatusCode::BAD_GATEWAY, format!("could not reach function {function}: {e}"));
             }
         };
@@ -248,6 +254,50 @@ impl Gateway {
             Ok(f) => to_response(f.header, f.body),
             Err(e) => {
                 text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"))
+            }
+        }
+    }
+}
+
+/// Why [`Gateway::call`] got no answer from a function.
+#[derive(Debug)]
+pub enum CallError {
+    /// No replica became ready: the activator's buffer was full, the
+    /// function could not start, or it did not start in time.
+    Cold(activator::ActivateError),
+    Bus(BusError),
+}
+
+impl Gateway {
+    /// Sends one invocation to a replica of `function` and waits for its
+    /// reply. If no replica listens, the call waits in the activator while
+    /// the function starts, then is sent again. Every trigger (HTTP routes,
+    /// the admin invoke) goes through here.
+    pub async fn call(&self, function: &str, timeout_ms: u64, payload: Bytes) -> Result<Message, CallError> {
+        // The worker enforces the function's timeout and answers with 504;
+        // this margin only covers a worker that died mid-request.
+        let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
+        let subject = subject::invoke(function);
+        let mut deadline = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match self.bus.request(&subject, payload.clone(), wait).await {
+                Err(BusError::NoResponders(_)) => {
+                    // One deadline across retries: a function that is
+                    // unloaded again between wake and send does not reset it.
+                    let deadline = match deadline {
+                        Some(d) => {
+                            // Woken, yet nobody listens: the scheduler's view
+                            // is a heartbeat behind. Do not spin on it.
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                            d
+                        }
+                        None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
+                    };
+                    self.activator.wait(function, deadline).await.map_err(CallError::Cold)?;
+                }
+                other => return other.map_err(CallError::Bus),
             }
         }
     }

@@ -32,10 +32,12 @@ pub enum SchedulerOp {
     Logs,
     Routes,
     Status,
+    /// From a gateway's activator: a function at zero has requests waiting.
+    Wake,
 }
 
 impl SchedulerOp {
-    pub const ALL: [SchedulerOp; 8] = [
+    pub const ALL: [SchedulerOp; 9] = [
         SchedulerOp::Deploy,
         SchedulerOp::List,
         SchedulerOp::Describe,
@@ -44,6 +46,7 @@ impl SchedulerOp {
         SchedulerOp::Logs,
         SchedulerOp::Routes,
         SchedulerOp::Status,
+        SchedulerOp::Wake,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl SchedulerOp {
             SchedulerOp::Logs => "logs",
             SchedulerOp::Routes => "routes",
             SchedulerOp::Status => "status",
+            SchedulerOp::Wake => "wake",
         }
     }
 }

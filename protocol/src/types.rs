@@ -8,6 +8,12 @@ pub const MAX_MEMORY_MIB: u32 = 4096;
 pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Request and response bodies past this get 413 / 502.
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Target in-flight requests per replica when the deploy names none.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+/// A function with no request for this long is unloaded (unless min-scale).
+pub const DEFAULT_IDLE_MS: u64 = 60_000;
+/// The shortest idle window: the scheduler decides once a second.
+pub const MIN_IDLE_MS: u64 = 1_000;
 /// Largest component accepted by deploy.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 
@@ -24,16 +30,32 @@ pub struct FunctionSpec {
     pub memory_mib: u32,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
-    /// Replicas to keep loaded (on distinct workers).
-    #[serde(default = "default_min_scale")]
+    /// Replicas kept loaded even when idle (each on its own worker). 0 lets
+    /// the function scale to zero after `idle_ms` without requests.
+    #[serde(default)]
     pub min_scale: u32,
+    /// Most replicas the autoscaler may run; 0 means no limit but the
+    /// number of workers.
+    #[serde(default)]
+    pub max_scale: u32,
+    /// Target in-flight requests per replica: the autoscaler adds replicas
+    /// when observed concurrency exceeds this.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Scale-to-zero window: with no request for this long, and min-scale
+    /// 0, the function is unloaded everywhere.
+    #[serde(default = "default_idle")]
+    pub idle_ms: u64,
     /// Only workers with all these labels may run the function.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
 }
 
-fn default_min_scale() -> u32 {
-    1
+fn default_concurrency() -> u32 {
+    DEFAULT_CONCURRENCY
+}
+fn default_idle() -> u64 {
+    DEFAULT_IDLE_MS
 }
 
 fn default_memory() -> u32 {
@@ -51,7 +73,10 @@ impl FunctionSpec {
             env: BTreeMap::new(),
             memory_mib: DEFAULT_MEMORY_MIB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
-            min_scale: 1,
+            min_scale: 0,
+            max_scale: 0,
+            concurrency: DEFAULT_CONCURRENCY,
+            idle_ms: DEFAULT_IDLE_MS,
             node_selector: BTreeMap::new(),
         }
     }
@@ -81,8 +106,23 @@ impl FunctionSpec {
                 MAX_TIMEOUT_MS / 60_000
             ));
         }
-        if self.min_scale > 1000 {
-            return Err(format!("min scale {} is more than 1000 replicas", self.min_scale));
+        if self.min_scale > 1000 || self.max_scale > 1000 {
+            return Err(format!(
+                "scale bounds {}..{} are out of range (at most 1000 replicas)",
+                self.min_scale, self.max_scale
+            ));
+        }
+        if self.max_scale != 0 && self.min_scale > self.max_scale {
+            return Err(format!("min scale {} is more than max scale {}", self.min_scale, self.max_scale));
+        }
+        if self.concurrency == 0 || self.concurrency > 100_000 {
+            return Err(format!(
+                "target concurrency {} is out of range (1..=100000 in-flight requests per replica)",
+                self.concurrency
+            ));
+        }
+        if self.idle_ms < MIN_IDLE_MS || self.idle_ms > 7 * 24 * 3_600_000 {
+            return Err(format!("idle window {} ms is out of range (1 s ..= 7 days)", self.idle_ms));
         }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -142,12 +182,62 @@ pub struct FunctionSummary {
 }
 
 /// `tern describe`: the active version's settings and every version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionDetail {
     pub name: String,
     pub active_version: u64,
     pub active: Version,
     pub versions: Vec<Version>,
+    /// Live workers serving the active version now.
+    #[serde(default)]
+    pub replicas: u32,
+    /// The autoscaler's view; filled by the scheduler, not stored.
+    #[serde(default)]
+    pub scale: ScaleStatus,
+}
+
+/// What the autoscaler sees of one function and what it decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleStatus {
+    /// Replicas the autoscaler wants now.
+    pub desired: u32,
+    /// Mean in-flight requests over the stable and the panic window.
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
+    pub panicking: bool,
+    /// Milliseconds since the last request was seen (none yet: null).
+    pub idle_for_ms: Option<u64>,
+    /// Wake requests from gateways' activators (each stands for any number
+    /// of waiting requests).
+    pub wakes: u64,
+    /// Wakes that found the function at zero and loaded a replica.
+    pub cold_starts: u64,
+    /// Time from a wake to a ready replica, over the recent cold starts.
+    pub cold_start_ms: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub samples: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub last: f64,
+}
+
+/// A gateway's activator asks the scheduler to make `function` ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WakeRequest {
+    pub function: String,
+    /// Requests held at the gateway when the wake was sent.
+    #[serde(default)]
+    pub waiting: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WakeReply {
+    /// Live replicas of the active version after the wake.
+    pub ready: u32,
 }
 
 /// Deploy request header; the body of the frame is the component.
@@ -287,6 +377,10 @@ pub struct FunctionLoad {
     pub errors: u64,
     /// Sum of completed invocations' latency, for a mean.
     pub latency_us_total: u64,
+    /// In-flight requests integrated over time (µs): its change between
+    /// two heartbeats over their interval is the mean concurrency.
+    #[serde(default)]
+    pub busy_us: u64,
 }
 
 /// `tern status`.
@@ -295,6 +389,9 @@ pub struct ClusterStatus {
     pub nodes: Vec<NodeStatus>,
     /// Function → nodes serving it.
     pub replicas: BTreeMap<String, Vec<String>>,
+    /// Function → the autoscaler's view of it.
+    #[serde(default)]
+    pub scale: BTreeMap<String, ScaleStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

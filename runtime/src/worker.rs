@@ -45,34 +45,76 @@ pub struct Worker {
 
 /// A function this node serves. `current` is swapped on a new version, so
 /// the invoke subscription and requests in flight are undisturbed.
+///
+/// Dropping it unloads the function: `stop` closes, the serving task drains
+/// its subscription (answering requests already routed here), and the last
+/// `Arc` of the function (its compiled code and instances) goes with the
+/// last request.
 struct Loaded {
     version: u64,
     current: Arc<RwLock<Arc<HttpFunction>>>,
-    serving: JoinHandle<()>,
     load: Arc<LoadCounters>,
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        // Ends the subscription; requests already running finish on their
-        // own Arc of the function.
-        self.serving.abort();
-    }
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Per-function counters reported in heartbeats (the autoscaler's input).
 #[derive(Default)]
 struct LoadCounters {
-    in_flight: AtomicU64,
+    concurrency: Mutex<Concurrency>,
     completed: AtomicU64,
     errors: AtomicU64,
     latency_us_total: AtomicU64,
 }
 
+/// In-flight requests and their integral over time. The autoscaler needs
+/// mean concurrency between heartbeats, which a sample of `in_flight` at
+/// heartbeat time misses for short requests and the completed requests'
+/// latency misses for long ones.
+#[derive(Default)]
+struct Concurrency {
+    in_flight: u64,
+    busy_us: u64,
+    since: Option<Instant>,
+}
+
+impl Concurrency {
+    fn accrue(&mut self, now: Instant) {
+        if let Some(since) = self.since {
+            self.busy_us += self.in_flight * now.saturating_duration_since(since).as_micros() as u64;
+        }
+        self.since = Some(now);
+    }
+}
+
 impl LoadCounters {
+    fn started(&self) {
+        let mut c = self.concurrency.lock().unwrap();
+        c.accrue(Instant::now());
+        c.in_flight += 1;
+    }
+
+    fn finished(&self, latency: Duration, failed: bool) {
+        {
+            let mut c = self.concurrency.lock().unwrap();
+            c.accrue(Instant::now());
+            c.in_flight -= 1;
+        }
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.latency_us_total.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn snapshot(&self) -> FunctionLoad {
+        let (in_flight, busy_us) = {
+            let mut c = self.concurrency.lock().unwrap();
+            c.accrue(Instant::now());
+            (c.in_flight, c.busy_us)
+        };
         FunctionLoad {
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight,
+            busy_us,
             completed: self.completed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
@@ -221,8 +263,9 @@ impl Worker {
             .map_err(|e| ApiError::unavailable(format!("could not subscribe: {e}")))?;
         let current = Arc::new(RwLock::new(function));
         let load = Arc::new(LoadCounters::default());
-        let serving = tokio::spawn(serve(self.bus.clone(), sub, current.clone(), load.clone()));
-        let loaded = Loaded { version: a.version, current, serving, load };
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone()));
+        let loaded = Loaded { version: a.version, current, load, _stop: stop };
         self.functions.lock().unwrap().insert(a.function.clone(), loaded);
         tracing::info!(function = %a.function, version = a.version, "loaded");
         Ok(())
@@ -303,30 +346,40 @@ impl Drop for Worker {
 }
 
 /// Takes invoke requests off the function's queue group; each runs in its own
-/// task against whichever version is current when it arrives.
+/// task against whichever version is current when it arrives. When `stop`
+/// closes (the function is unloaded) the subscription is drained: requests
+/// the bus already routed here are still served, none is dropped.
 async fn serve(
     bus: Arc<dyn Bus>,
     mut sub: tern_bus::Subscription,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
     current: Arc<RwLock<Arc<HttpFunction>>>,
     load: Arc<LoadCounters>,
 ) {
-    while let Some(msg) = sub.next().await {
+    let mut draining = false;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = &mut stop, if !draining => {
+                draining = true;
+                sub.drain().await;
+                continue;
+            }
+            msg = sub.next() => match msg {
+                Some(m) => m,
+                None => break,
+            },
+        };
         let function = current.read().unwrap().clone();
         let bus = bus.clone();
         let load = load.clone();
         tokio::spawn(async move {
             let reply = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
                 Ok(frame) => {
-                    load.in_flight.fetch_add(1, Ordering::Relaxed);
+                    load.started();
                     let started = Instant::now();
                     let outcome = function.invoke(frame.header, frame.body).await;
-                    load.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    load.completed.fetch_add(1, Ordering::Relaxed);
-                    let us = started.elapsed().as_micros() as u64;
-                    load.latency_us_total.fetch_add(us, Ordering::Relaxed);
-                    if outcome.failure.is_some() {
-                        load.errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    load.finished(started.elapsed(), outcome.failure.is_some());
                     if !outcome.logs.is_empty() {
                         let logs = serde_json::to_vec(&outcome.logs).expect("serialise logs");
                         let _ = bus.publish(&subject::logs(&function.name), logs.into()).await;

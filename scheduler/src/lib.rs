@@ -7,9 +7,11 @@
 //! [`placement::plan`]; this module only gathers the state it needs and
 //! carries out the commands it returns.
 
+pub mod autoscale;
 pub mod placement;
 pub mod registry;
 
+use autoscale::{Decision, Observed, PanicState, Policy, Sample};
 use bytes::Bytes;
 use futures::StreamExt;
 use placement::{Command, NodeView, Want};
@@ -22,8 +24,9 @@ use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
     ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, ChangeReply, ClusterStatus, DeployReply,
-    DeployRequest, ErrorKind, Frame, FunctionLoad, LogRecord, LogsRequest, NameRequest, NodeAnnounce,
-    NodeStatus, Reply, RollbackRequest, RouteTable, Unassign, Version, World,
+    DeployRequest, ErrorKind, Frame, FunctionDetail, FunctionLoad, LatencySummary, LogRecord, LogsRequest,
+    NameRequest, NodeAnnounce, NodeStatus, Reply, RollbackRequest, RouteTable, ScaleStatus, Unassign,
+    Version, WakeReply, WakeRequest, World,
 };
 use tern_runtime::Runtime;
 
@@ -33,6 +36,67 @@ const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Three missed one-second heartbeats and a node is dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Cold-start latencies kept per function for `tern describe`.
+const COLD_START_RING: usize = 1000;
+
+/// The autoscaler's windows, the same for every function (as Knative's
+/// cluster-wide defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct ScaleConfig {
+    pub stable_window: Duration,
+    pub panic_window: Duration,
+}
+
+impl Default for ScaleConfig {
+    fn default() -> Self {
+        ScaleConfig { stable_window: Duration::from_secs(60), panic_window: Duration::from_secs(6) }
+    }
+}
+
+/// What the scheduler tracks of one function for scaling.
+struct Scaling {
+    seen: Observed,
+    panic: PanicState,
+    last: Option<Decision>,
+    wakes: u64,
+    cold_starts: u64,
+    cold_start_ms: VecDeque<f64>,
+}
+
+impl Scaling {
+    fn new(now_ms: u64) -> Self {
+        Scaling {
+            seen: Observed::new(now_ms),
+            panic: PanicState::default(),
+            last: None,
+            wakes: 0,
+            cold_starts: 0,
+            cold_start_ms: VecDeque::new(),
+        }
+    }
+
+    fn status(&self, now_ms: u64) -> ScaleStatus {
+        let d = self.last;
+        ScaleStatus {
+            desired: d.map_or(0, |d| d.desired),
+            stable_concurrency: d.map_or(0.0, |d| d.stable_concurrency),
+            panic_concurrency: d.map_or(0.0, |d| d.panic_concurrency),
+            panicking: d.is_some_and(|d| d.panicking),
+            idle_for_ms: self.seen.last_active_ms.map(|t| now_ms.saturating_sub(t)),
+            wakes: self.wakes,
+            cold_starts: self.cold_starts,
+            cold_start_ms: summarise(&self.cold_start_ms),
+        }
+    }
+}
+
+fn summarise(samples: &VecDeque<f64>) -> Option<LatencySummary> {
+    let last = *samples.back()?;
+    let mut sorted: Vec<f64> = samples.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    Some(LatencySummary { samples: sorted.len() as u64, p50: at(0.5), p95: at(0.95), max: at(1.0), last })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -71,6 +135,10 @@ pub struct Scheduler {
     /// gateways see them in the order they were recorded.
     changes: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
+    scale_config: ScaleConfig,
+    scaling: Mutex<HashMap<String, Scaling>>,
+    /// Time zero of the autoscaler's clock.
+    epoch: Instant,
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
@@ -90,6 +158,7 @@ impl Scheduler {
         data_dir: &Path,
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
+        scale_config: ScaleConfig,
     ) -> Result<Arc<Self>, SchedulerError> {
         let registry = Registry::open(&data_dir.join("registry"))?;
         Ok(Arc::new(Scheduler {
@@ -100,7 +169,92 @@ impl Scheduler {
             logs: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            scale_config,
+            scaling: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
         }))
+    }
+
+    fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Notes that `function` has (or will at once have) requests.
+    fn mark_active(&self, function: &str) {
+        let now = self.clock_ms();
+        let mut scaling = self.scaling.lock().unwrap();
+        scaling.entry(function.to_string()).or_insert_with(|| Scaling::new(now)).seen.active(now);
+    }
+
+    /// Turns the change between a node's last two heartbeats into autoscaler
+    /// samples. The first state seen of a node is only a baseline.
+    fn record_load(&self, previous: Option<&Node>, state: &NodeAnnounce) {
+        let now = self.clock_ms();
+        let window = self.scale_config.stable_window.as_millis() as u64;
+        let mut scaling = self.scaling.lock().unwrap();
+        for (function, load) in &state.load {
+            let entry = scaling.entry(function.clone()).or_insert_with(|| Scaling::new(now));
+            let Some(node) = previous else {
+                if load.in_flight > 0 {
+                    entry.seen.active(now);
+                }
+                continue;
+            };
+            // Counters start at zero when a function is (re)loaded.
+            let prev = node
+                .load
+                .get(function)
+                .filter(|p| p.busy_us <= load.busy_us && p.completed <= load.completed);
+            let (busy_us, completed) = match prev {
+                Some(p) => (load.busy_us - p.busy_us, load.completed - p.completed),
+                None => (load.busy_us, load.completed),
+            };
+            entry.seen.record(Sample { at_ms: now, busy_ms: busy_us as f64 / 1000.0 }, window);
+            if completed > 0 || load.in_flight > 0 {
+                entry.seen.active(now);
+            }
+        }
+    }
+
+    /// Replicas each active function should have now, from the autoscaler.
+    fn desired_replicas(&self, versions: &[Version], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+        let now = self.clock_ms();
+        let cfg = self.scale_config;
+        let mut scaling = self.scaling.lock().unwrap();
+        scaling.retain(|f, _| versions.iter().any(|v| &v.spec.name == f));
+        let mut out = BTreeMap::new();
+        for v in versions {
+            let spec = &v.spec;
+            let policy = Policy {
+                min_scale: spec.min_scale,
+                max_scale: spec.max_scale,
+                target: spec.concurrency as f64,
+                idle_ms: spec.idle_ms,
+                stable_window_ms: cfg.stable_window.as_millis() as u64,
+                panic_window_ms: cfg.panic_window.as_millis() as u64,
+            };
+            let s = scaling.entry(spec.name.clone()).or_insert_with(|| Scaling::new(now));
+            let ready = ready.get(&spec.name).copied().unwrap_or(0);
+            let d = autoscale::decide(&policy, &s.seen, ready, now, &mut s.panic);
+            if s.last.is_none_or(|l| l.desired != d.desired) {
+                tracing::info!(
+                    function = %spec.name,
+                    from = ready,
+                    to = d.desired,
+                    concurrency = format!("{:.2}", d.stable_concurrency),
+                    panicking = d.panicking,
+                    "scale"
+                );
+            }
+            s.last = Some(d);
+            out.insert(spec.name.clone(), d.desired);
+        }
+        out
+    }
+
+    fn scale_status(&self, function: &str) -> ScaleStatus {
+        let now = self.clock_ms();
+        self.scaling.lock().unwrap().get(function).map(|s| s.status(now)).unwrap_or_default()
     }
 
     /// Subscribes to every control subject, asks workers to announce, and
@@ -164,6 +318,8 @@ impl Scheduler {
         if returning {
             tracing::info!(node = %state.node_id, functions = state.loaded.len(), "node joined");
         }
+        let previous = nodes.get(&state.node_id).filter(|n| n.alive());
+        self.record_load(previous, &state);
         nodes.insert(
             state.node_id.clone(),
             Node {
@@ -196,6 +352,9 @@ impl Scheduler {
                 return BTreeMap::new();
             }
         };
+        let ready: BTreeMap<String, u32> =
+            versions.iter().map(|v| (v.spec.name.clone(), self.ready_any(&v.spec.name))).collect();
+        let desired = self.desired_replicas(&versions, &ready);
         let wants: Vec<Want> = versions
             .iter()
             .map(|v| Want {
@@ -203,7 +362,7 @@ impl Scheduler {
                 version: v.number,
                 digest: v.digest.clone(),
                 memory_mib: v.spec.memory_mib,
-                replicas: v.spec.min_scale.max(1),
+                replicas: desired[&v.spec.name],
                 selector: v.spec.node_selector.clone(),
             })
             .collect();
@@ -286,6 +445,66 @@ impl Scheduler {
         nodes.values().filter(|n| n.alive() && n.loaded.get(function) == Some(&version)).count() as u32
     }
 
+    /// Live nodes serving any version of `function`.
+    fn ready_any(&self, function: &str) -> u32 {
+        let nodes = self.nodes.lock().unwrap();
+        nodes.values().filter(|n| n.alive() && n.loaded.contains_key(function)).count() as u32
+    }
+
+    /// A gateway holds requests for `function` and nothing serves it: load
+    /// a replica and answer once it is ready. Each call is one cold start at
+    /// most; concurrent wakes for one function share the placement.
+    async fn wake(&self, req: WakeRequest) -> Reply<WakeReply> {
+        let started = Instant::now();
+        let function = req.function;
+        self.mark_active(&function);
+        if let Some(s) = self.scaling.lock().unwrap().get_mut(&function) {
+            s.wakes += 1;
+        }
+        let ready = self.ready_any(&function);
+        if ready > 0 {
+            return Ok(WakeReply { ready });
+        }
+        let failures = {
+            let _order = self.changes.lock().await;
+            // Another wake may have placed it while this one waited.
+            let ready = self.ready_any(&function);
+            if ready > 0 {
+                return Ok(WakeReply { ready });
+            }
+            self.reconcile_locked().await
+        };
+        let ready = self.ready_any(&function);
+        if ready == 0 {
+            let n = function.clone();
+            let detail = self.blocking(move |r| r.describe(&n)).await?;
+            let why = match failures.get(&function) {
+                Some(e) => format!("no worker could load it: {}", e.message),
+                None => "no live worker can take it (none running, none matching its node selector, or no memory left)"
+                    .to_string(),
+            };
+            tracing::warn!(function, version = detail.active_version, "wake failed: {why}");
+            return Err(ApiError::unavailable(format!("function {function} cannot start: {why}")));
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(s) = self.scaling.lock().unwrap().get_mut(&function) {
+            s.cold_starts += 1;
+            if s.cold_start_ms.len() == COLD_START_RING {
+                s.cold_start_ms.pop_front();
+            }
+            s.cold_start_ms.push_back(ms);
+        }
+        tracing::info!(function, waiting = req.waiting, ms = format!("{ms:.2}"), "cold start");
+        Ok(WakeReply { ready })
+    }
+
+    async fn describe(&self, name: String) -> Reply<FunctionDetail> {
+        let mut d = self.blocking(move |r| r.describe(&name)).await?;
+        d.replicas = self.ready(&d.name, d.active_version);
+        d.scale = self.scale_status(&d.name);
+        Ok(d)
+    }
+
     async fn push_routes(&self) -> Result<RouteTable, ApiError> {
         let table = self.blocking(|r| r.route_table()).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
@@ -314,7 +533,11 @@ impl Scheduler {
             },
             SchedulerOp::List => encode(self.blocking(|r| r.list()).await),
             SchedulerOp::Describe => match parse::<NameRequest>(&msg) {
-                Ok(req) => encode(self.blocking(move |r| r.describe(&req.name)).await),
+                Ok(req) => encode(self.describe(req.name).await),
+                Err(e) => encode::<()>(Err(e)),
+            },
+            SchedulerOp::Wake => match parse::<WakeRequest>(&msg) {
+                Ok(req) => encode(self.wake(req).await),
                 Err(e) => encode::<()>(Err(e)),
             },
             SchedulerOp::Delete => match parse::<NameRequest>(&msg) {
@@ -362,6 +585,10 @@ impl Scheduler {
         let digest = tern_runtime::digest_of(&component);
 
         let _order = self.changes.lock().await;
+        // A new version starts with one replica (or min-scale), so a bad
+        // component fails here rather than on the first request; it scales
+        // to zero after its idle window like any other.
+        self.mark_active(&spec.name);
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
             self.blocking(move |r| r.deploy(&spec, &digest, world, &component, now_ms())).await?
@@ -391,6 +618,7 @@ impl Scheduler {
 
     async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
+        self.mark_active(&req.name);
         let version = self.blocking(move |r| r.rollback(&req.name, req.to)).await?;
         self.place_version(&version).await?;
         let routes = self.push_routes().await?;
@@ -412,8 +640,13 @@ impl Scheduler {
         let versions = self.blocking(|r| r.active_versions()).await?;
         let memory: BTreeMap<String, u64> =
             versions.iter().map(|v| (v.spec.name.clone(), v.spec.memory_mib as u64)).collect();
-        let nodes = self.nodes.lock().unwrap();
         let mut status = ClusterStatus::default();
+        for v in &versions {
+            if v.world == World::Http {
+                status.scale.insert(v.spec.name.clone(), self.scale_status(&v.spec.name));
+            }
+        }
+        let nodes = self.nodes.lock().unwrap();
         for (id, n) in nodes.iter() {
             let alive = n.alive();
             if alive {

@@ -260,7 +260,14 @@ impl Registry {
             versions.push(decode::<Version>(&k, &v)?);
         }
         let active = self.version(name, r.active_version)?;
-        Ok(FunctionDetail { name: r.name, active_version: r.active_version, active, versions })
+        Ok(FunctionDetail {
+            name: r.name,
+            active_version: r.active_version,
+            active,
+            versions,
+            replicas: 0,
+            scale: Default::default(),
+        })
     }
 
     /// The route table, built from the route index and the active versions.

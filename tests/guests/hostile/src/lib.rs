@@ -27,7 +27,7 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         // Functions see the path the client sent; the last segment decides.
         let path = request.path_with_query().unwrap_or_default();
-        let path = path.split('?').next().unwrap_or("");
+        let (path, query) = path.split_once('?').unwrap_or((&path, ""));
         let what = path.rsplit('/').next().unwrap_or("");
         match what {
             "loop" => {
@@ -52,6 +52,14 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 // timeout can stop this one.
                 wasi::clocks::monotonic_clock::subscribe_duration(3_600_000_000_000).block();
                 reply(out, 200, "woke up\n");
+            }
+            "nap" => {
+                // A well-behaved slow request (?ms=N, default 100), to hold
+                // concurrency up for the autoscaler.
+                let ms: u64 =
+                    query.split('&').find_map(|kv| kv.strip_prefix("ms=")?.parse().ok()).unwrap_or(100);
+                wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                reply(out, 200, "rested\n");
             }
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();

@@ -1,0 +1,143 @@
+//! The activator: what a request for a function with no ready replica waits
+//! in. Requests for one function wait together (up to a bound), one wake
+//! goes to the scheduler however many wait, and they all go on as soon as a
+//! replica is ready. Past the bound, or the cold-start timeout, the caller
+//! gets an error to turn into 503 with Retry-After.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tern_bus::{Bus, BusError};
+use tern_protocol::subject::{self, SchedulerOp};
+use tern_protocol::{ErrorKind, Frame, Reply, WakeReply, WakeRequest};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivateError {
+    #[error("{waiting} requests already wait for function {function} to start (the limit)")]
+    Full { function: String, waiting: usize },
+    #[error("function {function} did not start within {timeout:?}")]
+    Timeout { function: String, timeout: Duration },
+    /// The scheduler answered that the function cannot start now.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One function's wake in progress: its waiters and, once the scheduler
+/// answered, the outcome.
+struct Waking {
+    id: u64,
+    waiting: AtomicUsize,
+    outcome: watch::Receiver<Option<Result<(), ActivateError>>>,
+}
+
+pub struct Activator {
+    bus: Arc<dyn Bus>,
+    /// Requests held per function, at most.
+    limit: usize,
+    pub(crate) timeout: Duration,
+    waking: Mutex<HashMap<String, Arc<Waking>>>,
+    next_id: AtomicU64,
+}
+
+/// Decrements the waiter count when a held request leaves, however it
+/// leaves (answered, timed out, or its client went away).
+struct Held(Arc<Waking>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activator {
+    pub fn new(bus: Arc<dyn Bus>, limit: usize, timeout: Duration) -> Self {
+        Activator { bus, limit, timeout, waking: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+    }
+
+    /// Waits until `function` has a ready replica (as far as the scheduler
+    /// knows), or `deadline`. The first waiter sends the wake.
+    pub async fn wait(self: &Arc<Self>, function: &str, deadline: Instant) -> Result<(), ActivateError> {
+        let (held, mut outcome) = {
+            let mut waking = self.waking.lock().unwrap();
+            let w = waking.entry(function.to_string()).or_insert_with(|| self.start_wake(function));
+            let waiting = w.waiting.fetch_add(1, Ordering::Relaxed);
+            let held = Held(w.clone());
+            if waiting >= self.limit {
+                return Err(ActivateError::Full { function: function.to_string(), waiting });
+            }
+            (held, w.outcome.clone())
+        };
+        let result = match tokio::time::timeout_at(deadline, outcome.wait_for(Option::is_some)).await {
+            Ok(Ok(r)) => r.clone().expect("wait_for saw Some"),
+            // The wake task ended without an outcome: only at shutdown.
+            Ok(Err(_)) => Err(ActivateError::Refused("the gateway is shutting down".into())),
+            Err(_) => Err(ActivateError::Timeout { function: function.to_string(), timeout: self.timeout }),
+        };
+        drop(held);
+        result
+    }
+
+    /// Spawns the one wake for `function`; called with `waking` locked.
+    fn start_wake(self: &Arc<Self>, function: &str) -> Arc<Waking> {
+        let (tx, rx) = watch::channel(None);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let w = Arc::new(Waking { id, waiting: AtomicUsize::new(0), outcome: rx });
+        let me = self.clone();
+        let function = function.to_string();
+        let waking = w.clone();
+        tokio::spawn(async move {
+            let outcome = me.wake(&function, &waking).await;
+            // Leave the map first: a request that finds no replica after
+            // this outcome (it was unloaded again) starts a new wake.
+            {
+                let mut map = me.waking.lock().unwrap();
+                if map.get(&function).is_some_and(|w| w.id == id) {
+                    map.remove(&function);
+                }
+            }
+            let _ = tx.send(Some(outcome));
+        });
+        w
+    }
+
+    /// Asks the scheduler until it answers or the cold-start timeout passes.
+    /// A scheduler that is down or restarting is retried; one that says the
+    /// function cannot start ends the wait at once.
+    async fn wake(&self, function: &str, waking: &Waking) -> Result<(), ActivateError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ActivateError::Timeout { function: function.to_string(), timeout: self.timeout });
+            }
+            let req = WakeRequest {
+                function: function.to_string(),
+                waiting: waking.waiting.load(Ordering::Relaxed) as u64,
+            };
+            let body = Bytes::from(serde_json::to_vec(&req).expect("serialise"));
+            let answer = self.bus.request(&subject::scheduler(SchedulerOp::Wake), body, remaining).await;
+            let reason = match answer {
+                Ok(msg) => match Frame::<Reply<WakeReply>>::decode(msg.payload) {
+                    Ok(f) => match f.header {
+                        Ok(_) => return Ok(()),
+                        Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::NotFound => {
+                            return Err(ActivateError::Refused(e.message));
+                        }
+                        Err(e) => e.message,
+                    },
+                    Err(e) => format!("malformed wake reply: {e}"),
+                },
+                Err(BusError::NoResponders(_)) => "the scheduler is not running".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::info!(function, "waiting to wake: {reason}");
+            tokio::time::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+}
