@@ -40,6 +40,10 @@ pub struct Activator {
     limit: usize,
     pub(crate) timeout: Duration,
     waking: Mutex<HashMap<String, Arc<Waking>>>,
+    /// When each function's last wake succeeded. A request sent before that
+    /// found no replica only because it was early: it is sent again without
+    /// another wake.
+    woken_at: Mutex<HashMap<String, Instant>>,
     next_id: AtomicU64,
 }
 
@@ -55,12 +59,28 @@ impl Drop for Held {
 
 impl Activator {
     pub fn new(bus: Arc<dyn Bus>, limit: usize, timeout: Duration) -> Self {
-        Activator { bus, limit, timeout, waking: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
+        Activator {
+            bus,
+            limit,
+            timeout,
+            waking: Mutex::new(HashMap::new()),
+            woken_at: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// Waits until `function` has a ready replica (as far as the scheduler
-    /// knows), or `deadline`. The first waiter sends the wake.
-    pub async fn wait(self: &Arc<Self>, function: &str, deadline: Instant) -> Result<(), ActivateError> {
+    /// knows), or `deadline`. The first waiter sends the wake. `sent_at` is
+    /// when the request that found no replica was sent.
+    pub async fn wait(
+        self: &Arc<Self>,
+        function: &str,
+        sent_at: Instant,
+        deadline: Instant,
+    ) -> Result<(), ActivateError> {
+        if self.woken_at.lock().unwrap().get(function).is_some_and(|t| *t > sent_at) {
+            return Ok(());
+        }
         let (held, mut outcome) = {
             let mut waking = self.waking.lock().unwrap();
             let w = waking.entry(function.to_string()).or_insert_with(|| self.start_wake(function));
@@ -91,6 +111,9 @@ impl Activator {
         let waking = w.clone();
         tokio::spawn(async move {
             let outcome = me.wake(&function, &waking).await;
+            if outcome.is_ok() {
+                me.woken_at.lock().unwrap().insert(function.clone(), Instant::now());
+            }
             // Leave the map first: a request that finds no replica after
             // this outcome (it was unloaded again) starts a new wake.
             {

@@ -281,6 +281,7 @@ impl Gateway {
         let mut deadline = None;
         let mut pause = Duration::from_millis(2);
         loop {
+            let sent_at = tokio::time::Instant::now();
             match self.bus.request(&subject, payload.clone(), wait).await {
                 Err(BusError::NoResponders(_)) => {
                     // One deadline across retries: a function that is
@@ -295,7 +296,7 @@ impl Gateway {
                         }
                         None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
                     };
-                    self.activator.wait(function, deadline).await.map_err(CallError::Cold)?;
+                    self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
                 }
                 other => return other.map_err(CallError::Bus),
             }

@@ -79,8 +79,11 @@ impl Observed {
     /// diluted by time nobody observed.
     pub fn mean_concurrency(&self, now_ms: u64, window_ms: u64) -> f64 {
         let from = now_ms.saturating_sub(window_ms);
-        let busy: f64 =
-            self.samples.iter().filter(|s| s.at_ms > from && s.at_ms <= now_ms).map(|s| s.busy_ms).sum();
+        let busy: f64 = self
+            .samples
+            .iter()
+            .filter(|s| s.at_ms > from && s.at_ms <= now_ms)
+            .fold(0.0, |sum, s| sum + s.busy_ms);
         let span = window_ms.min(now_ms.saturating_sub(self.since_ms)).max(1000);
         busy / span as f64
     }

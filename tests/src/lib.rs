@@ -194,6 +194,11 @@ impl TernUp {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// `tern describe NAME --json`.
+    pub fn describe(&self, function: &str) -> serde_json::Value {
+        serde_json::from_str(&self.tern_ok(&["describe", function, "--json"])).unwrap()
+    }
 }
 
 impl Drop for TernUp {
@@ -404,10 +409,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(workers: usize) -> Cluster {
+        Self::start_with(workers, &[])
+    }
+
+    /// Like [`Cluster::start`], with more arguments for `tern scheduler`.
+    pub fn start_with(workers: usize, scheduler_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let nats = NatsServer::start(&dir.path().join("nats"));
         let url = nats.url();
-        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), &[]);
+        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), scheduler_args);
         let workers: Vec<Role> = (0..workers)
             .map(|i| {
                 let label = format!("zone=w{i}");
@@ -478,6 +488,11 @@ impl Cluster {
         }
     }
 
+    /// `tern describe NAME --json`.
+    pub fn describe(&self, function: &str) -> serde_json::Value {
+        serde_json::from_str(&self.tern_ok(&["describe", function, "--json"])).unwrap()
+    }
+
     pub fn node_id(&self, worker: usize) -> String {
         std::fs::read_to_string(self.workers[worker].data_dir.join("node-id")).unwrap().trim().to_string()
     }
@@ -533,4 +548,41 @@ impl Load {
         all.sort_by_key(|(t, _)| *t);
         all
     }
+}
+
+/// Polls until `f` holds or `within` passes; returns whether it held.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// `n` GETs of `url` at once (released together); each one's status and
+/// body, and how long it took.
+pub fn burst(url: &str, n: usize) -> Vec<(u16, String, Duration)> {
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (gate, url) = (gate.clone(), url.to_string());
+            std::thread::spawn(move || {
+                let client =
+                    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                gate.wait();
+                let started = Instant::now();
+                match client.get(&url).send() {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        (status, r.text().unwrap_or_default(), started.elapsed())
+                    }
+                    Err(e) => (0, e.to_string(), started.elapsed()),
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
 }

@@ -2,25 +2,13 @@
 //! and gateway as separate `tern` processes.
 
 use std::time::{Duration, Instant};
-use tern_tests::{Cluster, Load, guest};
+use tern_tests::{Cluster, Load, eventually, guest};
 
 fn deploy(c: &Cluster, file: &str, name: &str, extra: &[&str]) -> String {
     let path = guest(file);
     let mut args = vec!["deploy", path.to_str().unwrap(), "--name", name];
     args.extend_from_slice(extra);
     c.tern_ok(&args)
-}
-
-/// Polls until `f` holds or `within` passes; returns whether it held.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
 }
 
 #[test]
