@@ -51,7 +51,9 @@ fn main() {
         if describe()["scale"]["cold_starts"].as_u64().unwrap_or(0) == before + 1 {
             cold.push(c);
             warm.push(w);
-            eprint!("\r{} of {n} cold starts", cold.len());
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprint!("\r{} of {n} cold starts", cold.len());
+            }
         } else {
             // Another client woke it between the check and the request.
             not_cold += 1;
