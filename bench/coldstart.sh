@@ -27,26 +27,11 @@ WASM=target/wasm32-wasip2/guest/hello.wasm
 TERN=target/release/tern
 CLIENT=target/release/coldstart
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-bg() { "$@" > /dev/null 2>> "$tmp/roles.log" & pids+=($!); }
-wait_up() { for _ in $(seq 1 100); do grep -q "tern is up" "$1" 2>/dev/null && return; sleep 0.1; done; echo "did not start: $1"; exit 1; }
-
-printf 'listen: 127.0.0.1:%s\nmax_payload: 16MB\n' $NATS_PORT > "$tmp/nats.conf"
-bg nats-server -c "$tmp/nats.conf"
-NATS=nats://127.0.0.1:$NATS_PORT
-sleep 0.5
+source bench/procs.sh
 export RUST_LOG=warn
-$TERN up --data-dir "$tmp/embedded" --listen $EMBEDDED_ADDR > "$tmp/up.out" 2>> "$tmp/roles.log" &
-pids+=($!)
-wait_up "$tmp/up.out"
-bg $TERN scheduler --nats $NATS --data-dir "$tmp/scheduler"
-bg $TERN worker --nats $NATS --data-dir "$tmp/worker"
-$TERN gateway --nats $NATS --data-dir "$tmp/gateway" --listen $CLUSTER_ADDR > "$tmp/gw.out" 2>> "$tmp/roles.log" &
-pids+=($!)
-wait_up "$tmp/gw.out"
+start_nats $NATS_PORT
+start_embedded $TERN $EMBEDDED_ADDR
+start_cluster $TERN $CLUSTER_ADDR
 
 run() { # name addr data-dir
   local url=http://$2 token
