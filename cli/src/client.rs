@@ -122,7 +122,7 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         v.number,
         &v.digest[..12]
     );
-    if replicas == 0 && v.world == tern_protocol::World::Http {
+    if replicas == 0 {
         eprintln!(
             "warning: no worker serves it yet (none running, none matching its node selector, or no room)"
         );
@@ -234,6 +234,7 @@ pub async fn invoke(
     path: &str,
     data: Option<String>,
     method: Option<String>,
+    subject: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let api = Api::new(conn)?;
     let method = match method {
@@ -243,6 +244,9 @@ pub async fn invoke(
         None => Method::GET,
     };
     let mut req = api.request(method, &format!("/functions/{name}/invoke")).query(&[("path", path)]);
+    if let Some(s) = subject {
+        req = req.query(&[("subject", s)]);
+    }
     if let Some(d) = data {
         req = req.body(d);
     }

@@ -85,6 +85,9 @@ enum Command {
         /// HTTP method
         #[arg(long)]
         method: Option<String>,
+        /// For an event function: the subject the event carries (default invoke.NAME); --data is its data
+        #[arg(long)]
+        subject: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -206,8 +209,8 @@ fn main() -> ExitCode {
             Command::Describe { name, conn, json } => client::describe(&conn, &name, json).await,
             Command::Delete { name, conn } => client::delete(&conn, &name).await,
             Command::Rollback { name, to, conn } => client::rollback(&conn, &name, to).await,
-            Command::Invoke { name, path, data, method, conn } => {
-                client::invoke(&conn, &name, &path, data, method).await
+            Command::Invoke { name, path, data, method, subject, conn } => {
+                client::invoke(&conn, &name, &path, data, method, subject).await
             }
             Command::Logs { name, follow, tail, json, conn } => {
                 client::logs(&conn, &name, follow, tail, json).await

@@ -25,9 +25,9 @@ use std::time::Duration;
 use tern_bus::Bus;
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
-    ApiError, ChangeReply, ClusterStatus, DeployReply, DeployRequest, ErrorKind, Frame, FunctionDetail,
-    FunctionSpec, FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES, NameRequest, Reply,
-    RollbackRequest,
+    ApiError, ChangeReply, ClusterStatus, DeployReply, DeployRequest, ErrorKind, EventDelivery, EventResult,
+    Frame, FunctionDetail, FunctionSpec, FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES,
+    NameRequest, Reply, RollbackRequest, World,
 };
 
 /// Deploys compile the component; give them time.
@@ -240,10 +240,43 @@ async fn invoke(gw: &Gateway, name: String, req: Request<Incoming>) -> Response<
         Ok(d) => d,
         Err(e) => return error(e),
     };
+    if detail.active.world == World::Event {
+        return deliver_event(gw, &name, detail.active.spec.timeout_ms, &q, req).await;
+    }
     // The function sees its own path, not the admin URL.
     let mut req = req;
     req.headers_mut().remove(http::header::AUTHORIZATION);
     gw.invoke(&name, detail.active.spec.timeout_ms, path, req).await
+}
+
+/// Delivers the request body as one event (attempt 1) straight to an event
+/// function, bypassing its triggers: for trying a handler out. 200 with
+/// `{"event_id", "error": null}` when the handler acknowledged it, 500 with
+/// the error when it asked for a retry.
+async fn deliver_event(
+    gw: &Gateway,
+    name: &str,
+    timeout_ms: u64,
+    q: &[(String, String)],
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let subject = param(q, "subject").map_or_else(|| format!("invoke.{name}"), str::to_string);
+    let data = match Limited::new(req.into_body(), gw.config.body_limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(ApiError::bad_request(format!("could not read the event data: {e}"))),
+    };
+    let id = crate::new_event_id();
+    let delivery = EventDelivery { id: id.clone(), subject, headers: Vec::new(), attempt: 1 };
+    let payload = Frame::new(delivery, data).encode();
+    let result = match gw.call(name, timeout_ms, payload).await {
+        Ok(msg) => match Frame::<EventResult>::decode(msg.payload) {
+            Ok(f) => f.header,
+            Err(e) => return error(ApiError::internal(format!("malformed reply from {name}: {e}"))),
+        },
+        Err(e) => return error(ApiError::unavailable(format!("could not deliver to {name}: {e}"))),
+    };
+    let status = if result.error.is_none() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    json(status, &serde_json::json!({ "event_id": id, "error": result.error }))
 }
 
 /// Recent records as JSON lines; with `follow=true`, then every new one

@@ -259,12 +259,25 @@ impl Gateway {
     }
 }
 
+/// A new event id: 128 random bits, hex. Unique per published event; a
+/// redelivery keeps it, so handlers can deduplicate.
+pub fn new_event_id() -> String {
+    use std::io::Read;
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("/dev/urandom is readable");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why [`Gateway::call`] got no answer from a function.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// No replica became ready: the activator's buffer was full, the
     /// function could not start, or it did not start in time.
+    #[error(transparent)]
     Cold(activator::ActivateError),
+    #[error(transparent)]
     Bus(BusError),
 }
 

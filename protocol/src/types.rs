@@ -302,6 +302,26 @@ pub struct InvokeRequest {
     pub headers: Vec<(String, String)>,
 }
 
+/// Header of an event delivery to an event function, on the same invoke
+/// subject as HTTP requests; the frame body is the event's data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventDelivery {
+    pub id: String,
+    pub subject: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+/// The reply to an [`EventDelivery`] (a frame with an empty body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// None: handled, acknowledge it. Some: why it failed (the handler's
+    /// error, or a trap, timeout or limit), retry it.
+    pub error: Option<String>,
+}
+
 /// Header of an invoke reply; the frame body is the HTTP response body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvokeResponse {

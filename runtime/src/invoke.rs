@@ -25,6 +25,16 @@ pub struct HttpFunction {
     body_limit: usize,
 }
 
+/// What a function version runs with, from its spec; either world.
+pub(crate) struct Settings {
+    pub name: String,
+    pub version: u64,
+    /// Config values, the guest's whole environment.
+    pub env: Vec<(String, String)>,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+}
+
 /// Why an invocation produced no usable response. The client sees the status
 /// and a short message; the function's log gets the details.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +82,7 @@ impl Failure {
     }
 
     /// What the function's log says.
-    fn log_line(&self) -> String {
+    pub(crate) fn log_line(&self) -> String {
         match self {
             Failure::Trap(detail) => format!("invocation failed: trap: {detail}"),
             Failure::ErrorResponse(detail) => {
@@ -101,15 +111,8 @@ pub struct Outcome {
 }
 
 impl HttpFunction {
-    pub(crate) fn new(
-        name: String,
-        version: u64,
-        pre: ProxyPre<Host>,
-        env: Vec<(String, String)>,
-        memory_mib: u32,
-        timeout: Duration,
-        body_limit: usize,
-    ) -> Self {
+    pub(crate) fn new(settings: Settings, pre: ProxyPre<Host>, body_limit: usize) -> Self {
+        let Settings { name, version, env, memory_mib, timeout } = settings;
         HttpFunction { name, version, pre, env, memory_mib, timeout, body_limit }
     }
 
@@ -117,9 +120,8 @@ impl HttpFunction {
         let stdout = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
         let result = self.run(req, body, stdout.clone(), stderr.clone()).await;
-        let mut logs = Vec::new();
-        self.capture(&mut logs, LogStream::Stdout, &stdout.contents());
-        self.capture(&mut logs, LogStream::Stderr, &stderr.contents());
+        let log = LogSink { function: &self.name, version: self.version };
+        let mut logs = log.output(&stdout, &stderr);
         match result {
             Ok((response, body)) => Outcome { response, body, failure: None, logs },
             Err((failure, detail)) => {
@@ -127,7 +129,7 @@ impl HttpFunction {
                 if let Some(d) = detail {
                     line.push_str(&format!("\n{d}"));
                 }
-                logs.push(self.record(LogStream::Tern, line));
+                logs.push(log.record(LogStream::Tern, line));
                 Outcome {
                     response: InvokeResponse {
                         status: failure.status(),
@@ -153,21 +155,8 @@ impl HttpFunction {
         let deadline = started + self.timeout;
         let http_req = to_hyper_request(req, body).map_err(|m| (Failure::BadRequest(m), None))?;
 
-        let host = Host::new(&self.env, (self.memory_mib as usize) << 20, stdout, stderr);
-        let memory_hit = host.limits.hit.clone();
-        let mut store = Store::new(self.pre.engine(), host);
-        store.limiter(|h| &mut h.limits);
-        // Every epoch tick the guest yields to tokio (so a spinning guest
-        // cannot starve other requests on this thread) and traps once its
-        // time is up.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let (mut store, memory_hit) =
+            new_store(self.pre.engine(), &self.env, self.memory_mib, deadline, stdout, stderr);
 
         let (tx, rx) = tokio::sync::oneshot::channel();
         let setup = (|| -> wasmtime::Result<_> {
@@ -185,7 +174,9 @@ impl HttpFunction {
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         }));
 
-        let classify = |e: wasmtime::Error| classify_error(e, memory_hit.load(Ordering::Relaxed), self);
+        let classify = |e: wasmtime::Error| {
+            classify_error(e, memory_hit.load(Ordering::Relaxed), self.timeout, self.memory_mib)
+        };
         let fail_timeout = || (Failure::Timeout(self.timeout), None);
 
         // A guest blocked on the host (not spinning) is caught here.
@@ -236,18 +227,58 @@ impl HttpFunction {
             .collect();
         Ok((InvokeResponse { status: parts.status.as_u16(), headers }, body))
     }
+}
 
-    fn capture(&self, logs: &mut Vec<LogRecord>, stream: LogStream, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
+/// A fresh store for one invocation, with the function's memory limit and
+/// deadline. Every epoch tick the guest yields to tokio (so a spinning guest
+/// cannot starve other requests on this thread) and traps once its time is
+/// up. Returns the flag that says whether the memory limit was hit.
+pub(crate) fn new_store(
+    engine: &wasmtime::Engine,
+    env: &[(String, String)],
+    memory_mib: u32,
+    deadline: Instant,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+) -> (Store<Host>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let host = Host::new(env, (memory_mib as usize) << 20, stdout, stderr);
+    let memory_hit = host.limits.hit.clone();
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline { Err(Trap::Interrupt.into()) } else { Ok(UpdateDeadline::Yield(1)) }
+    });
+    (store, memory_hit)
+}
+
+/// Turns one invocation's output into the function's log records.
+pub(crate) struct LogSink<'a> {
+    pub function: &'a str,
+    pub version: u64,
+}
+
+impl LogSink<'_> {
+    pub fn output(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> Vec<LogRecord> {
+        let mut logs = Vec::new();
+        for (stream, bytes) in
+            [(LogStream::Stdout, stdout.contents()), (LogStream::Stderr, stderr.contents())]
+        {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                logs.push(self.record(stream, line.to_string()));
+            }
         }
-        for line in String::from_utf8_lossy(bytes).lines() {
-            logs.push(self.record(stream, line.to_string()));
-        }
+        logs
     }
 
-    fn record(&self, stream: LogStream, line: String) -> LogRecord {
-        LogRecord { function: self.name.clone(), version: self.version, ts_ms: now_ms(), stream, line }
+    pub fn record(&self, stream: LogStream, line: String) -> LogRecord {
+        LogRecord {
+            function: self.function.to_string(),
+            version: self.version,
+            ts_ms: now_ms(),
+            stream,
+            line,
+        }
     }
 }
 
@@ -255,7 +286,12 @@ impl HttpFunction {
 /// backtrace is thousands of identical frames.
 const DETAIL_LINES: usize = 24;
 
-fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Failure, Option<String>) {
+pub(crate) fn classify_error(
+    e: wasmtime::Error,
+    memory_hit: bool,
+    timeout: Duration,
+    memory_mib: u32,
+) -> (Failure, Option<String>) {
     let full = format!("{e:?}");
     let mut detail: String = full.lines().take(DETAIL_LINES).collect::<Vec<_>>().join("\n");
     if full.lines().count() > DETAIL_LINES {
@@ -263,9 +299,9 @@ fn classify_error(e: wasmtime::Error, memory_hit: bool, f: &HttpFunction) -> (Fa
     }
     let detail = Some(detail);
     let failure = match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => Failure::Timeout(f.timeout),
+        Some(Trap::Interrupt) => Failure::Timeout(timeout),
         Some(Trap::StackOverflow) => Failure::StackOverflow,
-        _ if memory_hit => Failure::MemoryLimit(f.memory_mib),
+        _ if memory_hit => Failure::MemoryLimit(memory_mib),
         _ if format!("{e:#}").contains("maximum concurrent") => Failure::Capacity,
         Some(t) => Failure::Trap(t.to_string()),
         None => Failure::Trap(format!("{e:#}")),
@@ -288,7 +324,7 @@ fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Fu
     builder.body(Full::new(body)).map_err(|e| e.to_string())
 }
 
-struct AbortOnDrop<T>(JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {

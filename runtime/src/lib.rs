@@ -8,11 +8,13 @@
 //! collects the response → replies on the bus.
 
 pub mod artifact;
+pub mod event;
 mod host;
 pub mod invoke;
 pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};
+pub use event::{EventFunction, EventOutcome};
 pub use invoke::{Failure, HttpFunction, Outcome};
 pub use worker::{Worker, WorkerConfig};
 

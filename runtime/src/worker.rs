@@ -3,7 +3,8 @@
 //! their invoke subjects, and publishes their logs.
 
 use crate::artifact::{LoadError, digest_of};
-use crate::invoke::HttpFunction;
+use crate::event::{EventFunction, EventFunctionPre};
+use crate::invoke::{HttpFunction, Settings};
 use crate::{Runtime, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -13,8 +14,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
-    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, Frame, FunctionLoad, InvokeRequest,
-    InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
+    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, EventDelivery, EventResult, Frame,
+    FunctionLoad, InvokeRequest, InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
@@ -52,9 +53,26 @@ pub struct Worker {
 /// last request.
 struct Loaded {
     version: u64,
-    current: Arc<RwLock<Arc<HttpFunction>>>,
+    current: Arc<RwLock<Handler>>,
     load: Arc<LoadCounters>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A loaded function version of either world; both are served on the
+/// function's invoke subject.
+#[derive(Clone)]
+enum Handler {
+    Http(Arc<HttpFunction>),
+    Event(Arc<EventFunction>),
+}
+
+impl Handler {
+    fn name(&self) -> &str {
+        match self {
+            Handler::Http(f) => &f.name,
+            Handler::Event(f) => &f.name,
+        }
+    }
 }
 
 /// Per-function counters reported in heartbeats (the autoscaler's input).
@@ -226,26 +244,29 @@ impl Worker {
     }
 
     async fn assign(self: &Arc<Self>, a: Assign) -> Reply<()> {
-        if a.world != World::Http {
-            return Err(ApiError::bad_request("event functions are not served by this worker version"));
-        }
         let same = self.functions.lock().unwrap().get(&a.function).is_some_and(|l| l.version == a.version);
         if same {
             return Ok(());
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
         let component = self.component(&a.digest).await.map_err(internal)?;
-        let pre = self.proxy_pre(&a.digest, &component).map_err(internal)?;
-        let env: Vec<(String, String)> = a.env.clone().into_iter().collect();
-        let function = Arc::new(HttpFunction::new(
-            a.function.clone(),
-            a.version,
-            pre,
-            env,
-            a.memory_mib,
-            Duration::from_millis(a.timeout_ms),
-            self.body_limit,
-        ));
+        let settings = Settings {
+            name: a.function.clone(),
+            version: a.version,
+            env: a.env.clone().into_iter().collect(),
+            memory_mib: a.memory_mib,
+            timeout: Duration::from_millis(a.timeout_ms),
+        };
+        let function = match a.world {
+            World::Http => {
+                let pre = self.proxy_pre(&a.digest, &component).map_err(internal)?;
+                Handler::Http(Arc::new(HttpFunction::new(settings, pre, self.body_limit)))
+            }
+            World::Event => {
+                let pre = self.event_pre(&a.digest, &component).map_err(internal)?;
+                Handler::Event(Arc::new(EventFunction::new(settings, pre)))
+            }
+        };
 
         {
             let mut functions = self.functions.lock().unwrap();
@@ -275,6 +296,12 @@ impl Worker {
         if self.functions.lock().unwrap().remove(function).is_some() {
             tracing::info!(function, "unloaded");
         }
+    }
+
+    fn event_pre(&self, digest: &str, component: &Component) -> Result<EventFunctionPre<Host>, LoadError> {
+        let link = |reason: String| LoadError::Link { digest: digest.to_string(), reason };
+        let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
+        EventFunctionPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
 
     fn proxy_pre(&self, digest: &str, component: &Component) -> Result<ProxyPre<Host>, LoadError> {
@@ -353,7 +380,7 @@ async fn serve(
     bus: Arc<dyn Bus>,
     mut sub: tern_bus::Subscription,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    current: Arc<RwLock<Arc<HttpFunction>>>,
+    current: Arc<RwLock<Handler>>,
     load: Arc<LoadCounters>,
 ) {
     let mut draining = false;
@@ -374,26 +401,49 @@ async fn serve(
         let bus = bus.clone();
         let load = load.clone();
         tokio::spawn(async move {
-            let reply = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
-                Ok(frame) => {
-                    load.started();
-                    let started = Instant::now();
-                    let outcome = function.invoke(frame.header, frame.body).await;
-                    load.finished(started.elapsed(), outcome.failure.is_some());
-                    if !outcome.logs.is_empty() {
-                        let logs = serde_json::to_vec(&outcome.logs).expect("serialise logs");
-                        let _ = bus.publish(&subject::logs(&function.name), logs.into()).await;
+            let started = Instant::now();
+            let (reply, failed, logs) = match &function {
+                Handler::Http(f) => match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
+                    Ok(frame) => {
+                        load.started();
+                        let outcome = f.invoke(frame.header, frame.body).await;
+                        let reply = Frame::new(outcome.response, outcome.body).encode();
+                        (reply, outcome.failure.is_some(), outcome.logs)
                     }
-                    Frame::new(outcome.response, outcome.body).encode()
-                }
-                Err(e) => {
-                    let head = InvokeResponse { status: 400, headers: vec![] };
-                    Frame::new(head, Bytes::from(format!("malformed invoke request: {e}\n"))).encode()
-                }
+                    Err(e) => {
+                        let head = InvokeResponse { status: 400, headers: vec![] };
+                        let body = Bytes::from(format!("malformed invoke request: {e}\n"));
+                        respond_or_warn(&*bus, &msg, Frame::new(head, body).encode(), &f.name).await;
+                        return;
+                    }
+                },
+                Handler::Event(f) => match Frame::<EventDelivery>::decode(msg.payload.clone()) {
+                    Ok(frame) => {
+                        load.started();
+                        let outcome = f.deliver(frame.header, frame.body).await;
+                        let failed = outcome.result.error.is_some();
+                        (Frame::new(outcome.result, Bytes::new()).encode(), failed, outcome.logs)
+                    }
+                    Err(e) => {
+                        let result = EventResult { error: Some(format!("malformed event delivery: {e}")) };
+                        respond_or_warn(&*bus, &msg, Frame::new(result, Bytes::new()).encode(), &f.name)
+                            .await;
+                        return;
+                    }
+                },
             };
-            if let Err(e) = respond(&*bus, &msg, reply).await {
-                tracing::warn!(function = %function.name, "could not send reply: {e}");
+            load.finished(started.elapsed(), failed);
+            if !logs.is_empty() {
+                let logs = serde_json::to_vec(&logs).expect("serialise logs");
+                let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
             }
+            respond_or_warn(&*bus, &msg, reply, function.name()).await;
         });
+    }
+}
+
+async fn respond_or_warn(bus: &dyn Bus, msg: &Message, reply: Bytes, function: &str) {
+    if let Err(e) = respond(bus, msg, reply).await {
+        tracing::warn!(function, "could not send reply: {e}");
     }
 }

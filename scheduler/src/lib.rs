@@ -346,7 +346,7 @@ impl Scheduler {
 
     async fn reconcile_locked(&self) -> BTreeMap<String, ApiError> {
         let versions: Vec<Version> = match self.blocking(|r| r.active_versions()).await {
-            Ok(v) => v.into_iter().filter(|v| v.world == World::Http).collect(),
+            Ok(v) => v,
             Err(e) => {
                 tracing::error!("cannot read the registry for placement: {}", e.message);
                 return BTreeMap::new();
@@ -602,9 +602,6 @@ impl Scheduler {
     /// Places a newly active version; an error only if it could be placed
     /// nowhere although a worker tried.
     async fn place_version(&self, version: &Version) -> Result<u32, ApiError> {
-        if version.world != World::Http {
-            return Ok(0);
-        }
         let failures = self.reconcile_locked().await;
         let ready = self.ready(&version.spec.name, version.number);
         match failures.get(&version.spec.name) {
@@ -642,9 +639,7 @@ impl Scheduler {
             versions.iter().map(|v| (v.spec.name.clone(), v.spec.memory_mib as u64)).collect();
         let mut status = ClusterStatus::default();
         for v in &versions {
-            if v.world == World::Http {
-                status.scale.insert(v.spec.name.clone(), self.scale_status(&v.spec.name));
-            }
+            status.scale.insert(v.spec.name.clone(), self.scale_status(&v.spec.name));
         }
         let nodes = self.nodes.lock().unwrap();
         for (id, n) in nodes.iter() {

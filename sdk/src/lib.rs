@@ -19,13 +19,27 @@
 //!
 //! For several routes in one function, [`Router`] matches paths with the same
 //! rules as the gateway (`:param`, trailing `*`, most specific wins).
+//!
+//! An event function exports `tern:function/event-handler` (the WIT is in
+//! this crate's `wit/`); [`event_function!`] makes it one line:
+//!
+//! ```ignore
+//! fn handle(event: tern_sdk::Event) -> Result<(), String> {
+//!     println!("{} on {}", event.id, event.subject);
+//!     Ok(())
+//! }
+//!
+//! tern_sdk::event_function!(handle);
+//! ```
 
 pub use http;
 pub use wasi;
 
+pub mod event;
 mod router;
 mod serve;
 
+pub use event::Event;
 pub use router::{Params, Router};
 
 /// A request with its whole body read.

@@ -17,7 +17,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Guest crates the tests deploy.
-const GUESTS: &[&str] = &["hello", "json-api", "plain-wasi", "hostile"];
+const GUESTS: &[&str] = &["hello", "json-api", "audit", "plain-wasi", "hostile", "plain-event"];
 
 /// Builds the `tern` binary and the guests once per test binary, so the
 /// tests never run against stale builds. (`cargo test` builds neither: the
@@ -45,7 +45,7 @@ pub fn tern_bin() -> PathBuf {
     target_dir().join("debug/tern")
 }
 
-/// A guest component built for wasm32-wasip2 (`hello`, `json_api`, `plain_wasi`, `hostile`).
+/// A guest component built for wasm32-wasip2 (`hello`, `json_api`, `audit`, `plain_wasi`, `hostile`, `plain_event`).
 pub fn guest(name: &str) -> PathBuf {
     build_once();
     target_dir().join(format!("wasm32-wasip2/guest/{name}.wasm"))

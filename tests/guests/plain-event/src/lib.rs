@@ -1,0 +1,32 @@
+//! Behaviour by the subject's last token: `fail` always fails, `flaky`
+//! fails on the first two attempts, `nap` sleeps 200 ms, `loop` spins;
+//! anything else succeeds. Every delivery prints one line, so tests can
+//! count deliveries in `tern logs`.
+
+wit_bindgen::generate!({ path: "../../../sdk/wit", world: "event-function" });
+
+use exports::tern::function::event_handler::Guest;
+use tern::function::types::Event;
+
+struct Plain;
+
+impl Guest for Plain {
+    fn handle(event: Event) -> Result<(), String> {
+        let data = String::from_utf8_lossy(&event.data);
+        println!("delivery id={} subject={} attempt={} data={data}", event.id, event.subject, event.attempt);
+        match event.subject.rsplit('.').next().unwrap_or("") {
+            "fail" => Err(format!("always fails (attempt {})", event.attempt)),
+            "flaky" if event.attempt < 3 => Err(format!("flaky (attempt {})", event.attempt)),
+            "nap" => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Ok(())
+            }
+            "loop" => loop {
+                std::hint::black_box(0);
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+export!(Plain);
