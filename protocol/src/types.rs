@@ -388,6 +388,27 @@ pub struct NodeAnnounce {
     /// Per-function counters since the worker started.
     #[serde(default)]
     pub load: BTreeMap<String, FunctionLoad>,
+    /// Which run of the worker this is, and how many times its set of
+    /// loaded functions has changed in that run: a heartbeat that was on
+    /// its way while the scheduler placed a function is older than the
+    /// placement's reply, and must not undo it.
+    #[serde(default)]
+    pub generation: Generation,
+}
+
+/// A worker's run (random per start) and the count of changes to its loaded
+/// functions; sent in heartbeats and in the replies to assign and unassign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub boot: String,
+    pub changes: u64,
+}
+
+impl Generation {
+    /// Whether `self` is older than `other` (same run, fewer changes).
+    pub fn older_than(&self, other: &Generation) -> bool {
+        self.boot == other.boot && self.changes < other.changes
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -536,6 +557,16 @@ mod tests {
         s.memory_mib = 64;
         s.timeout_ms = 0;
         assert!(s.validate().unwrap_err().contains("timeout"));
+    }
+
+    #[test]
+    fn generations_order_within_one_run_only() {
+        let g = |boot: &str, changes| Generation { boot: boot.into(), changes };
+        assert!(g("a", 1).older_than(&g("a", 2)));
+        assert!(!g("a", 2).older_than(&g("a", 2)));
+        assert!(!g("a", 3).older_than(&g("a", 2)));
+        // A restarted worker starts counting again: never "older".
+        assert!(!g("b", 0).older_than(&g("a", 9)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
     ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, EventDelivery, EventResult, Frame,
-    FunctionLoad, InvokeRequest, InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
+    FunctionLoad, Generation, InvokeRequest, InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
@@ -40,8 +40,22 @@ pub struct Worker {
     bus: Arc<dyn Bus>,
     runtime: Arc<Runtime>,
     body_limit: usize,
-    functions: Mutex<HashMap<String, Loaded>>,
+    functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The functions this node serves, and the count of changes to that set
+/// (the scheduler orders what it hears by it).
+struct Functions {
+    boot: String,
+    changes: u64,
+    loaded: HashMap<String, Loaded>,
+}
+
+impl Functions {
+    fn generation(&self) -> Generation {
+        Generation { boot: self.boot.clone(), changes: self.changes }
+    }
 }
 
 /// A function this node serves. `current` is swapped on a new version, so
@@ -147,7 +161,11 @@ impl Worker {
             runtime,
             // A response travels in one bus message, with its header.
             body_limit: tern_protocol::DEFAULT_BODY_LIMIT.min(bus.max_payload().saturating_sub(64 * 1024)),
-            functions: Mutex::new(HashMap::new()),
+            functions: Mutex::new(Functions {
+                boot: format!("{:016x}", rand_u64()),
+                changes: 0,
+                loaded: HashMap::new(),
+            }),
             tasks: Mutex::new(Vec::new()),
             bus,
         })
@@ -172,15 +190,15 @@ impl Worker {
             loop {
                 tokio::select! {
                     Some(msg) = assign.next() => {
-                        let reply: Reply<()> = match serde_json::from_slice::<Assign>(&msg.payload) {
+                        let reply: Reply<Generation> = match serde_json::from_slice::<Assign>(&msg.payload) {
                             Ok(a) => me.assign(a).await,
                             Err(e) => Err(ApiError::bad_request(format!("malformed assign: {e}"))),
                         };
                         me.reply(&msg, &reply).await;
                     }
                     Some(msg) = unassign.next() => {
-                        let reply: Reply<()> = match serde_json::from_slice::<Unassign>(&msg.payload) {
-                            Ok(u) => { me.unassign(&u.function); Ok(()) }
+                        let reply: Reply<Generation> = match serde_json::from_slice::<Unassign>(&msg.payload) {
+                            Ok(u) => Ok(me.unassign(&u.function)),
                             Err(e) => Err(ApiError::bad_request(format!("malformed unassign: {e}"))),
                         };
                         me.reply(&msg, &reply).await;
@@ -215,9 +233,10 @@ impl Worker {
             node_id: self.config.node_id.clone(),
             capacity: self.config.capacity.clone(),
             labels: self.config.labels.clone(),
-            loaded: functions.iter().map(|(k, l)| (k.clone(), l.version)).collect(),
+            loaded: functions.loaded.iter().map(|(k, l)| (k.clone(), l.version)).collect(),
             artifacts,
-            load: functions.iter().map(|(k, l)| (k.clone(), l.load.snapshot())).collect(),
+            load: functions.loaded.iter().map(|(k, l)| (k.clone(), l.load.snapshot())).collect(),
+            generation: functions.generation(),
         }
     }
 
@@ -238,15 +257,17 @@ impl Worker {
     /// Functions loaded on this node, with their versions.
     pub fn loaded(&self) -> Vec<(String, u64)> {
         let f = self.functions.lock().unwrap();
-        let mut v: Vec<_> = f.iter().map(|(k, l)| (k.clone(), l.version)).collect();
+        let mut v: Vec<_> = f.loaded.iter().map(|(k, l)| (k.clone(), l.version)).collect();
         v.sort();
         v
     }
 
-    async fn assign(self: &Arc<Self>, a: Assign) -> Reply<()> {
-        let same = self.functions.lock().unwrap().get(&a.function).is_some_and(|l| l.version == a.version);
-        if same {
-            return Ok(());
+    async fn assign(self: &Arc<Self>, a: Assign) -> Reply<Generation> {
+        {
+            let functions = self.functions.lock().unwrap();
+            if functions.loaded.get(&a.function).is_some_and(|l| l.version == a.version) {
+                return Ok(functions.generation());
+            }
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
         let component = self.component(&a.digest).await.map_err(internal)?;
@@ -270,11 +291,12 @@ impl Worker {
 
         {
             let mut functions = self.functions.lock().unwrap();
-            if let Some(loaded) = functions.get_mut(&a.function) {
+            if let Some(loaded) = functions.loaded.get_mut(&a.function) {
                 *loaded.current.write().unwrap() = function;
                 loaded.version = a.version;
+                functions.changes += 1;
                 tracing::info!(function = %a.function, version = a.version, "switched version");
-                return Ok(());
+                return Ok(functions.generation());
             }
         }
         let sub = self
@@ -287,15 +309,23 @@ impl Worker {
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded { version: a.version, current, load, _stop: stop };
-        self.functions.lock().unwrap().insert(a.function.clone(), loaded);
+        let generation = {
+            let mut functions = self.functions.lock().unwrap();
+            functions.loaded.insert(a.function.clone(), loaded);
+            functions.changes += 1;
+            functions.generation()
+        };
         tracing::info!(function = %a.function, version = a.version, "loaded");
-        Ok(())
+        Ok(generation)
     }
 
-    fn unassign(&self, function: &str) {
-        if self.functions.lock().unwrap().remove(function).is_some() {
+    fn unassign(&self, function: &str) -> Generation {
+        let mut functions = self.functions.lock().unwrap();
+        if functions.loaded.remove(function).is_some() {
+            functions.changes += 1;
             tracing::info!(function, "unloaded");
         }
+        functions.generation()
     }
 
     fn event_pre(&self, digest: &str, component: &Component) -> Result<EventFunctionPre<Host>, LoadError> {
@@ -446,4 +476,14 @@ async fn respond_or_warn(bus: &dyn Bus, msg: &Message, reply: Bytes, function: &
     if let Err(e) = respond(bus, msg, reply).await {
         tracing::warn!(function, "could not send reply: {e}");
     }
+}
+
+/// 64 random bits, for this run's id.
+fn rand_u64() -> u64 {
+    use std::io::Read;
+    let mut raw = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("/dev/urandom is readable");
+    u64::from_le_bytes(raw)
 }

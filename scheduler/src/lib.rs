@@ -24,9 +24,9 @@ use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
     ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, ChangeReply, ClusterStatus, DeployReply,
-    DeployRequest, ErrorKind, Frame, FunctionDetail, FunctionLoad, LatencySummary, LogRecord, LogsRequest,
-    NameRequest, NodeAnnounce, NodeStatus, Reply, RollbackRequest, RouteTable, ScaleStatus, Unassign,
-    Version, WakeReply, WakeRequest, World,
+    DeployRequest, ErrorKind, Frame, FunctionDetail, FunctionLoad, Generation, LatencySummary, LogRecord,
+    LogsRequest, NameRequest, NodeAnnounce, NodeStatus, Reply, RollbackRequest, RouteTable, ScaleStatus,
+    Unassign, Version, WakeReply, WakeRequest, World,
 };
 use tern_runtime::Runtime;
 
@@ -114,6 +114,8 @@ struct Node {
     loaded: BTreeMap<String, u64>,
     artifacts: Vec<String>,
     load: BTreeMap<String, FunctionLoad>,
+    /// The newest generation heard, from a heartbeat or a command's reply.
+    generation: Generation,
     /// Whether the last reconcile saw it alive (to log the transition once).
     was_alive: bool,
 }
@@ -320,15 +322,23 @@ impl Scheduler {
         }
         let previous = nodes.get(&state.node_id).filter(|n| n.alive());
         self.record_load(previous, &state);
+        // A heartbeat sent before the node's latest assign or unassign was
+        // answered says what it had loaded before: keep what the reply said.
+        let stale = nodes.get(&state.node_id).filter(|n| state.generation.older_than(&n.generation));
+        let (loaded, artifacts, generation) = match stale {
+            Some(n) => (n.loaded.clone(), n.artifacts.clone(), n.generation.clone()),
+            None => (state.loaded, state.artifacts, state.generation),
+        };
         nodes.insert(
             state.node_id.clone(),
             Node {
                 last_seen: Instant::now(),
                 capacity: state.capacity,
                 labels: state.labels,
-                loaded: state.loaded,
-                artifacts: state.artifacts,
+                loaded,
+                artifacts,
                 load: state.load,
+                generation,
                 was_alive: true,
             },
         );
@@ -410,18 +420,20 @@ impl Scheduler {
             Command::Assign { node, function } => {
                 let v = versions[function.as_str()];
                 let body = serde_json::to_vec(&Assign::for_version(v)).expect("serialise");
-                self.ask(&subject::worker_assign(node), body.into()).await?;
+                let generation = self.ask(&subject::worker_assign(node), body.into()).await?;
                 if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
                     n.loaded.insert(function.clone(), v.number);
                     n.artifacts.push(v.digest.clone());
+                    n.generation = generation;
                 }
                 tracing::info!(node, function, version = v.number, "placed");
             }
             Command::Unassign { node, function } => {
                 let body = serde_json::to_vec(&Unassign { function: function.clone() }).expect("serialise");
-                self.ask(&subject::worker_unassign(node), body.into()).await?;
+                let generation = self.ask(&subject::worker_unassign(node), body.into()).await?;
                 if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
                     n.loaded.remove(function);
+                    n.generation = generation;
                 }
                 tracing::info!(node, function, "unloaded");
             }
@@ -429,13 +441,15 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn ask(&self, subject: &str, body: Bytes) -> Result<(), ApiError> {
+    /// Sends a command to a worker; its reply is the node's generation
+    /// after the change.
+    async fn ask(&self, subject: &str, body: Bytes) -> Result<Generation, ApiError> {
         let msg = self
             .bus
             .request(subject, body, ASSIGN_TIMEOUT)
             .await
             .map_err(|e| ApiError::unavailable(format!("worker did not answer on {subject}: {e}")))?;
-        serde_json::from_slice::<Reply<()>>(&msg.payload)
+        serde_json::from_slice::<Reply<Generation>>(&msg.payload)
             .map_err(|e| ApiError::internal(format!("worker sent a malformed reply: {e}")))?
     }
 
