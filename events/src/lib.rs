@@ -1,0 +1,178 @@
+//! The durable event log: where published events wait until every trigger
+//! that wants them has had its function handle them.
+//!
+//! One seam, [`EventLog`], with the semantics of JetStream durable consumers
+//! as Tern uses them: an event is durable once [`EventLog::publish`]
+//! returns; each trigger is a named durable consumer with a subject filter
+//! (NATS wildcards) that sees every event published after it was created;
+//! a delivery is acknowledged ([`Delivery::ack`]), retried after a delay
+//! ([`Delivery::retry_after`], never at once), kept in progress for a slow
+//! handler ([`Delivery::in_progress`]), or dropped for good
+//! ([`Delivery::terminate`]); a delivery neither acked nor retried within the
+//! consumer's ack wait is delivered again. Delivery is at least once.
+//! Dead letters are kept per function.
+//!
+//! [`SledLog`] implements it for the embedded mode. [`conformance`] is the
+//! behaviour every implementation must show.
+
+pub mod conformance;
+mod sled_log;
+
+pub use sled_log::SledLog;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event store: {0}")]
+    Store(String),
+    #[error("invalid subject {subject:?}: {reason}")]
+    Subject { subject: String, reason: String },
+    #[error("no such consumer {0}")]
+    NoConsumer(String),
+}
+
+impl From<sled::Error> for EventError {
+    fn from(e: sled::Error) -> Self {
+        EventError::Store(e.to_string())
+    }
+}
+
+/// An event as stored: what was published, and where it sits in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the log; increases with every publish.
+    pub seq: u64,
+    /// Unique per published event; the same on every redelivery.
+    pub id: String,
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(skip)]
+    pub data: Bytes,
+    pub published_ms: u64,
+}
+
+/// An event that used up its attempts, with the last error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub event: StoredEvent,
+    pub function: String,
+    pub attempts: u32,
+    pub error: String,
+    pub failed_ms: u64,
+}
+
+/// What a durable consumer is: its name (one per trigger) and the subjects
+/// it takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    pub name: String,
+    /// A NATS subject pattern (`orders.*`, `orders.>`).
+    pub filter: String,
+    /// A delivery not acknowledged, retried or marked in progress within
+    /// this long is delivered again.
+    pub ack_wait: Duration,
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Stores an event; it is durable once this returns.
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Vec<(String, String)>,
+        data: Bytes,
+    ) -> Result<StoredEvent, EventError>;
+
+    /// Creates the durable consumer, or opens it as it was left (its
+    /// position and unacknowledged deliveries survive restarts). A new one
+    /// starts after the last event published so far.
+    async fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn Consumer>, EventError>;
+
+    /// Removes a consumer and everything it had pending.
+    async fn delete_consumer(&self, name: &str) -> Result<(), EventError>;
+
+    /// Keeps a failed event for `function`; durable once this returns.
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError>;
+
+    /// A function's dead letters, oldest first.
+    async fn dead_letters(&self, function: &str) -> Result<Vec<DeadLetter>, EventError>;
+
+    /// Removes one dead letter (after a replay); false if there was none.
+    async fn remove_dead_letter(&self, function: &str, event_id: &str) -> Result<bool, EventError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery: a redelivery that is due, else the next new event
+    /// that matches the filter; waits until there is one.
+    async fn next(&mut self) -> Result<Delivery, EventError>;
+}
+
+/// One delivery of an event to a consumer.
+pub struct Delivery {
+    pub event: StoredEvent,
+    /// 1 on the first delivery, 2 on the first redelivery, and so on.
+    pub attempt: u32,
+    acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub fn new(event: StoredEvent, attempt: u32, acker: Box<dyn Acker>) -> Self {
+        Delivery { event, attempt, acker }
+    }
+
+    /// Handled: never deliver it to this consumer again.
+    pub async fn ack(&self) -> Result<(), EventError> {
+        self.acker.settle(Settle::Ack).await
+    }
+
+    /// Failed: deliver it again after `delay` (not before).
+    pub async fn retry_after(&self, delay: Duration) -> Result<(), EventError> {
+        self.acker.settle(Settle::RetryAfter(delay)).await
+    }
+
+    /// Still working: restart the ack wait.
+    pub async fn in_progress(&self) -> Result<(), EventError> {
+        self.acker.settle(Settle::InProgress).await
+    }
+
+    /// Give up on it for this consumer (after writing a dead letter).
+    pub async fn terminate(&self) -> Result<(), EventError> {
+        self.acker.settle(Settle::Terminate).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    RetryAfter(Duration),
+    InProgress,
+    Terminate,
+}
+
+/// How an implementation settles one delivery.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn settle(&self, how: Settle) -> Result<(), EventError>;
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new event id: 128 random bits, hex.
+pub fn new_event_id() -> String {
+    use std::io::Read;
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .expect("/dev/urandom is readable");
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}

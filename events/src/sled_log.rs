@@ -1,0 +1,431 @@
+//! The event log for embedded mode, in sled.
+//!
+//! Trees:
+//! - `events`: seq (u64, big-endian) → the event (a frame: JSON header and
+//!   raw data). Publish flushes before it returns.
+//! - `consumers`: name → [`ConsumerState`] (filter, ack wait, cursor: the
+//!   next seq to look at).
+//! - `pending`: name NUL seq → [`Pending`] (attempt, when it is due again).
+//!   Taking an event moves the cursor and adds its pending entry in one
+//!   transaction, so a crash either redelivers it or had not yet taken it.
+//!   Acks are not flushed: a lost ack is a redelivery, which at-least-once
+//!   allows.
+//! - `dlq`: function NUL seq → the dead letter (a frame). Flushed.
+//!
+//! sled is blocking: every call runs in `spawn_blocking`.
+
+use crate::{
+    Acker, Consumer, ConsumerConfig, DeadLetter, Delivery, EventError, EventLog, Settle, StoredEvent, now_ms,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_bus::SubjectPattern;
+use tern_protocol::Frame;
+use tokio::sync::watch;
+
+/// The longest a waiting consumer sleeps before looking again (a backstop;
+/// publishes and due redeliveries wake it sooner).
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// Non-matching events looked at per call, so one call never blocks long.
+const SCAN_BATCH: usize = 10_000;
+
+#[derive(Clone)]
+pub struct SledLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    events: sled::Tree,
+    consumers: sled::Tree,
+    pending: sled::Tree,
+    dlq: sled::Tree,
+    /// The last published seq, so waiting consumers wake on a publish.
+    published: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ConsumerState {
+    filter: String,
+    ack_wait_ms: u64,
+    cursor: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Pending {
+    attempt: u32,
+    due_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeadLetterHeader {
+    event: StoredEvent,
+    function: String,
+    attempts: u32,
+    error: String,
+    failed_ms: u64,
+}
+
+fn key(prefix: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 9);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn prefix(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len() - 8..].try_into().expect("keys end in a u64");
+    u64::from_be_bytes(tail)
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("serialise")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, EventError> {
+    serde_json::from_slice(bytes).map_err(|e| EventError::Store(format!("corrupt record: {e}")))
+}
+
+fn decode_event(bytes: &[u8]) -> Result<StoredEvent, EventError> {
+    let frame = Frame::<StoredEvent>::decode(Bytes::copy_from_slice(bytes))
+        .map_err(|e| EventError::Store(format!("corrupt event: {e}")))?;
+    Ok(StoredEvent { data: frame.body, ..frame.header })
+}
+
+impl SledLog {
+    pub fn open(dir: &Path) -> Result<Self, EventError> {
+        let db = sled::open(dir)?;
+        let events = db.open_tree("events")?;
+        let last = events.last()?.map_or(0, |(k, _)| seq_of(&k));
+        let (published, _) = watch::channel(last);
+        Ok(SledLog {
+            inner: Arc::new(Inner {
+                consumers: db.open_tree("consumers")?,
+                pending: db.open_tree("pending")?,
+                dlq: db.open_tree("dlq")?,
+                events,
+                db,
+                published,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, EventError> + Send + 'static,
+    ) -> Result<T, EventError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| EventError::Store(format!("event store task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl EventLog for SledLog {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Vec<(String, String)>,
+        data: Bytes,
+    ) -> Result<StoredEvent, EventError> {
+        tern_bus::validate_subject(subject, false)
+            .map_err(|e| EventError::Subject { subject: subject.to_string(), reason: e.to_string() })?;
+        let subject = subject.to_string();
+        let event = self
+            .blocking(move |inner| {
+                // generate_id is unique and increasing across restarts.
+                let seq = inner.db.generate_id()? + 1;
+                let event = StoredEvent {
+                    seq,
+                    id: crate::new_event_id(),
+                    subject,
+                    headers,
+                    data: Bytes::new(),
+                    published_ms: now_ms(),
+                };
+                let record = Frame::new(event.clone(), data.clone()).encode();
+                inner.events.insert(seq.to_be_bytes(), record.as_ref())?;
+                Ok(StoredEvent { data, ..event })
+            })
+            .await?;
+        self.inner.db.flush_async().await?;
+        self.inner.published.send_modify(|last| *last = (*last).max(event.seq));
+        Ok(event)
+    }
+
+    async fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn Consumer>, EventError> {
+        let pattern = SubjectPattern::parse(&config.filter)
+            .map_err(|e| EventError::Subject { subject: config.filter.clone(), reason: e.to_string() })?;
+        let c = config.clone();
+        self.blocking(move |inner| {
+            let cursor = match inner.consumers.get(&c.name)? {
+                Some(v) => parse::<ConsumerState>(&v)?.cursor,
+                None => inner.events.last()?.map_or(0, |(k, _)| seq_of(&k)) + 1,
+            };
+            let state =
+                ConsumerState { filter: c.filter, ack_wait_ms: c.ack_wait.as_millis() as u64, cursor };
+            inner.consumers.insert(&c.name, json(&state))?;
+            Ok(())
+        })
+        .await?;
+        Ok(Box::new(SledConsumer {
+            log: self.clone(),
+            name: config.name.clone(),
+            pattern,
+            ack_wait: config.ack_wait,
+            published: self.inner.published.subscribe(),
+        }))
+    }
+
+    async fn delete_consumer(&self, name: &str) -> Result<(), EventError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.consumers.remove(&name)?;
+            for item in inner.pending.scan_prefix(prefix(&name)) {
+                inner.pending.remove(item?.0)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError> {
+        self.blocking(move |inner| {
+            let k = key(&letter.function, letter.event.seq);
+            let data = letter.event.data.clone();
+            let header = DeadLetterHeader {
+                event: letter.event,
+                function: letter.function,
+                attempts: letter.attempts,
+                error: letter.error,
+                failed_ms: letter.failed_ms,
+            };
+            inner.dlq.insert(k, Frame::new(header, data).encode().as_ref())?;
+            Ok(())
+        })
+        .await?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, function: &str) -> Result<Vec<DeadLetter>, EventError> {
+        let function = function.to_string();
+        self.blocking(move |inner| {
+            let mut out = Vec::new();
+            for item in inner.dlq.scan_prefix(prefix(&function)) {
+                let (_, v) = item?;
+                let frame = Frame::<DeadLetterHeader>::decode(Bytes::copy_from_slice(&v))
+                    .map_err(|e| EventError::Store(format!("corrupt dead letter: {e}")))?;
+                let h = frame.header;
+                out.push(DeadLetter {
+                    event: StoredEvent { data: frame.body, ..h.event },
+                    function: h.function,
+                    attempts: h.attempts,
+                    error: h.error,
+                    failed_ms: h.failed_ms,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove_dead_letter(&self, function: &str, event_id: &str) -> Result<bool, EventError> {
+        let letters = self.dead_letters(function).await?;
+        let Some(letter) = letters.into_iter().find(|l| l.event.id == event_id) else {
+            return Ok(false);
+        };
+        let k = key(function, letter.event.seq);
+        self.blocking(move |inner| Ok(inner.dlq.remove(k)?.is_some())).await?;
+        self.inner.db.flush_async().await?;
+        Ok(true)
+    }
+}
+
+struct SledConsumer {
+    log: SledLog,
+    name: String,
+    pattern: SubjectPattern,
+    ack_wait: Duration,
+    published: watch::Receiver<u64>,
+}
+
+/// What one look at the log found.
+enum Taken {
+    Event(StoredEvent, u32),
+    /// Nothing now; the earliest pending redelivery, if any, is due then.
+    Nothing(Option<u64>),
+}
+
+impl Inner {
+    fn take(&self, name: &str, pattern: &SubjectPattern, ack_wait: Duration) -> Result<Taken, EventError> {
+        let now = now_ms();
+        let ack_wait_ms = ack_wait.as_millis() as u64;
+        // Due redeliveries first: they are older than anything new.
+        let mut next_due: Option<u64> = None;
+        for item in self.pending.scan_prefix(prefix(name)) {
+            let (k, v) = item?;
+            let p: Pending = parse(&v)?;
+            if p.due_ms > now {
+                next_due = Some(next_due.map_or(p.due_ms, |d| d.min(p.due_ms)));
+                continue;
+            }
+            let seq = seq_of(&k);
+            let Some(record) = self.events.get(seq.to_be_bytes())? else {
+                self.pending.remove(k)?;
+                continue;
+            };
+            let again = Pending { attempt: p.attempt + 1, due_ms: now + ack_wait_ms };
+            self.pending.insert(k, json(&again))?;
+            return Ok(Taken::Event(decode_event(&record)?, again.attempt));
+        }
+        let Some(state) = self.consumers.get(name)? else {
+            return Err(EventError::NoConsumer(name.to_string()));
+        };
+        let mut state: ConsumerState = parse(&state)?;
+        let start = state.cursor;
+        for item in self.events.range(state.cursor.to_be_bytes()..).take(SCAN_BATCH) {
+            let (k, v) = item?;
+            let seq = seq_of(&k);
+            state.cursor = seq + 1;
+            let event = decode_event(&v)?;
+            if !pattern.matches(&event.subject) {
+                continue;
+            }
+            let first = Pending { attempt: 1, due_ms: now + ack_wait_ms };
+            (&self.consumers, &self.pending)
+                .transaction(|(consumers, pending)| {
+                    consumers.insert(name.as_bytes(), json(&state))?;
+                    pending.insert(key(name, seq), json(&first))?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| EventError::Store(format!("{e:?}")))?;
+            return Ok(Taken::Event(event, 1));
+        }
+        if state.cursor != start {
+            self.consumers.insert(name, json(&state))?;
+        }
+        Ok(Taken::Nothing(next_due))
+    }
+}
+
+#[async_trait]
+impl Consumer for SledConsumer {
+    async fn next(&mut self) -> Result<Delivery, EventError> {
+        loop {
+            // Mark the current publish as seen before looking, so one that
+            // lands during the look wakes the wait below.
+            self.published.borrow_and_update();
+            let (name, pattern, ack_wait) = (self.name.clone(), self.pattern.clone(), self.ack_wait);
+            let taken = self.log.blocking(move |inner| inner.take(&name, &pattern, ack_wait)).await?;
+            let next_due = match taken {
+                Taken::Event(event, attempt) => {
+                    let acker = SledAcker {
+                        log: self.log.clone(),
+                        key: key(&self.name, event.seq),
+                        ack_wait: self.ack_wait,
+                    };
+                    return Ok(Delivery::new(event, attempt, Box::new(acker)));
+                }
+                Taken::Nothing(next_due) => next_due,
+            };
+            let wait = next_due
+                .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                .unwrap_or(IDLE_RECHECK)
+                .min(IDLE_RECHECK);
+            tokio::select! {
+                _ = self.published.changed() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+struct SledAcker {
+    log: SledLog,
+    key: Vec<u8>,
+    ack_wait: Duration,
+}
+
+#[async_trait]
+impl Acker for SledAcker {
+    async fn settle(&self, how: Settle) -> Result<(), EventError> {
+        let (key, ack_wait) = (self.key.clone(), self.ack_wait);
+        self.log
+            .blocking(move |inner| {
+                let delay = match how {
+                    Settle::Ack | Settle::Terminate => {
+                        inner.pending.remove(key)?;
+                        return Ok(());
+                    }
+                    Settle::RetryAfter(d) => d,
+                    Settle::InProgress => ack_wait,
+                };
+                // Settling a delivery the consumer no longer has (deleted,
+                // or already acked) changes nothing.
+                if let Some(v) = inner.pending.get(&key)? {
+                    let mut p: Pending = parse(&v)?;
+                    p.due_ms = now_ms() + delay.as_millis() as u64;
+                    inner.pending.insert(key, json(&p))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::conformance::run_all(Arc::new(SledLog::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn position_and_pending_deliveries_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ConsumerConfig {
+            name: "f.t0".into(),
+            filter: "orders.>".into(),
+            ack_wait: Duration::from_secs(2),
+        };
+        {
+            let log = SledLog::open(dir.path()).unwrap();
+            let mut c = log.consumer(&config).await.unwrap();
+            for i in 0..3 {
+                log.publish("orders.new", vec![], Bytes::from(format!("e{i}"))).await.unwrap();
+            }
+            let d = c.next().await.unwrap();
+            assert_eq!(d.event.data, "e0");
+            d.ack().await.unwrap();
+            // e1 taken but never settled: in flight when the process died.
+            assert_eq!(c.next().await.unwrap().event.data, "e1");
+            log.inner.db.flush().unwrap();
+        }
+        let log = SledLog::open(dir.path()).unwrap();
+        let mut c =
+            log.consumer(&ConsumerConfig { ack_wait: Duration::from_millis(100), ..config }).await.unwrap();
+        let d = c.next().await.unwrap();
+        assert_eq!(d.event.data, "e2", "new events continue after the cursor");
+        d.ack().await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), c.next()).await.unwrap().unwrap();
+        assert_eq!((d.event.data.as_ref(), d.attempt), (&b"e1"[..], 2), "the unsettled one comes back");
+    }
+}
