@@ -167,7 +167,8 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A new event id: 128 random bits, hex.
+/// A new event id: 128 random bits, hex. Unique per published event; a
+/// redelivery keeps it, so handlers can deduplicate.
 pub fn new_event_id() -> String {
     use std::io::Read;
     let mut raw = [0u8; 16];

@@ -265,7 +265,7 @@ async fn deliver_event(
         Ok(b) => b.to_bytes(),
         Err(e) => return error(ApiError::bad_request(format!("could not read the event data: {e}"))),
     };
-    let id = crate::new_event_id();
+    let id = tern_events::new_event_id();
     let delivery = EventDelivery { id: id.clone(), subject, headers: Vec::new(), attempt: 1 };
     let payload = Frame::new(delivery, data).encode();
     let result = match gw.call(name, timeout_ms, payload).await {

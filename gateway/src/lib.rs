@@ -204,6 +204,40 @@ impl Gateway {
         self.invoke(&function, timeout_ms, uri, req).await
     }
 
+    /// Sends one invocation to a replica of `function` and waits for its
+    /// reply. If no replica listens, the call waits in the activator while
+    /// the function starts, then is sent again. Every trigger (HTTP routes,
+    /// the admin invoke) goes through here.
+    pub async fn call(&self, function: &str, timeout_ms: u64, payload: Bytes) -> Result<Message, CallError> {
+        // The worker enforces the function's timeout and answers with 504;
+        // this margin only covers a worker that died mid-request.
+        let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
+        let subject = subject::invoke(function);
+        let mut deadline = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let sent_at = tokio::time::Instant::now();
+            match self.bus.request(&subject, payload.clone(), wait).await {
+                Err(BusError::NoResponders(_)) => {
+                    // One deadline across retries: a function that is
+                    // unloaded again between wake and send does not reset it.
+                    let deadline = match deadline {
+                        Some(d) => {
+                            // Woken, yet nobody listens: the scheduler's view
+                            // is a heartbeat behind. Do not spin on it.
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                            d
+                        }
+                        None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
+                    };
+                    self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
+                }
+                other => return other.map_err(CallError::Bus),
+            }
+        }
+    }
+
     /// Sends one request to a replica of `function` and relays its answer.
     pub(crate) async fn invoke(
         &self,
@@ -259,17 +293,6 @@ impl Gateway {
     }
 }
 
-/// A new event id: 128 random bits, hex. Unique per published event; a
-/// redelivery keeps it, so handlers can deduplicate.
-pub fn new_event_id() -> String {
-    use std::io::Read;
-    let mut raw = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .expect("/dev/urandom is readable");
-    raw.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Why [`Gateway::call`] got no answer from a function.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -279,42 +302,6 @@ pub enum CallError {
     Cold(activator::ActivateError),
     #[error(transparent)]
     Bus(BusError),
-}
-
-impl Gateway {
-    /// Sends one invocation to a replica of `function` and waits for its
-    /// reply. If no replica listens, the call waits in the activator while
-    /// the function starts, then is sent again. Every trigger (HTTP routes,
-    /// the admin invoke) goes through here.
-    pub async fn call(&self, function: &str, timeout_ms: u64, payload: Bytes) -> Result<Message, CallError> {
-        // The worker enforces the function's timeout and answers with 504;
-        // this margin only covers a worker that died mid-request.
-        let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
-        let subject = subject::invoke(function);
-        let mut deadline = None;
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let sent_at = tokio::time::Instant::now();
-            match self.bus.request(&subject, payload.clone(), wait).await {
-                Err(BusError::NoResponders(_)) => {
-                    // One deadline across retries: a function that is
-                    // unloaded again between wake and send does not reset it.
-                    let deadline = match deadline {
-                        Some(d) => {
-                            // Woken, yet nobody listens: the scheduler's view
-                            // is a heartbeat behind. Do not spin on it.
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_millis(200));
-                            d
-                        }
-                        None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
-                    };
-                    self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
-                }
-                other => return other.map_err(CallError::Bus),
-            }
-        }
-    }
 }
 
 fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
