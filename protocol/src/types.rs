@@ -557,6 +557,17 @@ mod tests {
         s.memory_mib = 64;
         s.timeout_ms = 0;
         assert!(s.validate().unwrap_err().contains("timeout"));
+        s.timeout_ms = 1000;
+        s.min_scale = 3;
+        s.max_scale = 1;
+        assert!(s.validate().unwrap_err().contains("min scale 3 is more than max scale 1"));
+        s.max_scale = 0; // no limit
+        assert!(s.validate().is_ok());
+        s.concurrency = 0;
+        assert!(s.validate().unwrap_err().contains("concurrency"));
+        s.concurrency = 1;
+        s.idle_ms = 999;
+        assert!(s.validate().unwrap_err().contains("idle window"));
     }
 
     #[test]
@@ -572,6 +583,7 @@ mod tests {
     #[test]
     fn spec_defaults_apply_when_missing() {
         let s: FunctionSpec = serde_json::from_str(r#"{"name":"f"}"#).unwrap();
+        assert_eq!((s.min_scale, s.max_scale, s.concurrency, s.idle_ms), (0, 0, 100, 60_000));
         assert_eq!(s.memory_mib, DEFAULT_MEMORY_MIB);
         assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
     }

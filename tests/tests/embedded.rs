@@ -149,6 +149,11 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--route", "no-slash"]).contains("must start with '/'"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--memory", "0"]).contains("memory"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--timeout", "soon"]).contains("500ms"));
+    let err = deploy_err(&guest("plain_wasi"), "x", &["--min-scale", "3", "--max-scale", "1"]);
+    assert!(err.contains("min scale 3 is more than max scale 1"), "{err}");
+    assert!(deploy_err(&guest("plain_wasi"), "x", &["--concurrency", "0"]).contains("target concurrency"));
+    assert!(deploy_err(&guest("plain_wasi"), "x", &["--idle", "10ms"]).contains("idle window"));
+    assert!(deploy_err(&guest("plain_wasi"), "x", &["--idle", "never"]).contains("500ms"));
     assert!(deploy_err(&dir.path().join("missing.wasm"), "x", &[]).contains("cannot read"));
     assert!(up.tern_err(&["rollback", "hello"]).contains("no version before 1"));
     assert!(up.tern_err(&["rollback", "hello", "--to", "9"]).contains("no version 9"));
