@@ -73,7 +73,8 @@ impl InProcessBus {
     }
 
     fn add(&self, pattern: &str, group: Option<&str>) -> Result<Subscription, BusError> {
-        let parsed = SubjectPattern::parse(pattern)?;
+        validate_subject(pattern, true)?;
+        let parsed = SubjectPattern::parse(pattern).expect("validated");
         if let Some(g) = group {
             validate_subject(g, false)?;
         }

@@ -20,10 +20,18 @@ pub async fn run_all(log: Arc<dyn EventLog>) {
     in_progress_holds_a_slow_delivery(&*log).await;
     acked_and_terminated_never_come_back(&*log).await;
     dead_letters_are_kept_listed_and_removed(&*log).await;
+    two_handles_on_one_consumer_share_its_deliveries(&*log).await;
+    consumers_are_listed_and_deleted(&*log).await;
 }
 
 fn config(name: &str, filter: &str, ack_wait_ms: u64) -> ConsumerConfig {
     ConsumerConfig { name: name.into(), filter: filter.into(), ack_wait: Duration::from_millis(ack_wait_ms) }
+}
+
+async fn open(log: &dyn EventLog, config: ConsumerConfig) -> Box<dyn crate::Consumer> {
+    log.create_consumer(&config).await.unwrap();
+    log.create_consumer(&config).await.expect("creating an existing consumer is a no-op");
+    log.consumer(&config.name).await.unwrap()
 }
 
 async fn next(c: &mut Box<dyn crate::Consumer>, what: &str) -> crate::Delivery {
@@ -40,14 +48,19 @@ async fn assert_quiet(c: &mut Box<dyn crate::Consumer>, for_: Duration, what: &s
 }
 
 pub async fn publish_then_consume_in_order(log: &dyn EventLog) {
-    let mut c = log.consumer(&config("conf-order", "conf.order.*", 30_000)).await.unwrap();
+    let mut c = open(log, config("conf-order", "conf.order.*", 30_000)).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let headers = vec![("k".to_string(), format!("v{i}"))];
         let e = log.publish("conf.order.a", headers, Bytes::from(vec![i as u8, 0, 255])).await.unwrap();
         ids.push(e.id);
     }
-    log.publish("conf.other.a", vec![], Bytes::from_static(b"not for it")).await.unwrap();
+    let refused = log.publish("conf.other.a", vec![], Bytes::from_static(b"no one takes it")).await;
+    assert!(
+        matches!(refused, Err(crate::EventError::Unrouted(_))),
+        "an event no consumer takes is refused, not stored: {:?}",
+        refused.map(|e| e.id)
+    );
     for (i, id) in ids.iter().enumerate() {
         let d = next(&mut c, "published events arrive").await;
         assert_eq!(&d.event.id, id, "in publish order");
@@ -61,8 +74,9 @@ pub async fn publish_then_consume_in_order(log: &dyn EventLog) {
 }
 
 pub async fn a_new_consumer_starts_after_existing_events(log: &dyn EventLog) {
+    let _earlier = open(log, config("conf-late-earlier", "conf.late.>", 30_000)).await;
     log.publish("conf.late.x", vec![], Bytes::from_static(b"before")).await.unwrap();
-    let mut c = log.consumer(&config("conf-late", "conf.late.>", 30_000)).await.unwrap();
+    let mut c = open(log, config("conf-late", "conf.late.>", 30_000)).await;
     log.publish("conf.late.x", vec![], Bytes::from_static(b"after")).await.unwrap();
     let d = next(&mut c, "an event after the consumer").await;
     assert_eq!(d.event.data, "after", "a new consumer sees only what is published after it");
@@ -70,8 +84,8 @@ pub async fn a_new_consumer_starts_after_existing_events(log: &dyn EventLog) {
 }
 
 pub async fn every_consumer_gets_every_matching_event(log: &dyn EventLog) {
-    let mut a = log.consumer(&config("conf-fan-a", "conf.fan.*", 30_000)).await.unwrap();
-    let mut b = log.consumer(&config("conf-fan-b", "conf.fan.>", 30_000)).await.unwrap();
+    let mut a = open(log, config("conf-fan-a", "conf.fan.*", 30_000)).await;
+    let mut b = open(log, config("conf-fan-b", "conf.fan.>", 30_000)).await;
     log.publish("conf.fan.x", vec![], Bytes::from_static(b"1")).await.unwrap();
     for (c, what) in [(&mut a, "consumer a"), (&mut b, "consumer b")] {
         let d = next(c, what).await;
@@ -81,7 +95,7 @@ pub async fn every_consumer_gets_every_matching_event(log: &dyn EventLog) {
 }
 
 pub async fn retry_waits_for_its_delay_then_counts_the_attempt(log: &dyn EventLog) {
-    let mut c = log.consumer(&config("conf-retry", "conf.retry", 30_000)).await.unwrap();
+    let mut c = open(log, config("conf-retry", "conf.retry", 30_000)).await;
     let e = log.publish("conf.retry", vec![], Bytes::from_static(b"r")).await.unwrap();
     let d = next(&mut c, "first delivery").await;
     let asked = Instant::now();
@@ -97,7 +111,7 @@ pub async fn retry_waits_for_its_delay_then_counts_the_attempt(log: &dyn EventLo
 }
 
 pub async fn unsettled_deliveries_come_back_after_the_ack_wait(log: &dyn EventLog) {
-    let mut c = log.consumer(&config("conf-wait", "conf.wait", 500)).await.unwrap();
+    let mut c = open(log, config("conf-wait", "conf.wait", 500)).await;
     log.publish("conf.wait", vec![], Bytes::from_static(b"w")).await.unwrap();
     let first = next(&mut c, "first delivery").await;
     let d = next(&mut c, "redelivery after the ack wait").await;
@@ -106,7 +120,7 @@ pub async fn unsettled_deliveries_come_back_after_the_ack_wait(log: &dyn EventLo
 }
 
 pub async fn in_progress_holds_a_slow_delivery(log: &dyn EventLog) {
-    let mut c = log.consumer(&config("conf-slow", "conf.slow", 600)).await.unwrap();
+    let mut c = open(log, config("conf-slow", "conf.slow", 600)).await;
     log.publish("conf.slow", vec![], Bytes::from_static(b"s")).await.unwrap();
     let d = next(&mut c, "first delivery").await;
     // Work for 1.5 ack waits, saying so every 300 ms: no redelivery.
@@ -125,7 +139,7 @@ pub async fn in_progress_holds_a_slow_delivery(log: &dyn EventLog) {
 }
 
 pub async fn acked_and_terminated_never_come_back(log: &dyn EventLog) {
-    let mut c = log.consumer(&config("conf-done", "conf.done.*", 300)).await.unwrap();
+    let mut c = open(log, config("conf-done", "conf.done.*", 300)).await;
     log.publish("conf.done.ack", vec![], Bytes::new()).await.unwrap();
     log.publish("conf.done.term", vec![], Bytes::new()).await.unwrap();
     next(&mut c, "to ack").await.ack().await.unwrap();
@@ -134,6 +148,7 @@ pub async fn acked_and_terminated_never_come_back(log: &dyn EventLog) {
 }
 
 pub async fn dead_letters_are_kept_listed_and_removed(log: &dyn EventLog) {
+    let _c = open(log, config("conf-dlq", "conf.dlq", 30_000)).await;
     let e = log.publish("conf.dlq", vec![], Bytes::from_static(b"bad")).await.unwrap();
     let letter = DeadLetter {
         event: e.clone(),
@@ -148,4 +163,60 @@ pub async fn dead_letters_are_kept_listed_and_removed(log: &dyn EventLog) {
     assert!(log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(!log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(log.dead_letters("conf-dlq-fn").await.unwrap().is_empty());
+}
+
+/// Every gateway opens the same durable consumer: each event goes to one.
+pub async fn two_handles_on_one_consumer_share_its_deliveries(log: &dyn EventLog) {
+    let cfg = config("conf-share", "conf.share", 30_000);
+    let a = open(log, cfg.clone()).await;
+    let b = log.consumer(&cfg.name).await.unwrap();
+    let mut published = std::collections::HashSet::new();
+    for i in 0..20u8 {
+        published.insert(log.publish("conf.share", vec![], Bytes::from(vec![i])).await.unwrap().id);
+    }
+    // Each handle in its own task, as in two gateways: a `next` is never
+    // dropped half way.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(32);
+    let takers: Vec<_> = [a, b]
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(d) = c.next().await {
+                    d.ack().await.unwrap();
+                    if tx.send((i, d.event.id.clone())).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < published.len() {
+        let (_, id) = tokio::time::timeout(ARRIVE, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("shared consumer: only {} of 20 arrived", seen.len()))
+            .unwrap();
+        assert!(seen.insert(id.clone()), "delivered twice within the ack wait: {id}");
+    }
+    for t in takers {
+        t.abort();
+    }
+    assert_eq!(seen, published);
+}
+
+pub async fn consumers_are_listed_and_deleted(log: &dyn EventLog) {
+    let _c = open(log, config("conf-gone", "conf.gone.*", 30_000)).await;
+    let listed = log.consumers().await.unwrap();
+    let mine = listed.iter().find(|c| c.name == "conf-gone").expect("a created consumer is listed");
+    assert_eq!(mine.filter, "conf.gone.*");
+    log.delete_consumer("conf-gone").await.unwrap();
+    assert!(!log.consumers().await.unwrap().iter().any(|c| c.name == "conf-gone"));
+    assert!(matches!(log.consumer("conf-gone").await.err(), Some(crate::EventError::NoConsumer(_))));
+    assert!(
+        matches!(log.publish("conf.gone.x", vec![], Bytes::new()).await, Err(crate::EventError::Unrouted(_))),
+        "after its only consumer is deleted, a subject takes no events"
+    );
+    log.delete_consumer("conf-gone").await.expect("deleting twice is a no-op");
 }

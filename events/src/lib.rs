@@ -33,6 +33,9 @@ pub enum EventError {
     Subject { subject: String, reason: String },
     #[error("no such consumer {0}")]
     NoConsumer(String),
+    /// Nothing would ever deliver it, so it is not stored.
+    #[error("no trigger takes events on {0:?}; the event was not stored")]
+    Unrouted(String),
 }
 
 impl From<sled::Error> for EventError {
@@ -79,7 +82,8 @@ pub struct ConsumerConfig {
 
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Stores an event; it is durable once this returns.
+    /// Stores an event; it is durable once this returns. An event no
+    /// consumer's filter matches is refused ([`EventError::Unrouted`]).
     async fn publish(
         &self,
         subject: &str,
@@ -87,10 +91,17 @@ pub trait EventLog: Send + Sync + 'static {
         data: Bytes,
     ) -> Result<StoredEvent, EventError>;
 
-    /// Creates the durable consumer, or opens it as it was left (its
-    /// position and unacknowledged deliveries survive restarts). A new one
-    /// starts after the last event published so far.
-    async fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn Consumer>, EventError>;
+    /// Creates the durable consumer if it does not exist (its position and
+    /// unacknowledged deliveries survive restarts). A new one starts after
+    /// the last event published so far.
+    async fn create_consumer(&self, config: &ConsumerConfig) -> Result<(), EventError>;
+
+    /// Every durable consumer.
+    async fn consumers(&self) -> Result<Vec<ConsumerConfig>, EventError>;
+
+    /// Opens an existing consumer to take its deliveries. Several may be
+    /// open at once (one per gateway): each delivery goes to one of them.
+    async fn consumer(&self, name: &str) -> Result<Box<dyn Consumer>, EventError>;
 
     /// Removes a consumer and everything it had pending.
     async fn delete_consumer(&self, name: &str) -> Result<(), EventError>;
@@ -108,7 +119,9 @@ pub trait EventLog: Send + Sync + 'static {
 #[async_trait]
 pub trait Consumer: Send {
     /// The next delivery: a redelivery that is due, else the next new event
-    /// that matches the filter; waits until there is one.
+    /// that matches the filter; waits until there is one. Dropping the
+    /// future half way may leave an event taken: it comes back after the
+    /// ack wait, so nothing is lost, but do not race `next` in a select.
     async fn next(&mut self) -> Result<Delivery, EventError>;
 }
 

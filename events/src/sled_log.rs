@@ -25,7 +25,7 @@ use sled::transaction::ConflictableTransactionError;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_bus::SubjectPattern;
+use tern_protocol::nats_subject::SubjectPattern;
 use tern_protocol::Frame;
 use tokio::sync::watch;
 
@@ -48,6 +48,13 @@ struct Inner {
     dlq: sled::Tree,
     /// The last published seq, so waiting consumers wake on a publish.
     published: watch::Sender<u64>,
+    /// Publishes take their seq and insert under this lock, so events land
+    /// in seq order: a consumer whose cursor passed seq N never finds an
+    /// event below N appearing later.
+    publish_order: std::sync::Mutex<()>,
+    /// One take at a time: two handles on one consumer never take the same
+    /// event.
+    take_order: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +126,8 @@ impl SledLog {
                 events,
                 db,
                 published,
+                publish_order: std::sync::Mutex::new(()),
+                take_order: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -142,11 +151,15 @@ impl EventLog for SledLog {
         headers: Vec<(String, String)>,
         data: Bytes,
     ) -> Result<StoredEvent, EventError> {
-        tern_bus::validate_subject(subject, false)
+        tern_protocol::nats_subject::check(subject, false)
             .map_err(|e| EventError::Subject { subject: subject.to_string(), reason: e.to_string() })?;
         let subject = subject.to_string();
         let event = self
             .blocking(move |inner| {
+                if !inner.routed(&subject)? {
+                    return Err(EventError::Unrouted(subject));
+                }
+                let _order = inner.publish_order.lock().unwrap_or_else(|e| e.into_inner());
                 // generate_id is unique and increasing across restarts.
                 let seq = inner.db.generate_id()? + 1;
                 let event = StoredEvent {
@@ -167,11 +180,12 @@ impl EventLog for SledLog {
         Ok(event)
     }
 
-    async fn consumer(&self, config: &ConsumerConfig) -> Result<Box<dyn Consumer>, EventError> {
-        let pattern = SubjectPattern::parse(&config.filter)
+    async fn create_consumer(&self, config: &ConsumerConfig) -> Result<(), EventError> {
+        SubjectPattern::parse(&config.filter)
             .map_err(|e| EventError::Subject { subject: config.filter.clone(), reason: e.to_string() })?;
         let c = config.clone();
         self.blocking(move |inner| {
+            let _order = inner.publish_order.lock().unwrap_or_else(|e| e.into_inner());
             let cursor = match inner.consumers.get(&c.name)? {
                 Some(v) => parse::<ConsumerState>(&v)?.cursor,
                 None => inner.events.last()?.map_or(0, |(k, _)| seq_of(&k)) + 1,
@@ -182,9 +196,39 @@ impl EventLog for SledLog {
             Ok(())
         })
         .await?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn consumers(&self) -> Result<Vec<ConsumerConfig>, EventError> {
+        self.blocking(|inner| {
+            let mut out = Vec::new();
+            for item in inner.consumers.iter() {
+                let (k, v) = item?;
+                let state: ConsumerState = parse(&v)?;
+                out.push(ConsumerConfig {
+                    name: String::from_utf8_lossy(&k).into_owned(),
+                    filter: state.filter,
+                    ack_wait: Duration::from_millis(state.ack_wait_ms),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn consumer(&self, name: &str) -> Result<Box<dyn Consumer>, EventError> {
+        let config = self
+            .consumers()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| EventError::NoConsumer(name.to_string()))?;
+        let pattern = SubjectPattern::parse(&config.filter)
+            .map_err(|e| EventError::Subject { subject: config.filter.clone(), reason: e.to_string() })?;
         Ok(Box::new(SledConsumer {
             log: self.clone(),
-            name: config.name.clone(),
+            name: config.name,
             pattern,
             ack_wait: config.ack_wait,
             published: self.inner.published.subscribe(),
@@ -272,7 +316,19 @@ enum Taken {
 }
 
 impl Inner {
+    /// Whether some consumer takes events on `subject`.
+    fn routed(&self, subject: &str) -> Result<bool, EventError> {
+        for item in self.consumers.iter() {
+            let state: ConsumerState = parse(&item?.1)?;
+            if SubjectPattern::parse(&state.filter).is_ok_and(|p| p.matches(subject)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn take(&self, name: &str, pattern: &SubjectPattern, ack_wait: Duration) -> Result<Taken, EventError> {
+        let _one = self.take_order.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
         let ack_wait_ms = ack_wait.as_millis() as u64;
         // Due redeliveries first: they are older than anything new.
@@ -408,7 +464,8 @@ mod tests {
         };
         {
             let log = SledLog::open(dir.path()).unwrap();
-            let mut c = log.consumer(&config).await.unwrap();
+            log.create_consumer(&config).await.unwrap();
+            let mut c = log.consumer(&config.name).await.unwrap();
             for i in 0..3 {
                 log.publish("orders.new", vec![], Bytes::from(format!("e{i}"))).await.unwrap();
             }
@@ -420,8 +477,10 @@ mod tests {
             log.inner.db.flush().unwrap();
         }
         let log = SledLog::open(dir.path()).unwrap();
-        let mut c =
-            log.consumer(&ConsumerConfig { ack_wait: Duration::from_millis(100), ..config }).await.unwrap();
+        log.create_consumer(&ConsumerConfig { ack_wait: Duration::from_millis(100), ..config.clone() })
+            .await
+            .unwrap();
+        let mut c = log.consumer(&config.name).await.unwrap();
         let d = c.next().await.unwrap();
         assert_eq!(d.event.data, "e2", "new events continue after the cursor");
         d.ack().await.unwrap();

@@ -4,7 +4,9 @@
 //! built by a function in [`subject`], so the wire layout lives in one place
 //! and carries its version (`tern.v1.…`).
 
+pub mod cron;
 pub mod frame;
+pub mod nats_subject;
 pub mod route;
 pub mod subject;
 mod types;

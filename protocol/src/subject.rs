@@ -64,6 +64,13 @@ impl SchedulerOp {
     }
 }
 
+/// The scheduler publishes a function's cron ticks here, into the event
+/// log like any event (outside `tern.v1`, which is the bus's own traffic
+/// and never stored).
+pub fn cron(function: &str) -> String {
+    format!("tern.cron.{function}")
+}
+
 /// The scheduler pushes every new route table here.
 pub fn routes_changed() -> String {
     format!("{PREFIX}.routes.changed")

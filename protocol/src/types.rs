@@ -14,6 +14,12 @@ pub const DEFAULT_CONCURRENCY: u32 = 100;
 pub const DEFAULT_IDLE_MS: u64 = 60_000;
 /// The shortest idle window: the scheduler decides once a second.
 pub const MIN_IDLE_MS: u64 = 1_000;
+/// Tries an event gets before it becomes a dead letter, by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Delay before the first retry of a failed event; each next one doubles.
+pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
+/// Retry delays stop growing here.
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// Largest component accepted by deploy.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 
@@ -49,6 +55,28 @@ pub struct FunctionSpec {
     /// Only workers with all these labels may run the function.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// Event subjects (NATS wildcards allowed) that trigger the function,
+    /// each through its own durable consumer.
+    #[serde(default)]
+    pub on_event: Vec<String>,
+    /// A cron expression (UTC): the scheduler publishes one event per tick
+    /// for this function.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Tries per event, the first included; after the last failure the
+    /// event goes to the function's dead letters.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles with each further one.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn default_backoff() -> u64 {
+    DEFAULT_BACKOFF_MS
 }
 
 fn default_concurrency() -> u32 {
@@ -78,7 +106,35 @@ impl FunctionSpec {
             concurrency: DEFAULT_CONCURRENCY,
             idle_ms: DEFAULT_IDLE_MS,
             node_selector: BTreeMap::new(),
+            on_event: Vec::new(),
+            schedule: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_ms: DEFAULT_BACKOFF_MS,
         }
+    }
+
+    /// The durable consumers this spec asks for: one per event subject, and
+    /// one for its schedule.
+    pub fn triggers(&self) -> Vec<Trigger> {
+        let mut out: Vec<Trigger> = self
+            .on_event
+            .iter()
+            .map(|filter| Trigger { consumer: trigger_consumer(&self.name, filter), filter: filter.clone() })
+            .collect();
+        if self.schedule.is_some() {
+            out.push(Trigger {
+                consumer: format!("{}-cron", self.name),
+                filter: crate::subject::cron(&self.name),
+            });
+        }
+        out
+    }
+
+    /// How long to wait before try number `attempt + 1`, after try
+    /// `attempt` failed: the backoff, doubled per earlier retry.
+    pub fn retry_delay_ms(backoff_ms: u64, attempt: u32) -> u64 {
+        let doublings = attempt.saturating_sub(1).min(40);
+        backoff_ms.saturating_mul(1u64 << doublings).min(MAX_BACKOFF_MS)
     }
 
     /// Checks everything that does not need the component or the registry.
@@ -124,6 +180,22 @@ impl FunctionSpec {
         if self.idle_ms < MIN_IDLE_MS || self.idle_ms > 7 * 24 * 3_600_000 {
             return Err(format!("idle window {} ms is out of range (1 s ..= 7 days)", self.idle_ms));
         }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.on_event {
+            crate::nats_subject::check_trigger(s)?;
+            if !seen.insert(s) {
+                return Err(format!("event subject {s:?} is given twice"));
+            }
+        }
+        if let Some(cron) = &self.schedule {
+            crate::cron::Schedule::parse(cron)?;
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(format!("max attempts {} is out of range (1..=100)", self.max_attempts));
+        }
+        if self.backoff_ms == 0 || self.backoff_ms > MAX_BACKOFF_MS {
+            return Err(format!("backoff {} ms is out of range (1 ms ..= 1 h)", self.backoff_ms));
+        }
         for k in self.env.keys() {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err(format!("config key {k:?} is not valid (empty, or contains '=' or NUL)"));
@@ -146,6 +218,25 @@ pub fn validate_function_name(name: &str) -> Result<(), String> {
             "function name {name:?} is not valid: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
         ))
     }
+}
+
+/// One durable consumer a function's spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Durable consumer name: stable for the same function and subject
+    /// across versions, so redeploying keeps the consumer's position.
+    pub consumer: String,
+    pub filter: String,
+}
+
+/// `<function>-<hash of the subject>`: a valid JetStream durable name (no
+/// dots or wildcards), stable across processes and releases (FNV-1a).
+pub fn trigger_consumer(function: &str, filter: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in filter.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{function}-{h:016x}")
 }
 
 /// Which world a component exports; decided at deploy by inspecting it.
@@ -282,6 +373,20 @@ pub struct ChangeReply {
 pub struct RouteTable {
     pub generation: u64,
     pub routes: Vec<RouteEntry>,
+    /// The event triggers of active versions; gateways consume them.
+    #[serde(default)]
+    pub triggers: Vec<TriggerEntry>,
+}
+
+/// A trigger as a gateway runs it: which consumer to pull, and how to
+/// retry what its function fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerEntry {
+    pub function: String,
+    pub trigger: Trigger,
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

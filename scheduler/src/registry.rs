@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
-use tern_protocol::{FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, Version, World};
+use tern_protocol::{
+    FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, TriggerEntry, Version, World,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -284,7 +286,19 @@ impl Registry {
             let active = self.version(&function, self.record(&function)?.active_version)?;
             routes.push(RouteEntry { pattern, function, timeout_ms: active.spec.timeout_ms });
         }
-        Ok(RouteTable { generation, routes })
+        let mut triggers = Vec::new();
+        for v in self.active_versions()? {
+            for trigger in v.spec.triggers() {
+                triggers.push(TriggerEntry {
+                    function: v.spec.name.clone(),
+                    trigger,
+                    max_attempts: v.spec.max_attempts,
+                    backoff_ms: v.spec.backoff_ms,
+                    timeout_ms: v.spec.timeout_ms,
+                });
+            }
+        }
+        Ok(RouteTable { generation, routes, triggers })
     }
 }
 
