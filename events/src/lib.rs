@@ -12,12 +12,15 @@
 //! consumer's ack wait is delivered again. Delivery is at least once.
 //! Dead letters are kept per function.
 //!
-//! [`SledLog`] implements it for the embedded mode. [`conformance`] is the
+//! [`SledLog`] implements it for the embedded mode, [`JetStreamLog`] for
+//! cluster mode. [`conformance`] is the
 //! behaviour every implementation must show.
 
 pub mod conformance;
+mod jetstream;
 mod sled_log;
 
+pub use jetstream::JetStreamLog;
 pub use sled_log::SledLog;
 
 use async_trait::async_trait;
