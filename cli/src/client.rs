@@ -101,6 +101,18 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     for (k, v) in &args.node_selector {
         query.push(("node_selector".into(), format!("{k}={v}")));
     }
+    for subject in &args.on_event {
+        query.push(("on_event".into(), subject.clone()));
+    }
+    if let Some(cron) = &args.schedule {
+        query.push(("schedule".into(), cron.clone()));
+    }
+    if let Some(n) = args.max_attempts {
+        query.push(("max_attempts".into(), n.to_string()));
+    }
+    if let Some(d) = args.backoff {
+        query.push(("backoff_ms".into(), d.as_millis().max(1).to_string()));
+    }
     eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
     let req = api
         .request(Method::POST, &format!("/functions/{}/versions", args.name))
@@ -127,7 +139,13 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             "warning: no worker serves it yet (none running, none matching its node selector, or no room)"
         );
     }
-    if v.spec.routes.is_empty() {
+    for subject in &v.spec.on_event {
+        println!("  on events {subject}");
+    }
+    if let Some(cron) = &v.spec.schedule {
+        println!("  on schedule {cron} (UTC)");
+    }
+    if v.spec.routes.is_empty() && v.spec.on_event.is_empty() && v.spec.schedule.is_none() {
         println!("  no routes; call it with: tern invoke {}", v.spec.name);
     }
     for r in &v.spec.routes {
@@ -179,6 +197,16 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     println!("version:  {} of {}", d.active_version, d.versions.len());
     println!("digest:   sha256:{}", d.active.digest);
     println!("routes:   {}", if s.routes.is_empty() { "-".into() } else { s.routes.join(" ") });
+    if !s.on_event.is_empty() || s.schedule.is_some() {
+        let mut on: Vec<String> = s.on_event.clone();
+        on.extend(s.schedule.iter().map(|c| format!("schedule {c:?}")));
+        println!("events:   {}", on.join(" "));
+        println!(
+            "retries:  {} attempts, backoff {} doubling",
+            s.max_attempts,
+            humantime::format_duration(Duration::from_millis(s.backoff_ms))
+        );
+    }
     println!("memory:   {} MiB", s.memory_mib);
     println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
     if !s.env.is_empty() {
@@ -260,6 +288,102 @@ pub async fn invoke(
         eprintln!("function answered HTTP {status}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+pub async fn publish(
+    conn: &Conn,
+    subject: &str,
+    data: String,
+    headers: Vec<(String, String)>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let data = if data == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read the data from stdin")?;
+        buf
+    } else {
+        data.into_bytes()
+    };
+    let mut req = api.request(Method::POST, &format!("/events/{subject}")).body(data);
+    for (k, v) in headers {
+        req = req.header(format!("tern-header-{k}"), v);
+    }
+    let stored: serde_json::Value = api.json(req).await?;
+    if json {
+        print_json(&stored)?;
+    } else {
+        println!("Published {} on {subject}", stored["id"].as_str().unwrap_or("?"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq_list(conn: &Conn, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let letters: Vec<serde_json::Value> =
+        api.json(api.request(Method::GET, &format!("/functions/{name}/dead-letters"))).await?;
+    if json {
+        print_json(&letters)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if letters.is_empty() {
+        println!("{name} has no dead letters");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<32}  {:<24}  {:>8}  {:<20}  ERROR", "ID", "SUBJECT", "ATTEMPTS", "FAILED");
+    for l in &letters {
+        let failed = l["failed_ms"].as_u64().unwrap_or(0);
+        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(failed));
+        let error = l["error"].as_str().unwrap_or("").lines().next().unwrap_or("");
+        println!(
+            "{:<32}  {:<24}  {:>8}  {:<20}  {error}",
+            l["id"].as_str().unwrap_or("?"),
+            l["subject"].as_str().unwrap_or("?"),
+            l["attempts"],
+            at.to_string()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dlq_replay(conn: &Conn, name: &str, id: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(conn)?;
+    let mut req = api.request(Method::POST, &format!("/functions/{name}/dead-letters/replay"));
+    if let Some(id) = &id {
+        req = req.query(&[("id", id)]);
+    }
+    let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", api.url))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    let results: Vec<serde_json::Value> = match serde_json::from_str(&body) {
+        Ok(r) => r,
+        // Not a list: an error before any replay (no such function or letter).
+        Err(_) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            bail!("{} (HTTP {status})", v["error"]["message"].as_str().unwrap_or(body.trim()));
+        }
+    };
+    if json {
+        print_json(&results)?;
+    } else if results.is_empty() {
+        println!("{name} has no dead letters to replay");
+    }
+    let mut failed = 0;
+    for r in &results {
+        let id = r["id"].as_str().unwrap_or("?");
+        match r["error"].as_str() {
+            None if !json => println!("replayed {id}: handled, dead letter removed"),
+            Some(e) => {
+                failed += 1;
+                if !json {
+                    println!("replayed {id}: failed again, kept: {e}");
+                }
+            }
+            None => {}
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn logs(

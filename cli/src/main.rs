@@ -91,6 +91,26 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Publish an event; returns once it is durable (exit 1 if no function is triggered by SUBJECT)
+    Publish {
+        /// Subject, e.g. orders.created (no wildcards)
+        subject: String,
+        /// The event's data; `-` reads it from stdin
+        data: String,
+        /// Event header (repeatable)
+        #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        headers: Vec<(String, String)>,
+        /// Print the stored event as JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Dead letters: events a function failed max-attempts times
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Show a function's logs (stdout, stderr, and Tern's notes on failures)
     Logs {
         name: String,
@@ -101,6 +121,30 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         tail: usize,
         /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List a function's dead letters, oldest first
+    List {
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Deliver dead letters to the function again (all, or the one with ID); each handled one is removed
+    Replay {
+        name: String,
+        /// Only this event id
+        id: Option<String>,
+        /// Print JSON
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -150,6 +194,18 @@ pub struct DeployArgs {
     /// Unload the function after this long without requests, like 30s, 5m [default: 60s]
     #[arg(long, value_parser = parse_duration)]
     pub idle: Option<Duration>,
+    /// Event subject that triggers the function; NATS wildcards allowed, e.g. orders.* or orders.> (repeatable)
+    #[arg(long = "on-event", value_name = "SUBJECT")]
+    pub on_event: Vec<String>,
+    /// Cron schedule (UTC) that triggers the function: 5 fields, or 6 with seconds first, or @hourly etc.
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// Tries per event before it becomes a dead letter [default: 5]
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry of a failed event, doubling for each next one, like 500ms, 2s [default: 1s]
+    #[arg(long, value_parser = parse_duration)]
+    pub backoff: Option<Duration>,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -211,6 +267,15 @@ fn main() -> ExitCode {
             Command::Rollback { name, to, conn } => client::rollback(&conn, &name, to).await,
             Command::Invoke { name, path, data, method, subject, conn } => {
                 client::invoke(&conn, &name, &path, data, method, subject).await
+            }
+            Command::Publish { subject, data, headers, json, conn } => {
+                client::publish(&conn, &subject, data, headers, json).await
+            }
+            Command::Dlq { command: DlqCommand::List { name, json, conn } } => {
+                client::dlq_list(&conn, &name, json).await
+            }
+            Command::Dlq { command: DlqCommand::Replay { name, id, json, conn } } => {
+                client::dlq_replay(&conn, &name, id, json).await
             }
             Command::Logs { name, follow, tail, json, conn } => {
                 client::logs(&conn, &name, follow, tail, json).await

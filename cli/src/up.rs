@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, InProcessBus, NatsBus, NatsOptions};
+use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
@@ -146,7 +147,7 @@ fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<dyn Bus>> {
+async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
     let Some(url) = &nats.url else { bail!("--nats URL is required for `tern {role}`") };
     let opts = NatsOptions {
         url: url.clone(),
@@ -174,15 +175,34 @@ fn body_limit(bus: &dyn Bus) -> usize {
     DEFAULT_BODY_LIMIT.min(fits)
 }
 
+/// The durable event log: JetStream over the cluster's NATS, else sled in
+/// the data dir.
+async fn open_events(nats: Option<&NatsBus>, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
+    Ok(match nats {
+        Some(bus) => Arc::new(
+            JetStreamLog::open(bus.client().clone())
+                .await
+                .context("cannot open the event streams (is JetStream enabled: `nats-server -js`?)")?,
+        ),
+        None => {
+            let dir = data_dir.join("events");
+            Arc::new(SledLog::open(&dir).with_context(|| {
+                format!("cannot open the event log in {} (is another tern using it?)", dir.display())
+            })?)
+        }
+    })
+}
+
 async fn start_scheduler(
     bus: Arc<dyn Bus>,
+    events: Arc<dyn EventLog>,
     data_dir: &Path,
     scale: &ScaleArgs,
 ) -> anyhow::Result<Arc<Scheduler>> {
     let scale = scale.config()?;
     let runtime =
         Runtime::new(RuntimeConfig::new(data_dir.join("cache"))).context("cannot start the wasm runtime")?;
-    let scheduler = Scheduler::open(data_dir, bus, runtime, scale).with_context(|| {
+    let scheduler = Scheduler::open(data_dir, bus, runtime, scale, events).with_context(|| {
         format!("cannot open the registry in {} (is another tern using it?)", data_dir.display())
     })?;
     scheduler.start().await.context("cannot start the scheduler")?;
@@ -235,6 +255,7 @@ async fn start_worker(
 
 async fn start_gateway(
     bus: Arc<dyn Bus>,
+    events: Arc<dyn EventLog>,
     data_dir: &Path,
     listen: SocketAddr,
     activator: &ActivatorArgs,
@@ -248,7 +269,7 @@ async fn start_gateway(
         cold_start_buffer: activator.cold_start_buffer,
         cold_start_timeout: activator.cold_start_timeout,
     };
-    let gateway = Gateway::new(bus, config);
+    let gateway = Gateway::new(bus, events, config);
     gateway.start().await.context("cannot start the gateway")?;
     let listener = tern_gateway::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -265,11 +286,16 @@ async fn start_gateway(
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
-    let bus: Arc<dyn Bus> = match &args.nats.url {
-        Some(_) => connect(&args.nats, "up").await?,
+    let nats = match &args.nats.url {
+        Some(_) => Some(connect(&args.nats, "up").await?),
+        None => None,
+    };
+    let events = open_events(nats.as_deref(), &data_dir).await?;
+    let bus: Arc<dyn Bus> = match nats {
+        Some(n) => n,
         None => Arc::new(InProcessBus::new()),
     };
-    let scheduler = start_scheduler(bus.clone(), &data_dir, &args.scale).await?;
+    let scheduler = start_scheduler(bus.clone(), events.clone(), &data_dir, &args.scale).await?;
     let config = WorkerConfig {
         node_id: match &args.nats.url {
             Some(_) => node_id(&data_dir)?,
@@ -284,7 +310,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), worker.loaded().len());
-    start_gateway(bus, &data_dir, args.listen, &args.activator).await?;
+    start_gateway(bus, events, &data_dir, args.listen, &args.activator).await?;
     // Dropping the scheduler flushes and closes the registry.
     drop(scheduler);
     Ok(ExitCode::SUCCESS)
@@ -294,7 +320,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
-    let scheduler = start_scheduler(bus, &data_dir, &args.scale).await?;
+    let events = open_events(Some(&bus), &data_dir).await?;
+    let scheduler = start_scheduler(bus, events, &data_dir, &args.scale).await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);
@@ -323,7 +350,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
-    start_gateway(bus, &data_dir, args.listen, &args.activator).await?;
+    let events = open_events(Some(&bus), &data_dir).await?;
+    start_gateway(bus, events, &data_dir, args.listen, &args.activator).await?;
     Ok(ExitCode::SUCCESS)
 }
 

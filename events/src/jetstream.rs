@@ -231,8 +231,10 @@ impl EventLog for JetStreamLog {
             }
             Err(e) => return Err(EventError::Store(format!("opening consumer {name}: {e}"))),
         }
-        let consumer: consumer::PullConsumer =
-            stream.get_consumer(name).await.map_err(|e| EventError::Store(format!("opening consumer {name}: {e}")))?;
+        let consumer: consumer::PullConsumer = stream
+            .get_consumer(name)
+            .await
+            .map_err(|e| EventError::Store(format!("opening consumer {name}: {e}")))?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(256)

@@ -5,12 +5,15 @@
 //! | GET | /api/v1/health | liveness, no token needed |
 //! | GET | /api/v1/functions | list |
 //! | GET | /api/v1/status | nodes, capacity, load, replicas |
-//! | POST | /api/v1/functions/{name}/versions?route=P&env=K=V&memory_mib=M&timeout_ms=T&min_scale=N&max_scale=N&concurrency=N&idle_ms=T&node_selector=K=V | deploy (body: the component) |
+//! | POST | /api/v1/functions/{name}/versions?route=P&on_event=S&schedule=CRON&max_attempts=N&backoff_ms=T&env=K=V&memory_mib=M&timeout_ms=T&min_scale=N&max_scale=N&concurrency=N&idle_ms=T&node_selector=K=V | deploy (body: the component) |
 //! | GET | /api/v1/functions/{name} | describe |
 //! | DELETE | /api/v1/functions/{name} | delete |
 //! | POST | /api/v1/functions/{name}/rollback[?to=V] | rollback |
 //! | GET | /api/v1/functions/{name}/logs[?tail=N&follow=true] | logs as JSON lines |
 //! | any | /api/v1/functions/{name}/invoke[?path=P] | call the function directly |
+//! | POST | /api/v1/events/{subject} | publish an event (body: its data); 202 once durable |
+//! | GET | /api/v1/functions/{name}/dead-letters | the function's dead letters |
+//! | POST | /api/v1/functions/{name}/dead-letters/replay[?id=ID] | deliver them again; removed once handled |
 //!
 //! Errors are `{"error": {"kind": …, "message": …}}` with a matching status.
 
@@ -25,9 +28,9 @@ use std::time::Duration;
 use tern_bus::Bus;
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
-    ApiError, ChangeReply, ClusterStatus, DeployReply, DeployRequest, ErrorKind, EventDelivery, EventResult,
-    Frame, FunctionDetail, FunctionSpec, FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES,
-    NameRequest, Reply, RollbackRequest, World,
+    ApiError, ChangeReply, ClusterStatus, DeployReply, DeployRequest, ErrorKind, EventDelivery, Frame,
+    FunctionDetail, FunctionSpec, FunctionSummary, LogRecord, LogsRequest, MAX_COMPONENT_BYTES, NameRequest,
+    Reply, RollbackRequest, World,
 };
 
 /// Deploys compile the component; give them time.
@@ -156,6 +159,15 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
             let name = name.to_string();
             invoke(gw, name, req).await
         }
+        (Method::POST, ["events", subject]) => {
+            let subject = subject.to_string();
+            publish(gw, subject, req).await
+        }
+        (Method::GET, ["functions", name, "dead-letters"]) => dead_letters(gw, name).await,
+        (Method::POST, ["functions", name, "dead-letters", "replay"]) => {
+            let id = param(&query(&req), "id").map(str::to_string);
+            replay(gw, name, id).await
+        }
         _ => error(ApiError::not_found(format!("no admin endpoint {} {path}", req.method()))),
     }
 }
@@ -183,7 +195,10 @@ async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<De
                     .ok_or_else(|| ApiError::bad_request(format!("node_selector {v:?} must be KEY=VALUE")))?;
                 spec.node_selector.insert(key.to_string(), value.to_string());
             }
-            "memory_mib" | "timeout_ms" | "min_scale" | "max_scale" | "concurrency" | "idle_ms" => {}
+            "on_event" => spec.on_event.push(v.clone()),
+            "schedule" => spec.schedule = Some(v.clone()),
+            "memory_mib" | "timeout_ms" | "min_scale" | "max_scale" | "concurrency" | "idle_ms"
+            | "max_attempts" | "backoff_ms" => {}
             other => {
                 return Err(ApiError::bad_request(format!("unknown deploy parameter {other:?}")));
             }
@@ -206,6 +221,12 @@ async fn deploy(gw: &Gateway, name: String, req: Request<Incoming>) -> Result<De
     }
     if let Some(n) = parse_num::<u64>(&q, "idle_ms")? {
         spec.idle_ms = n;
+    }
+    if let Some(n) = parse_num::<u32>(&q, "max_attempts")? {
+        spec.max_attempts = n;
+    }
+    if let Some(n) = parse_num::<u64>(&q, "backoff_ms")? {
+        spec.backoff_ms = n;
     }
     // Checked here too, so a bad spec fails before a large upload is read.
     spec.validate().map_err(ApiError::bad_request)?;
@@ -266,21 +287,138 @@ async fn deliver_event(
         Err(e) => return error(ApiError::bad_request(format!("could not read the event data: {e}"))),
     };
     let id = tern_events::new_event_id();
-    let delivery = EventDelivery { id: id.clone(), subject, headers: Vec::new(), attempt: 1 };
-    let payload = Frame::new(delivery, data).encode();
-    let result = match gw.call(name, timeout_ms, payload).await {
-        Ok(msg) => match Frame::<EventResult>::decode(msg.payload) {
-            Ok(f) => f.header,
-            Err(e) => return error(ApiError::internal(format!("malformed reply from {name}: {e}"))),
-        },
-        Err(e) => return error(ApiError::unavailable(format!("could not deliver to {name}: {e}"))),
-    };
-    let status = if result.error.is_none() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
-    json(status, &serde_json::json!({ "event_id": id, "error": result.error }))
+    let head = EventDelivery { id: id.clone(), subject, headers: Vec::new(), attempt: 1 };
+    let error = gw.deliver(name, timeout_ms, head, data).await.err();
+    let status = if error.is_none() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    json(status, &serde_json::json!({ "event_id": id, "error": error }))
 }
 
-/// Recent records as JSON lines; with `follow=true`, then every new one
-/// until the client goes away.
+/// Stores one event; the answer comes only once it is durable.
+async fn publish(gw: &Gateway, subject: String, req: Request<Incoming>) -> Response<Body> {
+    if let Err(e) = tern_protocol::nats_subject::check_event_subject(&subject) {
+        return error(ApiError::bad_request(e));
+    }
+    // Forwarded as event headers: what describes the data.
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str() == "content-type" || k.as_str().starts_with("tern-header-"))
+        .filter_map(|(k, v)| {
+            let k = k.as_str().strip_prefix("tern-header-").unwrap_or(k.as_str());
+            Some((k.to_string(), v.to_str().ok()?.to_string()))
+        })
+        .collect();
+    let data = match Limited::new(req.into_body(), gw.config.body_limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({ "error": ApiError::bad_request(format!(
+                    "event data is larger than the {} byte limit", gw.config.body_limit
+                )) }),
+            );
+        }
+        Err(e) => return error(ApiError::bad_request(format!("could not read the event data: {e}"))),
+    };
+    match gw.events.publish(&subject, headers, data).await {
+        Ok(e) => {
+            json(StatusCode::ACCEPTED, &serde_json::json!({ "id": e.id, "subject": e.subject, "seq": e.seq }))
+        }
+        Err(tern_events::EventError::Unrouted(s)) => {
+            error(ApiError::not_found(format!("no function is triggered by {s:?}; the event was not stored")))
+        }
+        Err(tern_events::EventError::Subject { subject, reason }) => {
+            error(ApiError::bad_request(format!("event subject {subject:?} is not valid: {reason}")))
+        }
+        Err(e) => error(ApiError::unavailable(format!("the event was not stored: {e}"))),
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetterView {
+    id: String,
+    subject: String,
+    attempts: u32,
+    error: String,
+    published_ms: u64,
+    failed_ms: u64,
+    headers: Vec<(String, String)>,
+    /// The data as text (lossy if it is not UTF-8), and its size.
+    data: String,
+    size: usize,
+}
+
+async fn dead_letters(gw: &Gateway, name: &str) -> Response<Body> {
+    match gw.events.dead_letters(name).await {
+        Ok(letters) => {
+            let view: Vec<DeadLetterView> = letters
+                .into_iter()
+                .map(|l| DeadLetterView {
+                    id: l.event.id,
+                    subject: l.event.subject,
+                    attempts: l.attempts,
+                    error: l.error,
+                    published_ms: l.event.published_ms,
+                    failed_ms: l.failed_ms,
+                    headers: l.event.headers,
+                    data: String::from_utf8_lossy(&l.event.data).into_owned(),
+                    size: l.event.data.len(),
+                })
+                .collect();
+            json(StatusCode::OK, &view)
+        }
+        Err(e) => error(ApiError::unavailable(format!("cannot read dead letters: {e}"))),
+    }
+}
+
+/// Delivers dead letters to the function again, one at a time, numbered
+/// as the attempt after their last; each one handled is removed, each that fails again stays with
+/// nothing lost. 200 if all were handled, 500 if some failed.
+async fn replay(gw: &Gateway, name: &str, id: Option<String>) -> Response<Body> {
+    let detail = match control::<FunctionDetail>(
+        &*gw.bus,
+        SchedulerOp::Describe,
+        to_json(&NameRequest { name: name.to_string() }),
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => return error(e),
+    };
+    let letters = match gw.events.dead_letters(name).await {
+        Ok(l) => l,
+        Err(e) => return error(ApiError::unavailable(format!("cannot read dead letters: {e}"))),
+    };
+    let chosen: Vec<_> =
+        letters.into_iter().filter(|l| id.as_ref().is_none_or(|id| &l.event.id == id)).collect();
+    if let (Some(id), true) = (&id, chosen.is_empty()) {
+        return error(ApiError::not_found(format!("function {name} has no dead letter {id}")));
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for l in chosen {
+        let head = EventDelivery {
+            id: l.event.id.clone(),
+            subject: l.event.subject.clone(),
+            headers: l.event.headers.clone(),
+            // The count goes on, so a handler can tell a replay.
+            attempt: l.attempts + 1,
+        };
+        let outcome = gw.deliver(name, detail.active.spec.timeout_ms, head, l.event.data.clone()).await;
+        let error = match outcome {
+            Ok(()) => match gw.events.remove_dead_letter(name, &l.event.id).await {
+                Ok(_) => None,
+                Err(e) => Some(format!("handled, but the dead letter could not be removed: {e}")),
+            },
+            Err(e) => Some(e),
+        };
+        failed += usize::from(error.is_some());
+        results.push(serde_json::json!({ "id": l.event.id, "delivered": error.is_none(), "error": error }));
+    }
+    let status = if failed == 0 { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    json(status, &results)
+}
+
 async fn logs(gw: &Gateway, name: String, q: &[(String, String)]) -> Response<Body> {
     let tail = match parse_num::<usize>(q, "tail") {
         Ok(t) => t.unwrap_or(200),

@@ -11,6 +11,7 @@ pub mod activator;
 mod admin;
 pub mod router;
 pub mod token;
+mod triggers;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,9 +23,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use router::Router;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message};
+use tern_events::EventLog;
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, RouteTable};
 use tokio::net::TcpListener;
@@ -64,6 +66,11 @@ pub struct Gateway {
     routes: RwLock<Arc<Router>>,
     activator: Arc<activator::Activator>,
     config: GatewayConfig,
+    /// Published events, triggers' consumers, dead letters.
+    events: Arc<dyn EventLog>,
+    triggers: triggers::Triggers,
+    /// Trigger tasks hold this, not the gateway.
+    me: Weak<Gateway>,
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
@@ -80,13 +87,21 @@ pub(crate) fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body>
 }
 
 impl Gateway {
-    pub fn new(bus: Arc<dyn Bus>, config: GatewayConfig) -> Arc<Self> {
+    pub fn new(bus: Arc<dyn Bus>, events: Arc<dyn EventLog>, config: GatewayConfig) -> Arc<Self> {
         let activator = Arc::new(activator::Activator::new(
             bus.clone(),
             config.cold_start_buffer,
             config.cold_start_timeout,
         ));
-        Arc::new(Gateway { bus, routes: RwLock::new(Arc::new(Router::default())), activator, config })
+        Arc::new_cyclic(|me| Gateway {
+            bus,
+            routes: RwLock::new(Arc::new(Router::default())),
+            activator,
+            config,
+            events,
+            triggers: Default::default(),
+            me: me.clone(),
+        })
     }
 
     /// Follows route pushes, and fetches the current table from the
@@ -138,11 +153,13 @@ impl Gateway {
         Ok(())
     }
 
-    /// Installs a route table unless a newer one is already in place.
+    /// Installs a route table unless a newer one is already in place, and
+    /// runs its triggers.
     pub fn apply_routes(&self, table: &RouteTable) {
         let mut current = self.routes.write().unwrap();
         if table.generation >= current.generation() {
             *current = Arc::new(Router::new(table));
+            self.triggers.apply(&self.me, &self.events, &table.triggers);
         }
     }
 

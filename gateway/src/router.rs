@@ -77,6 +77,7 @@ mod tests {
                     timeout_ms: 1000,
                 })
                 .collect(),
+            triggers: Vec::new(),
         }
     }
 

@@ -100,7 +100,9 @@ fn check_event(subject: &str, wildcards: bool) -> Result<(), String> {
         ));
     }
     if RESERVED.contains(&first) || first.starts_with('$') {
-        return Err(format!("event subject {subject:?} is reserved: subjects under {first:?} are Tern's or NATS's own"));
+        return Err(format!(
+            "event subject {subject:?} is reserved: subjects under {first:?} are Tern's or NATS's own"
+        ));
     }
     Ok(())
 }
@@ -180,7 +182,10 @@ mod tests {
     #[test]
     fn minimal_cover_drops_what_is_covered() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(minimal_cover(&v(&["orders.created", "orders.>", "users.*", "users.*"])), v(&["orders.>", "users.*"]));
+        assert_eq!(
+            minimal_cover(&v(&["orders.created", "orders.>", "users.*", "users.*"])),
+            v(&["orders.>", "users.*"])
+        );
         assert_eq!(minimal_cover(&v(&["a.b", "a.c"])), v(&["a.b", "a.c"]));
     }
 

@@ -10,6 +10,7 @@
 pub mod autoscale;
 pub mod placement;
 pub mod registry;
+pub mod triggers;
 
 use autoscale::{Decision, Observed, PanicState, Policy, Sample};
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tern_bus::{Bus, BusError, Message, respond};
+use tern_events::EventLog;
 use tern_protocol::subject::{self, SchedulerOp};
 use tern_protocol::{
     ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, ChangeReply, ClusterStatus, DeployReply,
@@ -104,6 +106,8 @@ pub enum SchedulerError {
     Registry(#[from] RegistryError),
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    #[error("event triggers: {0}")]
+    Triggers(#[from] tern_events::EventError),
 }
 
 /// What the scheduler knows of one worker.
@@ -141,6 +145,8 @@ pub struct Scheduler {
     scaling: Mutex<HashMap<String, Scaling>>,
     /// Time zero of the autoscaler's clock.
     epoch: Instant,
+    /// Where triggers' durable consumers live and cron ticks go.
+    events: Arc<dyn EventLog>,
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
@@ -161,6 +167,7 @@ impl Scheduler {
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
+        events: Arc<dyn EventLog>,
     ) -> Result<Arc<Self>, SchedulerError> {
         let registry = Registry::open(&data_dir.join("registry"))?;
         Ok(Arc::new(Scheduler {
@@ -174,6 +181,7 @@ impl Scheduler {
             scale_config,
             scaling: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            events,
         }))
     }
 
@@ -308,8 +316,39 @@ impl Scheduler {
                 s.reconcile().await;
             }
         });
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut parsed = HashMap::new();
+            loop {
+                // Twice a second: a tick fires within half a second of its time.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(s) = me.upgrade() else { break };
+                triggers::fire_due(s.registry.clone(), &*s.events, &mut parsed).await;
+            }
+        });
+        // Consumers of versions deployed before an upgrade, or left by a
+        // crash between a deploy's steps.
+        let _order = self.changes.lock().await;
+        let active = self.registry.active_versions()?;
+        let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
+        triggers::create(&*self.events, &wanted).await?;
+        triggers::remove_unwanted(&*self.events, &active).await?;
+        drop(_order);
         self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
         Ok(())
+    }
+
+    /// After a change: drop the consumers no active version wants. A
+    /// failure leaves an idle consumer behind, never a missing one, so it
+    /// is logged, not returned.
+    async fn remove_unwanted_triggers(&self) {
+        let active = match self.blocking(|r| r.active_versions()).await {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!("cannot list versions to tidy triggers: {}", e.message),
+        };
+        if let Err(e) = triggers::remove_unwanted(&*self.events, &active).await {
+            tracing::warn!("cannot remove unused triggers: {e}");
+        }
     }
 
     /// Takes in a worker's announce or heartbeat. A new or returning node, or
@@ -596,9 +635,18 @@ impl Scheduler {
                 "this component is an event function (it exports tern:function/event-handler); it cannot serve HTTP routes",
             ));
         }
+        if world == World::Http && (!spec.on_event.is_empty() || spec.schedule.is_some()) {
+            return Err(ApiError::bad_request(
+                "this component is an HTTP function (it exports wasi:http/incoming-handler); event and cron \
+                 triggers need an event function (tern:function/event-handler, see sdk/wit)",
+            ));
+        }
         let digest = tern_runtime::digest_of(&component);
 
         let _order = self.changes.lock().await;
+        triggers::create(&*self.events, &spec.triggers()).await.map_err(|e| {
+            ApiError::unavailable(format!("cannot create the function's event triggers: {e}"))
+        })?;
         // A new version starts with one replica (or min-scale), so a bad
         // component fails here rather than on the first request; it scales
         // to zero after its idle window like any other.
@@ -609,6 +657,7 @@ impl Scheduler {
         };
         let ready_replicas = self.place_version(&version).await?;
         let routes = self.push_routes().await?;
+        self.remove_unwanted_triggers().await;
         tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
         Ok(DeployReply { version, ready_replicas, routes })
     }
@@ -630,9 +679,17 @@ impl Scheduler {
     async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
         self.mark_active(&req.name);
+        let target = {
+            let (name, to) = (req.name.clone(), req.to);
+            self.blocking(move |r| r.rollback_target(&name, to)).await?
+        };
+        triggers::create(&*self.events, &target.spec.triggers())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot create the version's event triggers: {e}")))?;
         let version = self.blocking(move |r| r.rollback(&req.name, req.to)).await?;
         self.place_version(&version).await?;
         let routes = self.push_routes().await?;
+        self.remove_unwanted_triggers().await;
         Ok(ChangeReply { active_version: Some(version.number), routes })
     }
 
@@ -643,6 +700,9 @@ impl Scheduler {
         // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_routes().await?;
         self.reconcile_locked().await;
+        self.remove_unwanted_triggers().await;
+        let n = name.clone();
+        let _ = self.blocking(move |r| r.forget_cron(&n)).await;
         self.logs.lock().unwrap().remove(&name);
         Ok(ChangeReply { active_version: None, routes })
     }

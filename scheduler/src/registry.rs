@@ -138,6 +138,22 @@ impl Registry {
 
     /// Points `name` at an earlier version (by default the one before the
     /// active one). Returns the version now active.
+    /// The version a rollback would make active.
+    pub fn rollback_target(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
+        let record = self.record(name)?;
+        let target = match to {
+            Some(v) => v,
+            None if record.active_version > 1 => record.active_version - 1,
+            None => {
+                return Err(RegistryError::NotFound(format!(
+                    "function {name:?} has no version before {}",
+                    record.active_version
+                )));
+            }
+        };
+        self.version(name, target)
+    }
+
     pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
         let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
         let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
@@ -270,6 +286,26 @@ impl Registry {
             replicas: 0,
             scale: Default::default(),
         })
+    }
+
+    /// The last cron tick fired for `name` (Unix seconds).
+    pub fn cron_fired(&self, name: &str) -> Result<Option<u64>, RegistryError> {
+        Ok(self
+            .meta
+            .get(format!("cron/{name}"))?
+            .map(|b| u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    pub fn forget_cron(&self, name: &str) -> Result<(), RegistryError> {
+        self.meta.remove(format!("cron/{name}"))?;
+        Ok(())
+    }
+
+    /// Records a fired tick; durable once this returns.
+    pub fn set_cron_fired(&self, name: &str, tick: u64) -> Result<(), RegistryError> {
+        self.meta.insert(format!("cron/{name}"), &tick.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The route table, built from the route index and the active versions.
