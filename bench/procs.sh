@@ -10,9 +10,10 @@ bg() { "$@" > /dev/null 2>> "$tmp/roles.log" & pids+=($!); }
 # Waits until a gateway's stdout file ($1) says it serves.
 wait_up() { for _ in $(seq 1 100); do grep -q "tern is up" "$1" 2>/dev/null && return; sleep 0.1; done; echo "did not start: $1"; cat "$tmp/roles.log"; exit 1; }
 
-# start_nats PORT: a nats-server with room for 8 MiB bodies; sets $NATS.
+# start_nats PORT: a nats-server with room for 8 MiB bodies and JetStream
+# (file storage in $tmp); sets $NATS.
 start_nats() {
-  printf 'listen: 127.0.0.1:%s\nmax_payload: 16MB\n' "$1" > "$tmp/nats.conf"
+  printf 'listen: 127.0.0.1:%s\nmax_payload: 16MB\njetstream { store_dir: "%s" }\n' "$1" "$tmp/js" > "$tmp/nats.conf"
   bg nats-server -c "$tmp/nats.conf"
   NATS=nats://127.0.0.1:$1
   sleep 0.5

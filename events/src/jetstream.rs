@@ -20,7 +20,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tern_protocol::Frame;
@@ -63,23 +63,37 @@ impl JetStreamLog {
     /// survive a server restart).
     pub async fn open(client: async_nats::Client) -> Result<Self, EventError> {
         let js = jetstream::new(client);
-        js.get_or_create_stream(stream::Config {
+        let events = stream::Config {
             name: EVENTS.into(),
             subjects: vec![CRON_SUBJECTS.into()],
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(store("creating the TERN_EVENTS stream"))?;
-        js.get_or_create_stream(stream::Config {
+        };
+        let dlq = stream::Config {
             name: DLQ.into(),
             subjects: vec!["tern.dlq.>".into()],
             storage: stream::StorageType::File,
             ..Default::default()
-        })
-        .await
-        .map_err(store("creating the TERN_DLQ stream"))?;
+        };
+        for config in [events, dlq] {
+            // Roles starting together race to create the streams; the
+            // loser's create fails, and its next look finds the stream.
+            let mut tries = 0;
+            loop {
+                match js.get_or_create_stream(config.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 5 => {
+                        tries += 1;
+                        tracing::debug!("creating the {} stream: {e}; looking again", config.name);
+                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                    }
+                    Err(e) => {
+                        return Err(EventError::Store(format!("creating the {} stream: {e}", config.name)));
+                    }
+                }
+            }
+        }
         Ok(JetStreamLog { js })
     }
 
@@ -299,47 +313,62 @@ struct JetStreamConsumer {
     messages: consumer::pull::Stream,
 }
 
+impl JetStreamConsumer {
+    fn delivery(msg: jetstream::Message) -> Result<Delivery, EventError> {
+        let info = msg.info().map_err(|e| EventError::Store(format!("malformed delivery: {e}")))?;
+        let (seq, attempt) = (info.stream_sequence, info.delivered.max(1) as u32);
+        let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
+        let (msg, acker) = msg.split();
+        let mut id = None;
+        let mut headers = Vec::new();
+        if let Some(map) = &msg.headers {
+            for (k, values) in map.iter() {
+                let k: &str = k.as_ref();
+                if k.eq_ignore_ascii_case(ID_HEADER) {
+                    id = values.first().map(|v| v.as_str().to_string());
+                } else if !k.starts_with("Nats-") {
+                    headers.extend(values.iter().map(|v| (k.to_string(), v.as_str().to_string())));
+                }
+            }
+        }
+        let event = StoredEvent {
+            seq,
+            // Published by another NATS client: the stream position is
+            // unique and stays the same on redelivery.
+            id: id.unwrap_or_else(|| format!("js-{seq}")),
+            subject: msg.subject.to_string(),
+            headers,
+            data: msg.payload,
+            published_ms,
+        };
+        Ok(Delivery::new(event, attempt, Box::new(JetStreamAcker(acker))))
+    }
+}
+
 #[async_trait]
 impl Consumer for JetStreamConsumer {
     async fn next(&mut self) -> Result<Delivery, EventError> {
         loop {
-            let msg = match self.messages.next().await {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    // Missed heartbeats and the like: the stream goes on.
-                    tracing::debug!(consumer = %self.name, "pull: {e}");
-                    continue;
-                }
+            match self.messages.next().await {
+                Some(Ok(m)) => return Self::delivery(m),
+                // Missed heartbeats and the like: the stream goes on.
+                Some(Err(e)) => tracing::debug!(consumer = %self.name, "pull: {e}"),
                 None => return Err(EventError::Store(format!("consumer {} was closed", self.name))),
-            };
-            let info = msg.info().map_err(|e| EventError::Store(format!("malformed delivery: {e}")))?;
-            let (seq, attempt) = (info.stream_sequence, info.delivered.max(1) as u32);
-            let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as u64;
-            let (msg, acker) = msg.split();
-            let mut id = None;
-            let mut headers = Vec::new();
-            if let Some(map) = &msg.headers {
-                for (k, values) in map.iter() {
-                    let k: &str = k.as_ref();
-                    if k.eq_ignore_ascii_case(ID_HEADER) {
-                        id = values.first().map(|v| v.as_str().to_string());
-                    } else if !k.starts_with("Nats-") {
-                        headers.extend(values.iter().map(|v| (k.to_string(), v.as_str().to_string())));
-                    }
-                }
             }
-            let event = StoredEvent {
-                seq,
-                // Published by another NATS client: the stream position is
-                // unique and stays the same on redelivery.
-                id: id.unwrap_or_else(|| format!("js-{seq}")),
-                subject: msg.subject.to_string(),
-                headers,
-                data: msg.payload,
-                published_ms,
-            };
-            return Ok(Delivery::new(event, attempt, Box::new(JetStreamAcker(acker))));
         }
+    }
+
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, EventError> {
+        let mut batch = vec![self.next().await?];
+        // Polling a stream once is cancel-safe: what is not ready stays
+        // buffered for the next call.
+        while batch.len() < max {
+            match self.messages.next().now_or_never() {
+                Some(Some(Ok(m))) => batch.push(Self::delivery(m)?),
+                _ => break,
+            }
+        }
+        Ok(batch)
     }
 }
 

@@ -126,6 +126,14 @@ pub trait Consumer: Send {
     /// future half way may leave an event taken: it comes back after the
     /// ack wait, so nothing is lost, but do not race `next` in a select.
     async fn next(&mut self) -> Result<Delivery, EventError>;
+
+    /// At least one delivery (waiting like [`Consumer::next`]), plus up to
+    /// `max - 1` more that are ready now without waiting, so a trigger can
+    /// hand them to its function in one round trip.
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, EventError> {
+        let _ = max;
+        Ok(vec![self.next().await?])
+    }
 }
 
 /// One delivery of an event to a consumer.

@@ -15,13 +15,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tern_events::{DeadLetter, Delivery, EventLog};
-use tern_protocol::{EventDelivery, EventResult, Frame, FunctionSpec, TriggerEntry};
+use tern_protocol::{
+    BatchedEvent, EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, FunctionSpec, TriggerEntry,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// Deliveries one gateway has in flight per trigger. The log holds the
 /// rest; the autoscaler sees these as concurrency and adds replicas.
-const IN_FLIGHT: usize = 128;
+const IN_FLIGHT: usize = 256;
+/// Most events sent to a function in one invoke request.
+const MAX_BATCH: usize = 64;
 /// How often a slow delivery is marked in progress; well inside the
 /// consumers' ack wait (30 s).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -73,8 +77,9 @@ impl Triggers {
     }
 }
 
-/// Takes deliveries from one trigger's consumer and hands each to its own
-/// task, at most [`IN_FLIGHT`] at once.
+/// Takes deliveries from one trigger's consumer and hands them, in batches
+/// of what is ready, to tasks of their own, at most [`IN_FLIGHT`] events
+/// at once.
 async fn pull(gw: Weak<Gateway>, events: Arc<dyn EventLog>, entry: Arc<RwLock<TriggerEntry>>) {
     let name = entry.read().unwrap().trigger.consumer.clone();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -92,9 +97,12 @@ async fn pull(gw: Weak<Gateway>, events: Arc<dyn EventLog>, entry: Arc<RwLock<Tr
             }
         };
         loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let delivery = match consumer.next().await {
-                Ok(d) => d,
+            // Take as many as are ready, up to the free slots: they go to
+            // the function in one round trip.
+            let Ok(first) = slots.clone().acquire_owned().await else { return };
+            let free = slots.available_permits().min(MAX_BATCH - 1);
+            let batch = match consumer.next_batch(free + 1).await {
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(consumer = %name, "event log: {e}; reopening");
                     tokio::time::sleep(pause).await;
@@ -102,11 +110,18 @@ async fn pull(gw: Weak<Gateway>, events: Arc<dyn EventLog>, entry: Arc<RwLock<Tr
                 }
             };
             pause = Duration::from_millis(100);
+            let mut held = first;
+            if batch.len() > 1 {
+                // Free slots can only have shrunk by what other tasks
+                // returned late; waiting here is brief.
+                let Ok(more) = slots.clone().acquire_many_owned(batch.len() as u32 - 1).await else { return };
+                held.merge(more);
+            }
             let Some(gw) = gw.upgrade() else { return };
             let entry = entry.read().unwrap().clone();
             tokio::spawn(async move {
-                gw.handle_delivery(&entry, delivery).await;
-                drop(slot);
+                gw.handle_batch(&entry, batch).await;
+                drop(held);
             });
         }
     }
@@ -124,13 +139,7 @@ impl Gateway {
         data: Bytes,
     ) -> Result<(), String> {
         let payload = Frame::new(head, data).encode();
-        let reply = self.call(function, timeout_ms, payload).await.map_err(|e| match e {
-            CallError::Cold(e) => e.to_string(),
-            CallError::Bus(tern_bus::BusError::Timeout { .. }) => {
-                format!("function {function} did not answer in time")
-            }
-            CallError::Bus(e) => format!("could not reach function {function}: {e}"),
-        })?;
+        let reply = self.call(function, timeout_ms, payload).await.map_err(|e| call_error(function, e))?;
         let result = Frame::<EventResult>::decode(reply.payload)
             .map_err(|e| format!("function {function} sent a malformed reply: {e}"))?;
         match result.header.error {
@@ -139,19 +148,48 @@ impl Gateway {
         }
     }
 
-    async fn handle_delivery(&self, t: &TriggerEntry, d: Delivery) {
-        let head = EventDelivery {
-            id: d.event.id.clone(),
-            subject: d.event.subject.clone(),
-            headers: d.event.headers.clone(),
-            attempt: d.attempt,
+    /// Sends one batch to the function in one call, then settles each
+    /// delivery by its own result.
+    async fn handle_batch(&self, t: &TriggerEntry, batch: Vec<Delivery>) {
+        let mut head = Vec::with_capacity(batch.len());
+        let mut data = bytes::BytesMut::new();
+        for d in &batch {
+            head.push(BatchedEvent {
+                delivery: EventDelivery {
+                    id: d.event.id.clone(),
+                    subject: d.event.subject.clone(),
+                    headers: d.event.headers.clone(),
+                    attempt: d.attempt,
+                },
+                len: d.event.data.len(),
+            });
+            data.extend_from_slice(&d.event.data);
+        }
+        let payload = Frame::new(EventBatch { batch: head }, data.freeze()).encode();
+        let work = async {
+            let reply = self
+                .call(&t.function, t.timeout_ms, payload)
+                .await
+                .map_err(|e| call_error(&t.function, e))?;
+            let result = Frame::<EventBatchResult>::decode(reply.payload)
+                .map_err(|e| format!("function {} sent a malformed reply: {e}", t.function))?;
+            if result.header.results.len() != batch.len() {
+                return Err(format!(
+                    "function {} answered {} of {} events",
+                    t.function,
+                    result.header.results.len(),
+                    batch.len()
+                ));
+            }
+            Ok(result.header.results)
         };
-        let work = self.deliver(&t.function, t.timeout_ms, head, d.event.data.clone());
         let keep_alive = async {
             loop {
                 tokio::time::sleep(PROGRESS_EVERY).await;
-                if let Err(e) = d.in_progress().await {
-                    tracing::debug!("could not mark a delivery in progress: {e}");
+                for d in &batch {
+                    if let Err(e) = d.in_progress().await {
+                        tracing::debug!("could not mark a delivery in progress: {e}");
+                    }
                 }
             }
         };
@@ -159,6 +197,23 @@ impl Gateway {
             r = work => r,
             _ = keep_alive => unreachable!("marks progress until the work ends"),
         };
+        match outcome {
+            Ok(results) => {
+                for (d, r) in batch.iter().zip(results) {
+                    self.settle(t, d, r.error.map_or(Ok(()), Err)).await;
+                }
+            }
+            Err(e) => {
+                for d in &batch {
+                    self.settle(t, d, Err(e.clone())).await;
+                }
+            }
+        }
+    }
+
+    /// Ack, retry after the backoff, or (at the last attempt) dead letter
+    /// then terminate.
+    async fn settle(&self, t: &TriggerEntry, d: &Delivery, outcome: Result<(), String>) {
         let (id, attempt) = (d.event.id.as_str(), d.attempt);
         let settled = match outcome {
             Ok(()) => d.ack().await,
@@ -190,6 +245,16 @@ impl Gateway {
             // Unsettled, it is delivered again after the ack wait.
             tracing::warn!(function = %t.function, event = id, "could not settle a delivery: {e}");
         }
+    }
+}
+
+fn call_error(function: &str, e: CallError) -> String {
+    match e {
+        CallError::Cold(e) => e.to_string(),
+        CallError::Bus(tern_bus::BusError::Timeout { .. }) => {
+            format!("function {function} did not answer in time")
+        }
+        CallError::Bus(e) => format!("could not reach function {function}: {e}"),
     }
 }
 

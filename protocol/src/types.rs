@@ -419,6 +419,36 @@ pub struct EventDelivery {
     pub attempt: u32,
 }
 
+/// Header of several event deliveries in one invoke request (a trigger
+/// sends what it has ready at once: one bus round trip for many events).
+/// The frame body is their data, one after another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub batch: Vec<BatchedEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchedEvent {
+    #[serde(flatten)]
+    pub delivery: EventDelivery,
+    /// Bytes of the frame body that are this event's data.
+    pub len: usize,
+}
+
+/// The reply to an [`EventBatch`]: one result per event, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatchResult {
+    pub results: Vec<EventResult>,
+}
+
+/// What an event function's invoke subject takes: one delivery, or a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventRequest {
+    Batch(EventBatch),
+    One(EventDelivery),
+}
+
 /// The reply to an [`EventDelivery`] (a frame with an empty body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventResult {
@@ -683,6 +713,41 @@ mod tests {
         assert!(!g("a", 3).older_than(&g("a", 2)));
         // A restarted worker starts counting again: never "older".
         assert!(!g("b", 0).older_than(&g("a", 9)));
+    }
+
+    #[test]
+    fn an_event_request_is_one_delivery_or_a_batch() {
+        let one = EventDelivery { id: "a".into(), subject: "s".into(), headers: vec![], attempt: 2 };
+        let json = serde_json::to_string(&one).unwrap();
+        assert!(matches!(serde_json::from_str(&json).unwrap(), EventRequest::One(d) if d.attempt == 2));
+        let batch = EventBatch { batch: vec![BatchedEvent { delivery: one, len: 3 }] };
+        let json = serde_json::to_string(&batch).unwrap();
+        match serde_json::from_str(&json).unwrap() {
+            EventRequest::Batch(b) => assert_eq!((b.batch[0].len, b.batch[0].delivery.id.as_str()), (3, "a")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn event_settings_are_validated_and_retries_double() {
+        let mut s = FunctionSpec::new("f");
+        s.on_event = vec!["orders.*".into()];
+        s.schedule = Some("*/5 * * * *".into());
+        assert!(s.validate().is_ok());
+        assert_eq!(s.triggers().len(), 2);
+        assert_eq!(s.triggers()[0].consumer, trigger_consumer("f", "orders.*"));
+        assert_ne!(trigger_consumer("f", "a"), trigger_consumer("f", "b"));
+        assert_eq!(s.triggers()[1].filter, "tern.cron.f");
+        s.backoff_ms = 0;
+        assert!(s.validate().unwrap_err().contains("backoff"));
+        s.backoff_ms = 500;
+        s.max_attempts = 101;
+        assert!(s.validate().unwrap_err().contains("max attempts"));
+        assert_eq!(
+            (1..=4).map(|a| FunctionSpec::retry_delay_ms(500, a)).collect::<Vec<_>>(),
+            vec![500, 1000, 2000, 4000]
+        );
+        assert_eq!(FunctionSpec::retry_delay_ms(500, 60), MAX_BACKOFF_MS);
     }
 
     #[test]

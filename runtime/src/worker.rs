@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
-    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, EventDelivery, EventResult, Frame,
-    FunctionLoad, Generation, InvokeRequest, InvokeResponse, NodeAnnounce, Reply, Unassign, World, subject,
+    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, EventBatch, EventBatchResult, EventRequest,
+    EventResult, Frame, FunctionLoad, Generation, InvokeRequest, InvokeResponse, LogRecord, NodeAnnounce,
+    Reply, Unassign, World, subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
@@ -447,12 +448,22 @@ async fn serve(
                         return;
                     }
                 },
-                Handler::Event(f) => match Frame::<EventDelivery>::decode(msg.payload.clone()) {
-                    Ok(frame) => {
+                Handler::Event(f) => match Frame::<EventRequest>::decode(msg.payload.clone()) {
+                    Ok(Frame { header: EventRequest::One(delivery), body }) => {
                         load.started();
-                        let outcome = f.deliver(frame.header, frame.body).await;
+                        let outcome = f.deliver(delivery, body).await;
                         let failed = outcome.result.error.is_some();
                         (Frame::new(outcome.result, Bytes::new()).encode(), failed, outcome.logs)
+                    }
+                    Ok(Frame { header: EventRequest::Batch(batch), body }) => {
+                        // Each event is counted as it finishes.
+                        let (reply, logs) = deliver_batch(f, batch, body, &load).await;
+                        if !logs.is_empty() {
+                            let logs = serde_json::to_vec(&logs).expect("serialise logs");
+                            let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
+                        }
+                        respond_or_warn(&*bus, &msg, reply, function.name()).await;
+                        return;
                     }
                     Err(e) => {
                         let result = EventResult { error: Some(format!("malformed event delivery: {e}")) };
@@ -470,6 +481,38 @@ async fn serve(
             respond_or_warn(&*bus, &msg, reply, function.name()).await;
         });
     }
+}
+
+/// Runs a batch's events side by side, each in its own instance and
+/// counted as its own request; replies with their results in order.
+async fn deliver_batch(
+    f: &crate::event::EventFunction,
+    batch: EventBatch,
+    body: Bytes,
+    load: &LoadCounters,
+) -> (Bytes, Vec<LogRecord>) {
+    let mut offset = 0;
+    let mut runs = Vec::with_capacity(batch.batch.len());
+    for e in batch.batch {
+        let end = (offset + e.len).min(body.len());
+        let data = body.slice(offset.min(end)..end);
+        offset = end;
+        runs.push(async move {
+            load.started();
+            let started = Instant::now();
+            let outcome = f.deliver(e.delivery, data).await;
+            load.finished(started.elapsed(), outcome.result.error.is_some());
+            outcome
+        });
+    }
+    let outcomes = futures::future::join_all(runs).await;
+    let mut logs = Vec::new();
+    let mut results = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        logs.extend(o.logs);
+        results.push(o.result);
+    }
+    (Frame::new(EventBatchResult { results }, Bytes::new()).encode(), logs)
 }
 
 async fn respond_or_warn(bus: &dyn Bus, msg: &Message, reply: Bytes, function: &str) {

@@ -1,7 +1,8 @@
 //! Behaviour by the subject's last token: `fail` always fails, `flaky`
 //! fails on the first two attempts, `nap` sleeps 200 ms, `loop` spins;
 //! anything else succeeds. Every delivery prints one line, so tests can
-//! count deliveries in `tern logs`.
+//! count deliveries in `tern logs`, except on `quiet` (for benchmarks of
+//! the event path alone).
 
 wit_bindgen::generate!({ path: "../../../sdk/wit", world: "event-function" });
 
@@ -12,9 +13,15 @@ struct Plain;
 
 impl Guest for Plain {
     fn handle(event: Event) -> Result<(), String> {
-        let data = String::from_utf8_lossy(&event.data);
-        println!("delivery id={} subject={} attempt={} data={data}", event.id, event.subject, event.attempt);
-        match event.subject.rsplit('.').next().unwrap_or("") {
+        let last = event.subject.rsplit('.').next().unwrap_or("");
+        if last != "quiet" {
+            let data = String::from_utf8_lossy(&event.data);
+            println!(
+                "delivery id={} subject={} attempt={} data={data}",
+                event.id, event.subject, event.attempt
+            );
+        }
+        match last {
             "fail" => Err(format!("always fails (attempt {})", event.attempt)),
             "flaky" if event.attempt < 3 => Err(format!("flaky (attempt {})", event.attempt)),
             "nap" => {
