@@ -51,6 +51,11 @@ struct Inner {
     /// in seq order: a consumer whose cursor passed seq N never finds an
     /// event below N appearing later.
     publish_order: std::sync::Mutex<()>,
+    /// Every event up to this seq is inserted (set under `publish_order`
+    /// after each insert). Consumers read no further: an iterator that
+    /// passed seq N before N's insert landed could otherwise see N + 1
+    /// and move its cursor past N for good.
+    inserted: std::sync::atomic::AtomicU64,
     /// One take at a time: two handles on one consumer never take the same
     /// event.
     take_order: std::sync::Mutex<()>,
@@ -136,6 +141,7 @@ impl SledLog {
                 db,
                 published,
                 publish_order: std::sync::Mutex::new(()),
+                inserted: std::sync::atomic::AtomicU64::new(last),
                 take_order: std::sync::Mutex::new(()),
             }),
         })
@@ -193,6 +199,7 @@ impl EventLog for SledLog {
                 };
                 let record = Frame::new(event.clone(), data.clone()).encode();
                 inner.events.insert(seq.to_be_bytes(), record.as_ref())?;
+                inner.inserted.store(seq, std::sync::atomic::Ordering::Release);
                 Ok(StoredEvent { data, ..event })
             })
             .await?;
@@ -376,7 +383,10 @@ impl Inner {
         let mut state: ConsumerState = parse(&state)?;
         let start = state.cursor;
         let mut found = None;
-        for item in self.events.range(state.cursor.to_be_bytes()..).take(SCAN_BATCH) {
+        let inserted = self.inserted.load(std::sync::atomic::Ordering::Acquire);
+        // Past `inserted` only the very next seq, which can skip nothing.
+        let upto = inserted.max(state.cursor);
+        for item in self.events.range(state.cursor.to_be_bytes()..=upto.to_be_bytes()).take(SCAN_BATCH) {
             let (k, v) = item?;
             state.cursor = seq_of(&k) + 1;
             let event = decode_event(&v)?;
