@@ -33,6 +33,8 @@ use tokio::sync::watch;
 const IDLE_RECHECK: Duration = Duration::from_secs(1);
 /// Non-matching events looked at per call, so one call never blocks long.
 const SCAN_BATCH: usize = 10_000;
+/// How often events every consumer is done with are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct SledLog {
@@ -132,7 +134,7 @@ impl SledLog {
             pending.insert(k, json(&p))?;
         }
         let (published, _) = watch::channel(last);
-        Ok(SledLog {
+        let log = SledLog {
             inner: Arc::new(Inner {
                 consumers: db.open_tree("consumers")?,
                 pending,
@@ -144,7 +146,21 @@ impl SledLog {
                 inserted: std::sync::atomic::AtomicU64::new(last),
                 take_order: std::sync::Mutex::new(()),
             }),
-        })
+        };
+        let weak = Arc::downgrade(&log.inner);
+        std::thread::Builder::new()
+            .name("tern-events-prune".into())
+            .spawn(move || {
+                while let Some(inner) = weak.upgrade() {
+                    if let Err(e) = inner.prune() {
+                        tracing::warn!("pruning the event log: {e}");
+                    }
+                    drop(inner);
+                    std::thread::sleep(PRUNE_EVERY);
+                }
+            })
+            .map_err(|e| EventError::Store(format!("cannot start the pruning thread: {e}")))?;
+        Ok(log)
     }
 
     /// Waits until everything written so far is on disk. Not sled's
@@ -344,6 +360,30 @@ enum Taken {
 }
 
 impl Inner {
+    /// Deletes the events every consumer is done with: below each one's
+    /// cursor and its oldest pending delivery. Returns how many.
+    fn prune(&self) -> Result<usize, EventError> {
+        let floor = {
+            // No take runs meanwhile, so no delivery moves from "ahead of
+            // the cursor" to "pending" unseen.
+            let _one = self.take_order.lock().unwrap_or_else(|e| e.into_inner());
+            let mut floor = self.inserted.load(std::sync::atomic::Ordering::Acquire) + 1;
+            for item in self.consumers.iter() {
+                floor = floor.min(parse::<ConsumerState>(&item?.1)?.cursor);
+            }
+            for item in self.pending.iter() {
+                floor = floor.min(seq_of(&item?.0));
+            }
+            floor
+        };
+        let mut removed = 0;
+        for item in self.events.range(..floor.to_be_bytes()).take(SCAN_BATCH) {
+            self.events.remove(item?.0)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Whether some consumer takes events on `subject`.
     fn routed(&self, subject: &str) -> Result<bool, EventError> {
         for item in self.consumers.iter() {
@@ -484,6 +524,41 @@ mod tests {
     async fn conformance() {
         let dir = tempfile::tempdir().unwrap();
         crate::conformance::run_all(Arc::new(SledLog::open(dir.path()).unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn events_every_consumer_is_done_with_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SledLog::open(dir.path()).unwrap();
+        let cfg = |name: &str| ConsumerConfig {
+            name: name.into(),
+            filter: "p.*".into(),
+            ack_wait: Duration::from_secs(30),
+        };
+        log.create_consumer(&cfg("fast")).await.unwrap();
+        log.create_consumer(&cfg("slow")).await.unwrap();
+        let (mut fast, mut slow) = (log.consumer("fast").await.unwrap(), log.consumer("slow").await.unwrap());
+        for i in 0..3 {
+            log.publish("p.x", vec![], Bytes::from(vec![i])).await.unwrap();
+        }
+        for _ in 0..3 {
+            fast.next().await.unwrap().ack().await.unwrap();
+        }
+        assert_eq!(log.inner.prune().unwrap(), 0, "slow has not taken any yet");
+        let first = slow.next().await.unwrap(); // taken, not settled: pending
+        slow.next().await.unwrap().ack().await.unwrap();
+        assert_eq!(log.inner.prune().unwrap(), 0, "the oldest pending one holds the floor");
+        first.ack().await.unwrap();
+        assert_eq!(log.inner.prune().unwrap(), 2);
+        let third = slow.next().await.unwrap();
+        assert_eq!(third.event.data.as_ref(), &[2]);
+        third.ack().await.unwrap();
+        assert_eq!(log.inner.prune().unwrap(), 1);
+        assert!(log.inner.events.is_empty());
+        // Seqs go on after the log was emptied, and consumers see new events.
+        let e = log.publish("p.y", vec![], Bytes::from_static(b"later")).await.unwrap();
+        assert!(e.seq > 3);
+        assert_eq!(fast.next().await.unwrap().event.id, e.id);
     }
 
     #[tokio::test]
