@@ -312,3 +312,25 @@ fn kill_9_and_restart_of_tern_up_loses_no_acknowledged_event() {
         seen_before.intersection(&ids(&got)).count()
     );
 }
+
+#[test]
+fn an_event_wakes_a_function_at_zero_and_bad_publishes_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TernUp::start(&dir.path().join("data"));
+    up.deploy(&guest("plain_event"), "sleepy", &["--on-event", "wake.*", "--idle", "1s"]);
+    assert!(eventually(Duration::from_secs(10), || up.describe("sleepy")["replicas"] == 0), "scaled to zero");
+    let seen = Deliveries::follow(&up.url, &up.token, "sleepy");
+    let id = publish(&up.url, &up.token, "wake.up", "ring").unwrap();
+    let got = seen.wait(Duration::from_secs(10), |s| s.iter().any(|d| d.id == id));
+    assert!(got.iter().any(|d| d.id == id && d.attempt == 1), "delivered on the first try: {got:?}");
+    let scale = &up.describe("sleepy")["scale"];
+    assert_eq!(scale["cold_starts"], 1, "the event woke it through the activator: {scale}");
+
+    // Past the 8 MiB body limit: 413, nothing stored or delivered.
+    let big = "x".repeat(9 * 1024 * 1024);
+    let err = publish(&up.url, &up.token, "wake.big", &big).unwrap_err();
+    assert_eq!(err.0, 413, "{}", &err.1[..err.1.len().min(200)]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!seen.all().iter().any(|d| d.subject == "wake.big"));
+    assert!(up.tern_ok(&["dlq", "list", "sleepy"]).contains("no dead letters"));
+}
