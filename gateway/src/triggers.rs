@@ -112,8 +112,8 @@ async fn pull(gw: Weak<Gateway>, events: Arc<dyn EventLog>, entry: Arc<RwLock<Tr
             pause = Duration::from_millis(100);
             let mut held = first;
             if batch.len() > 1 {
-                // Free slots can only have shrunk by what other tasks
-                // returned late; waiting here is brief.
+                // Only this loop takes slots, so the ones counted free
+                // above still are: this does not wait.
                 let Ok(more) = slots.clone().acquire_many_owned(batch.len() as u32 - 1).await else { return };
                 held.merge(more);
             }
