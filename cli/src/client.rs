@@ -206,6 +206,10 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
             s.max_attempts,
             humantime::format_duration(Duration::from_millis(s.backoff_ms))
         );
+        for t in &d.triggers {
+            println!("  {}: {} waiting, {} unacked", t.filter, t.waiting, t.unacked);
+        }
+        println!("dead:     {} (tern dlq list {})", d.dead_letters, d.name);
     }
     println!("memory:   {} MiB", s.memory_mib);
     println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));

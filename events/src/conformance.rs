@@ -21,6 +21,7 @@ pub async fn run_all(log: Arc<dyn EventLog>) {
     acked_and_terminated_never_come_back(&*log).await;
     dead_letters_are_kept_listed_and_removed(&*log).await;
     two_handles_on_one_consumer_share_its_deliveries(&*log).await;
+    stats_count_what_waits_and_what_is_unacked(&*log).await;
     consumers_are_listed_and_deleted(&*log).await;
 }
 
@@ -219,4 +220,30 @@ pub async fn consumers_are_listed_and_deleted(log: &dyn EventLog) {
         "after its only consumer is deleted, a subject takes no events"
     );
     log.delete_consumer("conf-gone").await.expect("deleting twice is a no-op");
+}
+
+pub async fn stats_count_what_waits_and_what_is_unacked(log: &dyn EventLog) {
+    let mut c = open(log, config("conf-stats", "conf.stats", 30_000)).await;
+    let stats = || log.stats("conf-stats");
+    assert_eq!(stats().await.unwrap(), crate::ConsumerStats { waiting: 0, unacked: 0 });
+    for _ in 0..3 {
+        log.publish("conf.stats", vec![], Bytes::new()).await.unwrap();
+    }
+    let first = next(&mut c, "first").await;
+    let second = next(&mut c, "second").await;
+    first.ack().await.unwrap();
+    second.retry_after(Duration::from_secs(30)).await.unwrap();
+    // Two not done: the third (waiting, or already pulled into a JetStream
+    // client's buffer, which counts as unacked) and the retried one. The
+    // server counts acks asynchronously; allow it a moment.
+    let deadline = Instant::now() + ARRIVE;
+    let mut got = stats().await.unwrap();
+    while (got.waiting + got.unacked != 2 || got.unacked == 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got = stats().await.unwrap();
+    }
+    assert_eq!(got.waiting + got.unacked, 2, "one published not delivered, one awaiting its retry: {got:?}");
+    assert!(got.unacked >= 1, "{got:?}");
+    assert!(matches!(log.stats("conf-nope").await, Err(crate::EventError::NoConsumer(_))));
+    log.delete_consumer("conf-stats").await.unwrap();
 }

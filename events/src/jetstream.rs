@@ -14,7 +14,8 @@
 //! as a frame: the dead letter's JSON header, then the event's data.
 
 use crate::{
-    Acker, Consumer, ConsumerConfig, DeadLetter, Delivery, EventError, EventLog, Settle, StoredEvent,
+    Acker, Consumer, ConsumerConfig, ConsumerStats, DeadLetter, Delivery, EventError, EventLog, Settle,
+    StoredEvent,
 };
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
@@ -258,6 +259,16 @@ impl EventLog for JetStreamLog {
             .await
             .map_err(store("pulling from a consumer"))?;
         Ok(Box::new(JetStreamConsumer { name: name.to_string(), messages }))
+    }
+
+    async fn stats(&self, name: &str) -> Result<ConsumerStats, EventError> {
+        match self.events().await?.consumer_info(name).await {
+            Ok(info) => Ok(ConsumerStats { waiting: info.num_pending, unacked: info.num_ack_pending as u64 }),
+            Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                Err(EventError::NoConsumer(name.to_string()))
+            }
+            Err(e) => Err(EventError::Store(format!("reading consumer {name}: {e}"))),
+        }
     }
 
     async fn delete_consumer(&self, name: &str) -> Result<(), EventError> {

@@ -71,6 +71,15 @@ pub struct DeadLetter {
     pub failed_ms: u64,
 }
 
+/// A consumer's backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Matching events published and not yet delivered.
+    pub waiting: u64,
+    /// Delivered, not yet acked or terminated (in flight, or due again).
+    pub unacked: u64,
+}
+
 /// What a durable consumer is: its name (one per trigger) and the subjects
 /// it takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +114,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// Opens an existing consumer to take its deliveries. Several may be
     /// open at once (one per gateway): each delivery goes to one of them.
     async fn consumer(&self, name: &str) -> Result<Box<dyn Consumer>, EventError>;
+
+    /// How far behind a consumer is.
+    async fn stats(&self, name: &str) -> Result<ConsumerStats, EventError>;
 
     /// Removes a consumer and everything it had pending.
     async fn delete_consumer(&self, name: &str) -> Result<(), EventError>;

@@ -16,7 +16,8 @@
 //! sled is blocking: every call runs in `spawn_blocking`.
 
 use crate::{
-    Acker, Consumer, ConsumerConfig, DeadLetter, Delivery, EventError, EventLog, Settle, StoredEvent, now_ms,
+    Acker, Consumer, ConsumerConfig, ConsumerStats, DeadLetter, Delivery, EventError, EventLog, Settle,
+    StoredEvent, now_ms,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -277,6 +278,27 @@ impl EventLog for SledLog {
             ack_wait: config.ack_wait,
             published: self.inner.published.subscribe(),
         }))
+    }
+
+    async fn stats(&self, name: &str) -> Result<ConsumerStats, EventError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let Some(state) = inner.consumers.get(&name)? else {
+                return Err(EventError::NoConsumer(name));
+            };
+            let state: ConsumerState = parse(&state)?;
+            let pattern = SubjectPattern::parse(&state.filter)
+                .map_err(|e| EventError::Store(format!("stored filter {:?}: {e}", state.filter)))?;
+            let mut waiting = 0;
+            for item in inner.events.range(state.cursor.to_be_bytes()..) {
+                if pattern.matches(&decode_event(&item?.1)?.subject) {
+                    waiting += 1;
+                }
+            }
+            let unacked = inner.pending.scan_prefix(prefix(&name)).count() as u64;
+            Ok(ConsumerStats { waiting, unacked })
+        })
+        .await
     }
 
     async fn delete_consumer(&self, name: &str) -> Result<(), EventError> {

@@ -285,6 +285,24 @@ pub struct FunctionDetail {
     /// The autoscaler's view; filled by the scheduler, not stored.
     #[serde(default)]
     pub scale: ScaleStatus,
+    /// Each event trigger's backlog, from the event log.
+    #[serde(default)]
+    pub triggers: Vec<TriggerStatus>,
+    /// Events kept after failing every attempt (`tern dlq list`).
+    #[serde(default)]
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerStatus {
+    /// The subject pattern (`tern.cron.<name>` for a schedule).
+    pub filter: String,
+    pub consumer: String,
+    /// Published and not yet delivered.
+    pub waiting: u64,
+    /// Delivered and not yet acknowledged: being handled, or waiting for
+    /// a retry.
+    pub unacked: u64,
 }
 
 /// What the autoscaler sees of one function and what it decided.

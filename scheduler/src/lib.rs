@@ -28,7 +28,7 @@ use tern_protocol::{
     ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, ChangeReply, ClusterStatus, DeployReply,
     DeployRequest, ErrorKind, Frame, FunctionDetail, FunctionLoad, Generation, LatencySummary, LogRecord,
     LogsRequest, NameRequest, NodeAnnounce, NodeStatus, Reply, RollbackRequest, RouteTable, ScaleStatus,
-    Unassign, Version, WakeReply, WakeRequest, World,
+    TriggerStatus, Unassign, Version, WakeReply, WakeRequest, World,
 };
 use tern_runtime::Runtime;
 
@@ -555,6 +555,21 @@ impl Scheduler {
         let mut d = self.blocking(move |r| r.describe(&name)).await?;
         d.replicas = self.ready(&d.name, d.active_version);
         d.scale = self.scale_status(&d.name);
+        // The event log's view: best effort, a describe never fails on it.
+        for t in d.active.spec.triggers() {
+            match self.events.stats(&t.consumer).await {
+                Ok(s) => d.triggers.push(TriggerStatus {
+                    filter: t.filter,
+                    consumer: t.consumer,
+                    waiting: s.waiting,
+                    unacked: s.unacked,
+                }),
+                Err(e) => tracing::debug!("no stats for {}: {e}", t.consumer),
+            }
+        }
+        if let Ok(letters) = self.events.dead_letters(&d.name).await {
+            d.dead_letters = letters.len() as u64;
+        }
         Ok(d)
     }
 

@@ -285,6 +285,8 @@ impl Registry {
             versions,
             replicas: 0,
             scale: Default::default(),
+            triggers: Vec::new(),
+            dead_letters: 0,
         })
     }
 

@@ -83,6 +83,12 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
         (1, Some(job.as_str()), Some(3))
     );
     assert_eq!(letters[0]["error"], "always fails (attempt 3)");
+    let d: serde_json::Value = serde_json::from_str(&c.tern_ok(&["describe", "strict", "--json"])).unwrap();
+    assert_eq!(
+        (d["dead_letters"].as_u64(), d["triggers"][0]["filter"].as_str()),
+        (Some(1), Some("jobs.*")),
+        "{d}"
+    );
     assert!(!c.tern(&["dlq", "replay", "strict"]).status.success(), "it fails again");
     assert!(
         strict.wait(Duration::from_secs(5), |s| s.iter().any(|d| d.id == job && d.attempt == 4)).len() == 4

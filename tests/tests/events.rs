@@ -165,6 +165,14 @@ fn a_failing_event_gets_max_attempts_spaced_by_backoff_then_one_dead_letter() {
     // The flaky one succeeded on its third try: no dead letter.
     let flaky_tries: Vec<u32> = seen.all().iter().filter(|d| d.id == flaky).map(|d| d.attempt).collect();
     assert_eq!(flaky_tries, vec![1, 2, 3]);
+    let d = up.describe("jobs");
+    assert_eq!(d["dead_letters"], 1, "{d}");
+    assert_eq!(d["triggers"][0]["filter"], "jobs.>");
+    assert_eq!(
+        (d["triggers"][0]["waiting"].as_u64(), d["triggers"][0]["unacked"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert!(up.tern_ok(&["describe", "jobs"]).contains("dead:     1"));
     let table = up.tern_ok(&["dlq", "list", "jobs"]);
     assert!(table.contains(&fail) && table.contains("always fails"), "{table}");
 
