@@ -534,7 +534,14 @@ impl Acker for SledAcker {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        if matches!(how, Settle::RetryAfter(_)) {
+            // A waiting consumer computed its wake-up before this retry
+            // existed: have it look again, or the retry waits for its
+            // idle recheck instead of its delay.
+            self.log.inner.published.send_modify(|_| {});
+        }
+        Ok(())
     }
 }
 
