@@ -22,9 +22,7 @@ use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use tern_protocol::Frame;
 use tern_protocol::nats_subject::{self, SubjectPattern};
 
 const EVENTS: &str = "TERN_EVENTS";
@@ -38,16 +36,6 @@ const MAX_ACK_PENDING: i64 = 10_000;
 
 fn store<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> EventError {
     move |e| EventError::Store(format!("{what}: {e}"))
-}
-
-/// Dead letters as stored in `TERN_DLQ`; the frame body is the data.
-#[derive(Serialize, Deserialize)]
-struct DeadLetterHeader {
-    event: StoredEvent,
-    function: String,
-    attempts: u32,
-    error: String,
-    failed_ms: u64,
 }
 
 fn dlq_subject(function: &str) -> String {
@@ -139,16 +127,7 @@ impl JetStreamLog {
                 Err(e) => return Err(EventError::Store(format!("reading dead letters: {e}"))),
             };
             from = msg.sequence + 1;
-            let frame = Frame::<DeadLetterHeader>::decode(msg.payload)
-                .map_err(|e| EventError::Store(format!("corrupt dead letter {}: {e}", msg.sequence)))?;
-            let h = frame.header;
-            let letter = DeadLetter {
-                event: StoredEvent { data: frame.body, ..h.event },
-                function: h.function,
-                attempts: h.attempts,
-                error: h.error,
-                failed_ms: h.failed_ms,
-            };
+            let letter = DeadLetter::decode(msg.payload)?;
             out.push((msg.sequence, letter));
         }
         Ok(out)
@@ -283,16 +262,8 @@ impl EventLog for JetStreamLog {
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError> {
         let subject = dlq_subject(&letter.function);
-        let data = letter.event.data.clone();
-        let header = DeadLetterHeader {
-            event: letter.event,
-            function: letter.function,
-            attempts: letter.attempts,
-            error: letter.error,
-            failed_ms: letter.failed_ms,
-        };
         self.js
-            .publish(subject, Frame::new(header, data).encode())
+            .publish(subject, letter.encode())
             .await
             .map_err(store("writing a dead letter"))?
             .await

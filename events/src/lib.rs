@@ -80,6 +80,44 @@ pub struct ConsumerStats {
     pub unacked: u64,
 }
 
+/// A dead letter as both logs store it: a frame of this JSON header, then
+/// the event's data.
+#[derive(Serialize, Deserialize)]
+struct DeadLetterHeader {
+    event: StoredEvent,
+    function: String,
+    attempts: u32,
+    error: String,
+    failed_ms: u64,
+}
+
+impl DeadLetter {
+    pub(crate) fn encode(self) -> Bytes {
+        let data = self.event.data.clone();
+        let header = DeadLetterHeader {
+            event: self.event,
+            function: self.function,
+            attempts: self.attempts,
+            error: self.error,
+            failed_ms: self.failed_ms,
+        };
+        tern_protocol::Frame::new(header, data).encode()
+    }
+
+    pub(crate) fn decode(stored: Bytes) -> Result<DeadLetter, EventError> {
+        let frame = tern_protocol::Frame::<DeadLetterHeader>::decode(stored)
+            .map_err(|e| EventError::Store(format!("corrupt dead letter: {e}")))?;
+        let h = frame.header;
+        Ok(DeadLetter {
+            event: StoredEvent { data: frame.body, ..h.event },
+            function: h.function,
+            attempts: h.attempts,
+            error: h.error,
+            failed_ms: h.failed_ms,
+        })
+    }
+}
+
 /// What a durable consumer is: its name (one per trigger) and the subjects
 /// it takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -77,15 +77,6 @@ struct Pending {
     due_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct DeadLetterHeader {
-    event: StoredEvent,
-    function: String,
-    attempts: u32,
-    error: String,
-    failed_ms: u64,
-}
-
 fn key(prefix: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 9);
     k.extend_from_slice(prefix.as_bytes());
@@ -316,15 +307,7 @@ impl EventLog for SledLog {
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError> {
         self.blocking(move |inner| {
             let k = key(&letter.function, letter.event.seq);
-            let data = letter.event.data.clone();
-            let header = DeadLetterHeader {
-                event: letter.event,
-                function: letter.function,
-                attempts: letter.attempts,
-                error: letter.error,
-                failed_ms: letter.failed_ms,
-            };
-            inner.dlq.insert(k, Frame::new(header, data).encode().as_ref())?;
+            inner.dlq.insert(k, letter.encode().as_ref())?;
             Ok(())
         })
         .await?;
@@ -337,17 +320,7 @@ impl EventLog for SledLog {
         self.blocking(move |inner| {
             let mut out = Vec::new();
             for item in inner.dlq.scan_prefix(prefix(&function)) {
-                let (_, v) = item?;
-                let frame = Frame::<DeadLetterHeader>::decode(Bytes::copy_from_slice(&v))
-                    .map_err(|e| EventError::Store(format!("corrupt dead letter: {e}")))?;
-                let h = frame.header;
-                out.push(DeadLetter {
-                    event: StoredEvent { data: frame.body, ..h.event },
-                    function: h.function,
-                    attempts: h.attempts,
-                    error: h.error,
-                    failed_ms: h.failed_ms,
-                });
+                out.push(DeadLetter::decode(Bytes::copy_from_slice(&item?.1))?);
             }
             Ok(out)
         })
