@@ -136,39 +136,20 @@ impl Registry {
         Ok(version)
     }
 
-    /// Points `name` at an earlier version (by default the one before the
-    /// active one). Returns the version now active.
     /// The version a rollback would make active.
     pub fn rollback_target(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
         let record = self.record(name)?;
-        let target = match to {
-            Some(v) => v,
-            None if record.active_version > 1 => record.active_version - 1,
-            None => {
-                return Err(RegistryError::NotFound(format!(
-                    "function {name:?} has no version before {}",
-                    record.active_version
-                )));
-            }
-        };
-        self.version(name, target)
+        self.version(name, rollback_number(name, &record, to)?)
     }
 
+    /// Points `name` at an earlier version (by default the one before the
+    /// active one). Returns the version now active.
     pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
         let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
         let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
             let mut record = tx_function(functions, name)?;
             let active = tx_version(versions, name, record.active_version)?;
-            let target = match to {
-                Some(v) => v,
-                None if record.active_version > 1 => record.active_version - 1,
-                None => {
-                    return abort(RegistryError::NotFound(format!(
-                        "function {name:?} has no version before {}",
-                        record.active_version
-                    )));
-                }
-            };
+            let target = rollback_number(name, &record, to).or_else(abort)?;
             let target = tx_version(versions, name, target)?;
             swap_routes(routes, meta, name, Some(&active.spec.routes), &target.spec.routes)?;
             record.active_version = target.number;
@@ -337,6 +318,18 @@ impl Registry {
             }
         }
         Ok(RouteTable { generation, routes, triggers })
+    }
+}
+
+/// `to`, or the version before the active one.
+fn rollback_number(name: &str, record: &FunctionRecord, to: Option<u64>) -> Result<u64, RegistryError> {
+    match to {
+        Some(v) => Ok(v),
+        None if record.active_version > 1 => Ok(record.active_version - 1),
+        None => Err(RegistryError::NotFound(format!(
+            "function {name:?} has no version before {}",
+            record.active_version
+        ))),
     }
 }
 
