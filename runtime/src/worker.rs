@@ -120,13 +120,17 @@ impl Concurrency {
 }
 
 impl LoadCounters {
-    fn started(&self) {
+    /// Counts a request in; returns when, for [`LoadCounters::finished`].
+    fn started(&self) -> Instant {
+        let now = Instant::now();
         let mut c = self.concurrency.lock().unwrap();
-        c.accrue(Instant::now());
+        c.accrue(now);
         c.in_flight += 1;
+        now
     }
 
-    fn finished(&self, latency: Duration, failed: bool) {
+    fn finished(&self, started: Instant, failed: bool) {
+        let latency = started.elapsed();
         {
             let mut c = self.concurrency.lock().unwrap();
             c.accrue(Instant::now());
@@ -432,48 +436,37 @@ async fn serve(
         let bus = bus.clone();
         let load = load.clone();
         tokio::spawn(async move {
-            let started = Instant::now();
-            let (reply, failed, logs) = match &function {
+            // Each arm counts its requests in `load` (a batch, one per event).
+            let (reply, logs) = match &function {
                 Handler::Http(f) => match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
                     Ok(frame) => {
-                        load.started();
+                        let started = load.started();
                         let outcome = f.invoke(frame.header, frame.body).await;
-                        let reply = Frame::new(outcome.response, outcome.body).encode();
-                        (reply, outcome.failure.is_some(), outcome.logs)
+                        load.finished(started, outcome.failure.is_some());
+                        (Frame::new(outcome.response, outcome.body).encode(), outcome.logs)
                     }
                     Err(e) => {
                         let head = InvokeResponse { status: 400, headers: vec![] };
                         let body = Bytes::from(format!("malformed invoke request: {e}\n"));
-                        respond_or_warn(&*bus, &msg, Frame::new(head, body).encode(), &f.name).await;
-                        return;
+                        (Frame::new(head, body).encode(), Vec::new())
                     }
                 },
                 Handler::Event(f) => match Frame::<EventRequest>::decode(msg.payload.clone()) {
                     Ok(Frame { header: EventRequest::One(delivery), body }) => {
-                        load.started();
+                        let started = load.started();
                         let outcome = f.deliver(delivery, body).await;
-                        let failed = outcome.result.error.is_some();
-                        (Frame::new(outcome.result, Bytes::new()).encode(), failed, outcome.logs)
+                        load.finished(started, outcome.result.error.is_some());
+                        (Frame::new(outcome.result, Bytes::new()).encode(), outcome.logs)
                     }
                     Ok(Frame { header: EventRequest::Batch(batch), body }) => {
-                        // Each event is counted as it finishes.
-                        let (reply, logs) = deliver_batch(f, batch, body, &load).await;
-                        if !logs.is_empty() {
-                            let logs = serde_json::to_vec(&logs).expect("serialise logs");
-                            let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
-                        }
-                        respond_or_warn(&*bus, &msg, reply, function.name()).await;
-                        return;
+                        deliver_batch(f, batch, body, &load).await
                     }
                     Err(e) => {
                         let result = EventResult { error: Some(format!("malformed event delivery: {e}")) };
-                        respond_or_warn(&*bus, &msg, Frame::new(result, Bytes::new()).encode(), &f.name)
-                            .await;
-                        return;
+                        (Frame::new(result, Bytes::new()).encode(), Vec::new())
                     }
                 },
             };
-            load.finished(started.elapsed(), failed);
             if !logs.is_empty() {
                 let logs = serde_json::to_vec(&logs).expect("serialise logs");
                 let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
@@ -498,10 +491,9 @@ async fn deliver_batch(
         let data = body.slice(offset.min(end)..end);
         offset = end;
         runs.push(async move {
-            load.started();
-            let started = Instant::now();
+            let started = load.started();
             let outcome = f.deliver(e.delivery, data).await;
-            load.finished(started.elapsed(), outcome.result.error.is_some());
+            load.finished(started, outcome.result.error.is_some());
             outcome
         });
     }
