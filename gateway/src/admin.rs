@@ -129,10 +129,7 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
                 Err(e) => error(e),
             }
         }
-        (Method::GET, ["functions", name]) => {
-            let body = to_json(&NameRequest { name: name.to_string() });
-            reply(StatusCode::OK, control::<FunctionDetail>(&*gw.bus, SchedulerOp::Describe, body).await)
-        }
+        (Method::GET, ["functions", name]) => reply(StatusCode::OK, describe(gw, name).await),
         (Method::DELETE, ["functions", name]) => {
             let body = to_json(&NameRequest { name: name.to_string() });
             let r = control::<ChangeReply>(&*gw.bus, SchedulerOp::Delete, body).await;
@@ -170,6 +167,11 @@ pub(crate) async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Bod
         }
         _ => error(ApiError::not_found(format!("no admin endpoint {} {path}", req.method()))),
     }
+}
+
+/// The scheduler's view of one function.
+async fn describe(gw: &Gateway, name: &str) -> Reply<FunctionDetail> {
+    control(&*gw.bus, SchedulerOp::Describe, to_json(&NameRequest { name: name.to_string() })).await
 }
 
 fn to_json<T: Serialize>(v: &T) -> Bytes {
@@ -251,13 +253,7 @@ async fn invoke(gw: &Gateway, name: String, req: Request<Incoming>) -> Response<
     if !path.starts_with('/') {
         return error(ApiError::bad_request("path must start with '/'"));
     }
-    let detail = match control::<FunctionDetail>(
-        &*gw.bus,
-        SchedulerOp::Describe,
-        to_json(&NameRequest { name: name.clone() }),
-    )
-    .await
-    {
+    let detail = match describe(gw, &name).await {
         Ok(d) => d,
         Err(e) => return error(e),
     };
@@ -372,16 +368,10 @@ async fn dead_letters(gw: &Gateway, name: &str) -> Response<Body> {
 }
 
 /// Delivers dead letters to the function again, one at a time, numbered
-/// as the attempt after their last; each one handled is removed, each that fails again stays with
-/// nothing lost. 200 if all were handled, 500 if some failed.
+/// as the attempt after their last; each one handled is removed, each that
+/// fails again stays, nothing lost. 200 if all were handled, 500 if not.
 async fn replay(gw: &Gateway, name: &str, id: Option<String>) -> Response<Body> {
-    let detail = match control::<FunctionDetail>(
-        &*gw.bus,
-        SchedulerOp::Describe,
-        to_json(&NameRequest { name: name.to_string() }),
-    )
-    .await
-    {
+    let detail = match describe(gw, name).await {
         Ok(d) => d,
         Err(e) => return error(e),
     };
