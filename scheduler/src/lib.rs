@@ -328,12 +328,15 @@ impl Scheduler {
         });
         // Consumers of versions deployed before an upgrade, or left by a
         // crash between a deploy's steps.
-        let _order = self.changes.lock().await;
-        let active = self.registry.active_versions()?;
+        let order = self.changes.lock().await;
+        let registry = self.registry.clone();
+        let active = tokio::task::spawn_blocking(move || registry.active_versions())
+            .await
+            .expect("the registry task does not panic")?;
         let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
         triggers::create(&*self.events, &wanted).await?;
         triggers::remove_unwanted(&*self.events, &active).await?;
-        drop(_order);
+        drop(order);
         self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
         Ok(())
     }
