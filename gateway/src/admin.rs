@@ -345,6 +345,10 @@ struct DeadLetterView {
 }
 
 async fn dead_letters(gw: &Gateway, name: &str) -> Response<Body> {
+    // A typo in the name is "no such function", not "no dead letters".
+    if let Err(e) = describe(gw, name).await {
+        return error(e);
+    }
     match gw.events.dead_letters(name).await {
         Ok(letters) => {
             let view: Vec<DeadLetterView> = letters

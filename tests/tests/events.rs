@@ -188,6 +188,10 @@ fn a_failing_event_gets_max_attempts_spaced_by_backoff_then_one_dead_letter() {
     up.deploy(&plain, "jobs", &["--on-event", "jobs.>", "--max-attempts", "2", "--backoff", "100ms"]);
     let flaky = publish(&up.url, &up.token, "jobs.x.flaky", "third time lucky").unwrap();
     assert!(eventually(Duration::from_secs(10), || list().len() == 2));
+    for cmd in ["list", "replay"] {
+        let err = up.tern_err(&["dlq", cmd, "nosuch"]);
+        assert!(err.contains("no function named \"nosuch\""), "dlq {cmd}: {err}");
+    }
     let out = up.tern_err(&["dlq", "replay", "jobs", "nope"]);
     assert!(out.contains("no dead letter nope"), "{out}");
     let out = up.tern_ok(&["dlq", "replay", "jobs", &flaky]);
