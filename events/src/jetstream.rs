@@ -24,11 +24,10 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use std::time::Duration;
 use tern_protocol::nats_subject::{self, SubjectPattern};
+use tern_protocol::subject::{cron_all, dead_letters, dead_letters_all};
 
 const EVENTS: &str = "TERN_EVENTS";
 const DLQ: &str = "TERN_DLQ";
-/// Always in the events stream: the scheduler's cron ticks.
-const CRON_SUBJECTS: &str = "tern.cron.>";
 /// The event's id; the same on every redelivery.
 const ID_HEADER: &str = "Tern-Event-Id";
 /// Deliveries a consumer may have unacknowledged at once, across gateways.
@@ -36,10 +35,6 @@ const MAX_ACK_PENDING: i64 = 10_000;
 
 fn store<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> EventError {
     move |e| EventError::Store(format!("{what}: {e}"))
-}
-
-fn dlq_subject(function: &str) -> String {
-    format!("tern.dlq.{function}")
 }
 
 #[derive(Clone)]
@@ -54,14 +49,14 @@ impl JetStreamLog {
         let js = jetstream::new(client);
         let events = stream::Config {
             name: EVENTS.into(),
-            subjects: vec![CRON_SUBJECTS.into()],
+            subjects: vec![cron_all()],
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
             ..Default::default()
         };
         let dlq = stream::Config {
             name: DLQ.into(),
-            subjects: vec!["tern.dlq.>".into()],
+            subjects: vec![dead_letters_all()],
             storage: stream::StorageType::File,
             ..Default::default()
         };
@@ -93,7 +88,7 @@ impl JetStreamLog {
     /// Sets the events stream's subjects to cover exactly `filters`.
     async fn cover(&self, filters: Vec<String>) -> Result<(), EventError> {
         let mut wanted = filters;
-        wanted.push(CRON_SUBJECTS.into());
+        wanted.push(cron_all());
         let wanted = nats_subject::minimal_cover(&wanted);
         let mut stream = self.events().await?;
         let mut config = stream.info().await.map_err(store("reading the TERN_EVENTS stream"))?.config.clone();
@@ -117,7 +112,7 @@ impl JetStreamLog {
     /// Every dead letter of `function` with its stream sequence.
     async fn letters(&self, function: &str) -> Result<Vec<(u64, DeadLetter)>, EventError> {
         let stream = self.js.get_stream(DLQ).await.map_err(store("opening the TERN_DLQ stream"))?;
-        let subject = dlq_subject(function);
+        let subject = dead_letters(function);
         let mut out = Vec::new();
         let mut from = 1;
         loop {
@@ -261,7 +256,7 @@ impl EventLog for JetStreamLog {
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError> {
-        let subject = dlq_subject(&letter.function);
+        let subject = dead_letters(&letter.function);
         self.js
             .publish(subject, letter.encode())
             .await

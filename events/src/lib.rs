@@ -234,20 +234,10 @@ pub trait Acker: Send + Sync {
     async fn settle(&self, how: Settle) -> Result<(), EventError>;
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use tern_protocol::clock::now_ms;
 
 /// A new event id: 128 random bits, hex. Unique per published event; a
 /// redelivery keeps it, so handlers can deduplicate.
 pub fn new_event_id() -> String {
-    use std::io::Read;
-    let mut raw = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .expect("/dev/urandom is readable");
-    raw.iter().map(|b| format!("{b:02x}")).collect()
+    tern_protocol::id::random_hex::<16>()
 }

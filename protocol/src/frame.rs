@@ -54,6 +54,21 @@ impl<H: DeserializeOwned> Frame<H> {
     }
 }
 
+/// A control reply (scheduler or worker) on the wire: a frame whose header
+/// is the `Reply` and whose body is empty. Every role encodes and decodes
+/// replies here, so there is one format.
+pub fn encode_reply<T: Serialize>(reply: &crate::Reply<T>) -> Bytes {
+    Frame::new(reply, Bytes::new()).encode()
+}
+
+/// Decodes what [`encode_reply`] made; a malformed reply is an internal
+/// error that names who sent it.
+pub fn decode_reply<T: DeserializeOwned>(msg: Bytes, from: &str) -> crate::Reply<T> {
+    Frame::<crate::Reply<T>>::decode(msg)
+        .map_err(|e| crate::ApiError::internal(format!("{from} sent a malformed reply: {e}")))?
+        .header
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +80,14 @@ mod tests {
         let d: Frame<Vec<String>> = Frame::decode(f).unwrap();
         assert_eq!(d.header, vec!["a"]);
         assert_eq!(&d.body[..], &body[..]);
+    }
+
+    #[test]
+    fn replies_round_trip_and_bad_ones_say_who_sent_them() {
+        let ok: crate::Reply<u32> = Ok(7);
+        assert_eq!(decode_reply::<u32>(encode_reply(&ok), "x"), Ok(7));
+        let err = decode_reply::<u32>(Bytes::from_static(b"junk"), "worker w1").unwrap_err();
+        assert!(err.message.contains("worker w1 sent a malformed reply"), "{err:?}");
     }
 
     #[test]

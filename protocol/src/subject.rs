@@ -71,8 +71,23 @@ pub fn cron(function: &str) -> String {
     format!("tern.cron.{function}")
 }
 
-/// The scheduler pushes every new route table here.
-pub fn routes_changed() -> String {
+/// Every cron tick subject, for the event log's stream.
+pub fn cron_all() -> String {
+    "tern.cron.>".to_string()
+}
+
+/// Where a cluster keeps a function's dead letters (JetStream's `TERN_DLQ`).
+pub fn dead_letters(function: &str) -> String {
+    format!("tern.dlq.{function}")
+}
+
+/// Every function's dead letters.
+pub fn dead_letters_all() -> String {
+    "tern.dlq.>".to_string()
+}
+
+/// The scheduler pushes every new serving table (routes and triggers) here.
+pub fn serving_changed() -> String {
     format!("{PREFIX}.routes.changed")
 }
 

@@ -1,0 +1,331 @@
+//! Messages between the roles on the bus: control requests and replies,
+//! invocations, node state, artifacts.
+
+use crate::{FunctionLoad, FunctionSpec, Trigger, Version, World};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A gateway's activator asks the scheduler to make `function` ready.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WakeRequest {
+    pub function: String,
+    /// Requests held at the gateway when the wake was sent.
+    #[serde(default)]
+    pub waiting: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WakeReply {
+    /// Live replicas of the active version after the wake.
+    pub ready: u32,
+}
+
+/// Deploy request header; the body of the frame is the component.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub spec: FunctionSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployReply {
+    pub version: Version,
+    /// Workers serving the new version when the deploy was acknowledged.
+    #[serde(default)]
+    pub ready_replicas: u32,
+    /// The route table after the deploy, so the gateway that relayed the
+    /// deploy serves the new routes before it answers the client.
+    pub routes: ServingTable,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NameRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub name: String,
+    /// None: the version before the active one.
+    pub to: Option<u64>,
+}
+
+/// Reply to delete and rollback: what is active now and the new routes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeReply {
+    pub active_version: Option<u64>,
+    pub routes: ServingTable,
+}
+
+/// What every gateway serves: the HTTP routes and the event triggers of the
+/// active versions, the two ways outside input becomes an invocation. The
+/// scheduler makes it (`Registry::serving_table`) and pushes it on every
+/// change; a gateway installs it in `gateway::serving`, which swaps the
+/// router and starts or stops trigger consumers to match. The generation
+/// makes sure a late push never replaces a newer table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServingTable {
+    pub generation: u64,
+    pub routes: Vec<RouteEntry>,
+    /// The event triggers of active versions; gateways consume them.
+    #[serde(default)]
+    pub triggers: Vec<TriggerEntry>,
+}
+
+/// A trigger as a gateway runs it: which consumer to pull, and how to
+/// retry what its function fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerEntry {
+    pub function: String,
+    pub trigger: Trigger,
+    pub max_attempts: u32,
+    pub backoff_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    pub pattern: String,
+    pub function: String,
+    /// The gateway waits this long (plus a margin) for the reply.
+    pub timeout_ms: u64,
+}
+
+/// Header of an invoke request; the frame body is the HTTP request body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeRequest {
+    pub method: String,
+    /// Path and query exactly as the client sent them.
+    pub uri: String,
+    /// Header values that are not UTF-8 are dropped by the gateway.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One event as delivered to an event function (inside an [`EventBatch`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventDelivery {
+    pub id: String,
+    pub subject: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+}
+
+/// Header of the event deliveries in one invoke request, on the same
+/// invoke subject as HTTP requests. A trigger sends what it has ready at
+/// once (one bus round trip for many events); a single event (`tern
+/// invoke`, a dead-letter replay) is a batch of one. The frame body is
+/// their data, one after another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub batch: Vec<BatchedEvent>,
+}
+
+impl EventBatch {
+    pub fn of_one(delivery: EventDelivery, len: usize) -> Self {
+        EventBatch { batch: vec![BatchedEvent { delivery, len }] }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchedEvent {
+    #[serde(flatten)]
+    pub delivery: EventDelivery,
+    /// Bytes of the frame body that are this event's data.
+    pub len: usize,
+}
+
+/// The reply to an [`EventBatch`] (a frame with an empty body): one result
+/// per event, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatchResult {
+    pub results: Vec<EventResult>,
+}
+
+/// One event's outcome in an [`EventBatchResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// None: handled, acknowledge it. Some: why it failed (the handler's
+    /// error, or a trap, timeout or limit), retry it.
+    pub error: Option<String>,
+}
+
+/// Header of an invoke reply; the frame body is the HTTP response body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvokeResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A worker is told to serve a function version (load it if needed, swap to
+/// it atomically if it serves another version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assign {
+    pub function: String,
+    pub version: u64,
+    pub digest: String,
+    pub world: World,
+    pub env: BTreeMap<String, String>,
+    pub memory_mib: u32,
+    pub timeout_ms: u64,
+}
+
+impl Assign {
+    pub fn for_version(v: &Version) -> Self {
+        Assign {
+            function: v.spec.name.clone(),
+            version: v.number,
+            digest: v.digest.clone(),
+            world: v.world,
+            env: v.spec.env.clone(),
+            memory_mib: v.spec.memory_mib,
+            timeout_ms: v.spec.timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unassign {
+    pub function: String,
+}
+
+/// What a worker offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Memory the scheduler may fill with replicas (each counts its limit).
+    pub memory_mib: u64,
+    /// Instances that can run at once on the node.
+    pub slots: u32,
+}
+
+/// A worker's self-description and state: sent on start, when the scheduler
+/// asks, and every second as its heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeAnnounce {
+    pub node_id: String,
+    #[serde(default)]
+    pub capacity: Capacity,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Functions loaded, with their versions.
+    #[serde(default)]
+    pub loaded: BTreeMap<String, u64>,
+    /// Digests of components this worker has compiled and cached.
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// Per-function counters since the worker started.
+    #[serde(default)]
+    pub load: BTreeMap<String, FunctionLoad>,
+    /// Which run of the worker this is, and how many times its set of
+    /// loaded functions has changed in that run: a heartbeat that was on
+    /// its way while the scheduler placed a function is older than the
+    /// placement's reply, and must not undo it.
+    #[serde(default)]
+    pub generation: Generation,
+}
+
+/// A worker's run (random per start) and the count of changes to its loaded
+/// functions; sent in heartbeats and in the replies to assign and unassign.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    pub boot: String,
+    pub changes: u64,
+}
+
+impl Generation {
+    /// Whether `self` is older than `other` (same run, fewer changes).
+    pub fn older_than(&self, other: &Generation) -> bool {
+        self.boot == other.boot && self.changes < other.changes
+    }
+}
+
+/// A slice of a component, by digest: artifacts travel in chunks so that
+/// no message exceeds the bus's payload limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactRequest {
+    pub digest: String,
+    #[serde(default)]
+    pub offset: u64,
+    pub max_len: u64,
+}
+
+/// Header of an artifact chunk reply; the frame body is the bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArtifactChunk {
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub name: String,
+    /// At most this many of the newest records.
+    pub tail: usize,
+}
+
+/// The error half of every control reply, mapped to an HTTP status by the
+/// gateway and to an exit code by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError { kind, message: message.into() }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, m)
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, m)
+    }
+}
+
+/// Control replies are `Result`s serialised as JSON frame headers.
+pub type Reply<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generations_order_within_one_run_only() {
+        let g = |boot: &str, changes| Generation { boot: boot.into(), changes };
+        assert!(g("a", 1).older_than(&g("a", 2)));
+        assert!(!g("a", 2).older_than(&g("a", 2)));
+        assert!(!g("a", 3).older_than(&g("a", 2)));
+        // A restarted worker starts counting again: never "older".
+        assert!(!g("b", 0).older_than(&g("a", 9)));
+    }
+
+    #[test]
+    fn a_batch_carries_each_event_with_its_length() {
+        let one = EventDelivery { id: "a".into(), subject: "s".into(), headers: vec![], attempt: 2 };
+        let batch = EventBatch::of_one(one, 3);
+        let json = serde_json::to_string(&batch).unwrap();
+        let back: EventBatch = serde_json::from_str(&json).unwrap();
+        assert_eq!((back.batch[0].len, back.batch[0].delivery.id.as_str()), (3, "a"));
+        assert_eq!(back.batch[0].delivery.attempt, 2);
+    }
+}

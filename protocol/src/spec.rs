@@ -1,0 +1,346 @@
+//! What a user deploys: the function spec, its limits and defaults, and
+//! the immutable versions the registry keeps.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_MEMORY_MIB: u32 = 128;
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+/// Largest memory a function may ask for: wasm32's whole address space.
+pub const MAX_MEMORY_MIB: u32 = 4096;
+pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Request and response bodies past this get 413 / 502.
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Room left in a bus message for a frame's header beside its body.
+pub const FRAME_HEADER_ROOM: usize = 64 * 1024;
+
+/// The body limit on a bus that carries at most `max_payload` bytes per
+/// message: a body travels in one message with its header.
+pub fn body_limit(max_payload: usize) -> usize {
+    DEFAULT_BODY_LIMIT.min(max_payload.saturating_sub(FRAME_HEADER_ROOM))
+}
+/// Replicas kept loaded when idle, by default: none (scale to zero).
+pub const DEFAULT_MIN_SCALE: u32 = 0;
+/// Most replicas by default: 0 means no limit but the number of workers.
+pub const DEFAULT_MAX_SCALE: u32 = 0;
+/// Target in-flight requests per replica when the deploy names none.
+pub const DEFAULT_CONCURRENCY: u32 = 100;
+/// A function with no request for this long is unloaded (unless min-scale).
+pub const DEFAULT_IDLE_MS: u64 = 60_000;
+/// The shortest idle window: the scheduler decides once a second.
+pub const MIN_IDLE_MS: u64 = 1_000;
+/// Tries an event gets before it becomes a dead letter, by default.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Delay before the first retry of a failed event; each next one doubles.
+pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
+/// Retry delays stop growing here.
+pub const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// Largest component accepted by deploy.
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a user asks for on deploy. Immutable once stored as a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Config values, visible to the guest as `wasi:cli/environment`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Replicas kept loaded even when idle (each on its own worker). 0 lets
+    /// the function scale to zero after `idle_ms` without requests.
+    #[serde(default)]
+    pub min_scale: u32,
+    /// Most replicas the autoscaler may run; 0 means no limit but the
+    /// number of workers.
+    #[serde(default)]
+    pub max_scale: u32,
+    /// Target in-flight requests per replica: the autoscaler adds replicas
+    /// when observed concurrency exceeds this.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Scale-to-zero window: with no request for this long, and min-scale
+    /// 0, the function is unloaded everywhere.
+    #[serde(default = "default_idle")]
+    pub idle_ms: u64,
+    /// Only workers with all these labels may run the function.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Event subjects (NATS wildcards allowed) that trigger the function,
+    /// each through its own durable consumer.
+    #[serde(default)]
+    pub on_event: Vec<String>,
+    /// A cron expression (UTC): the scheduler publishes one event per tick
+    /// for this function.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Tries per event, the first included; after the last failure the
+    /// event goes to the function's dead letters.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles with each further one.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+fn default_backoff() -> u64 {
+    DEFAULT_BACKOFF_MS
+}
+
+fn default_concurrency() -> u32 {
+    DEFAULT_CONCURRENCY
+}
+fn default_idle() -> u64 {
+    DEFAULT_IDLE_MS
+}
+
+fn default_memory() -> u32 {
+    DEFAULT_MEMORY_MIB
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+impl FunctionSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        FunctionSpec {
+            name: name.into(),
+            routes: Vec::new(),
+            env: BTreeMap::new(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            min_scale: DEFAULT_MIN_SCALE,
+            max_scale: DEFAULT_MAX_SCALE,
+            concurrency: DEFAULT_CONCURRENCY,
+            idle_ms: DEFAULT_IDLE_MS,
+            node_selector: BTreeMap::new(),
+            on_event: Vec::new(),
+            schedule: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_ms: DEFAULT_BACKOFF_MS,
+        }
+    }
+
+    /// The durable consumers this spec asks for: one per event subject, and
+    /// one for its schedule.
+    pub fn triggers(&self) -> Vec<Trigger> {
+        let mut out: Vec<Trigger> = self
+            .on_event
+            .iter()
+            .map(|filter| Trigger { consumer: trigger_consumer(&self.name, filter), filter: filter.clone() })
+            .collect();
+        if self.schedule.is_some() {
+            out.push(Trigger {
+                consumer: format!("{}-cron", self.name),
+                filter: crate::subject::cron(&self.name),
+            });
+        }
+        out
+    }
+
+    /// How long to wait before try number `attempt + 1`, after try
+    /// `attempt` failed: the backoff, doubled per earlier retry.
+    pub fn retry_delay_ms(backoff_ms: u64, attempt: u32) -> u64 {
+        let doublings = attempt.saturating_sub(1).min(40);
+        backoff_ms.saturating_mul(1u64 << doublings).min(MAX_BACKOFF_MS)
+    }
+
+    /// Checks everything that does not need the component or the registry.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_function_name(&self.name)?;
+        for r in &self.routes {
+            crate::route::RoutePattern::parse(r).map_err(|e| format!("route {r:?}: {e}"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.routes {
+            if !seen.insert(r) {
+                return Err(format!("route {r:?} is given twice"));
+            }
+        }
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            return Err(format!(
+                "memory limit {} MiB is out of range (1..={MAX_MEMORY_MIB} MiB)",
+                self.memory_mib
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!(
+                "timeout {} ms is out of range (1 ms ..= {} min)",
+                self.timeout_ms,
+                MAX_TIMEOUT_MS / 60_000
+            ));
+        }
+        if self.min_scale > 1000 || self.max_scale > 1000 {
+            return Err(format!(
+                "scale bounds {}..{} are out of range (at most 1000 replicas)",
+                self.min_scale, self.max_scale
+            ));
+        }
+        if self.max_scale != 0 && self.min_scale > self.max_scale {
+            return Err(format!("min scale {} is more than max scale {}", self.min_scale, self.max_scale));
+        }
+        if self.concurrency == 0 || self.concurrency > 100_000 {
+            return Err(format!(
+                "target concurrency {} is out of range (1..=100000 in-flight requests per replica)",
+                self.concurrency
+            ));
+        }
+        if self.idle_ms < MIN_IDLE_MS || self.idle_ms > 7 * 24 * 3_600_000 {
+            return Err(format!("idle window {} ms is out of range (1 s ..= 7 days)", self.idle_ms));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.on_event {
+            crate::nats_subject::check_trigger(s)?;
+            if !seen.insert(s) {
+                return Err(format!("event subject {s:?} is given twice"));
+            }
+        }
+        if let Some(cron) = &self.schedule {
+            crate::cron::Schedule::parse(cron)?;
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err(format!("max attempts {} is out of range (1..=100)", self.max_attempts));
+        }
+        if self.backoff_ms == 0 || self.backoff_ms > MAX_BACKOFF_MS {
+            return Err(format!("backoff {} ms is out of range (1 ms ..= 1 h)", self.backoff_ms));
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!("config key {k:?} is not valid (empty, or contains '=' or NUL)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names become one token of a bus subject and one segment of admin URLs.
+pub fn validate_function_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "function name {name:?} is not valid: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// One durable consumer a function's spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// Durable consumer name: stable for the same function and subject
+    /// across versions, so redeploying keeps the consumer's position.
+    pub consumer: String,
+    pub filter: String,
+}
+
+/// `<function>-<hash of the subject>`: a valid JetStream durable name (no
+/// dots or wildcards), stable across processes and releases (FNV-1a).
+pub fn trigger_consumer(function: &str, filter: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in filter.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{function}-{h:016x}")
+}
+
+/// Which world a component exports; decided at deploy by inspecting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum World {
+    /// `wasi:http/incoming-handler`
+    Http,
+    /// `tern:function/event-handler`
+    Event,
+}
+
+/// One immutable version of a function, as stored in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub number: u64,
+    /// sha256 of the component, hex.
+    pub digest: String,
+    pub size: u64,
+    pub world: World,
+    pub spec: FunctionSpec,
+    pub created_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_subject_safe() {
+        assert!(validate_function_name("hello-world_2").is_ok());
+        for bad in ["", "a.b", "a*", "a>", "A", "-x", "a b", &"x".repeat(64)] {
+            assert!(validate_function_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn spec_validation_names_the_problem() {
+        let mut s = FunctionSpec::new("f");
+        s.routes = vec!["/a".into(), "/a".into()];
+        assert!(s.validate().unwrap_err().contains("twice"));
+        s.routes = vec!["nope".into()];
+        assert!(s.validate().unwrap_err().contains("nope"));
+        s.routes = vec![];
+        s.memory_mib = 0;
+        assert!(s.validate().unwrap_err().contains("memory"));
+        s.memory_mib = 64;
+        s.timeout_ms = 0;
+        assert!(s.validate().unwrap_err().contains("timeout"));
+        s.timeout_ms = 1000;
+        s.min_scale = 3;
+        s.max_scale = 1;
+        assert!(s.validate().unwrap_err().contains("min scale 3 is more than max scale 1"));
+        s.max_scale = 0; // no limit
+        assert!(s.validate().is_ok());
+        s.concurrency = 0;
+        assert!(s.validate().unwrap_err().contains("concurrency"));
+        s.concurrency = 1;
+        s.idle_ms = 999;
+        assert!(s.validate().unwrap_err().contains("idle window"));
+    }
+
+    #[test]
+    fn event_settings_are_validated_and_retries_double() {
+        let mut s = FunctionSpec::new("f");
+        s.on_event = vec!["orders.*".into()];
+        s.schedule = Some("*/5 * * * *".into());
+        assert!(s.validate().is_ok());
+        assert_eq!(s.triggers().len(), 2);
+        assert_eq!(s.triggers()[0].consumer, trigger_consumer("f", "orders.*"));
+        assert_ne!(trigger_consumer("f", "a"), trigger_consumer("f", "b"));
+        assert_eq!(s.triggers()[1].filter, "tern.cron.f");
+        s.backoff_ms = 0;
+        assert!(s.validate().unwrap_err().contains("backoff"));
+        s.backoff_ms = 500;
+        s.max_attempts = 101;
+        assert!(s.validate().unwrap_err().contains("max attempts"));
+        assert_eq!(
+            (1..=4).map(|a| FunctionSpec::retry_delay_ms(500, a)).collect::<Vec<_>>(),
+            vec![500, 1000, 2000, 4000]
+        );
+        assert_eq!(FunctionSpec::retry_delay_ms(500, 60), MAX_BACKOFF_MS);
+    }
+
+    #[test]
+    fn spec_defaults_apply_when_missing() {
+        let s: FunctionSpec = serde_json::from_str(r#"{"name":"f"}"#).unwrap();
+        assert_eq!((s.min_scale, s.max_scale, s.concurrency, s.idle_ms), (0, 0, 100, 60_000));
+        assert_eq!(s.memory_mib, DEFAULT_MEMORY_MIB);
+        assert_eq!(s.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+}

@@ -1,0 +1,133 @@
+//! What the scheduler reports: `tern list`, `describe`, `status`, logs.
+
+use crate::{Capacity, Version, World};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A row of `tern list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSummary {
+    pub name: String,
+    pub active_version: u64,
+    pub latest_version: u64,
+    pub routes: Vec<String>,
+    pub digest: String,
+    pub world: World,
+}
+
+/// `tern describe`: the active version's settings and every version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDetail {
+    pub name: String,
+    pub active_version: u64,
+    pub active: Version,
+    pub versions: Vec<Version>,
+    /// Live workers serving the active version now.
+    #[serde(default)]
+    pub replicas: u32,
+    /// The autoscaler's view; filled by the scheduler, not stored.
+    #[serde(default)]
+    pub scale: ScaleStatus,
+    /// Each event trigger's backlog, from the event log.
+    #[serde(default)]
+    pub triggers: Vec<TriggerStatus>,
+    /// Events kept after failing every attempt (`tern dlq list`).
+    #[serde(default)]
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerStatus {
+    /// The subject pattern (`tern.cron.<name>` for a schedule).
+    pub filter: String,
+    pub consumer: String,
+    /// Published and not yet delivered.
+    pub waiting: u64,
+    /// Delivered and not yet acknowledged: being handled, or waiting for
+    /// a retry.
+    pub unacked: u64,
+}
+
+/// What the autoscaler sees of one function and what it decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScaleStatus {
+    /// Replicas the autoscaler wants now.
+    pub desired: u32,
+    /// Mean in-flight requests over the stable and the panic window.
+    pub stable_concurrency: f64,
+    pub panic_concurrency: f64,
+    pub panicking: bool,
+    /// Milliseconds since the last request was seen (none yet: null).
+    pub idle_for_ms: Option<u64>,
+    /// Wake requests from gateways' activators (each stands for any number
+    /// of waiting requests).
+    pub wakes: u64,
+    /// Wakes that found the function at zero and loaded a replica.
+    pub cold_starts: u64,
+    /// Time from a wake to a ready replica, over the recent cold starts.
+    pub cold_start_ms: Option<LatencySummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub samples: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub last: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLoad {
+    pub in_flight: u64,
+    pub completed: u64,
+    pub errors: u64,
+    /// Sum of completed invocations' latency, for a mean.
+    pub latency_us_total: u64,
+    /// In-flight requests integrated over time (µs): its change between
+    /// two heartbeats over their interval is the mean concurrency.
+    #[serde(default)]
+    pub busy_us: u64,
+}
+
+/// `tern status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub nodes: Vec<NodeStatus>,
+    /// Function → nodes serving it.
+    pub replicas: BTreeMap<String, Vec<String>>,
+    /// Function → the autoscaler's view of it.
+    #[serde(default)]
+    pub scale: BTreeMap<String, ScaleStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub alive: bool,
+    pub last_seen_ms_ago: u64,
+    pub capacity: Capacity,
+    pub used_memory_mib: u64,
+    pub labels: BTreeMap<String, String>,
+    pub loaded: BTreeMap<String, u64>,
+    pub load: BTreeMap<String, FunctionLoad>,
+}
+
+/// One line a function wrote, or a line the platform wrote about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub function: String,
+    pub version: u64,
+    pub ts_ms: u64,
+    pub stream: LogStream,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// Written by Tern: traps, timeouts, limits.
+    Tern,
+}
