@@ -1,14 +1,15 @@
-//! One delivery to an event function: a fresh store and instance from the
-//! function's pre-instantiated component, `tern:function/event-handler.handle`
-//! called with the event, limits as for HTTP functions, output captured.
+//! The event world: guests exporting `tern:function/event-handler` (the
+//! contract in `sdk/wit/tern-function.wit`). An invoke message is an
+//! [`EventBatch`] (a single event is a batch of one); each event gets its
+//! own fresh instance, run side by side, and the reply carries one result
+//! per event, in order.
 
-use crate::host::{Host, LOG_CAPTURE_BYTES};
-use crate::invoke::{Failure, LogSink, Settings, classify_error, new_store};
+use crate::host::Host;
+use crate::instance::{Failed, Function, Invoked, Limits, World};
+use crate::load::LoadCounters;
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use tern_protocol::{EventDelivery, EventResult, LogRecord, LogStream};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use tern_protocol::{EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream};
+use wasmtime::{Engine, Store};
 
 /// Host bindings for `sdk/wit/tern-function.wit`, the contract.
 pub(crate) mod bindings {
@@ -21,66 +22,34 @@ pub(crate) mod bindings {
 
 pub use bindings::EventFunctionPre;
 
-/// A loaded version of an event function.
-pub struct EventFunction {
-    pub name: String,
-    pub version: u64,
+pub struct Event {
     pre: EventFunctionPre<Host>,
-    env: Vec<(String, String)>,
-    memory_mib: u32,
-    timeout: Duration,
 }
 
-pub struct EventOutcome {
-    pub result: EventResult,
-    pub failure: Option<Failure>,
-    pub logs: Vec<LogRecord>,
+/// A loaded version of an event function.
+pub type EventFunction = Function<Event>;
+
+impl Event {
+    pub(crate) fn new(pre: EventFunctionPre<Host>) -> Self {
+        Event { pre }
+    }
 }
 
-impl EventFunction {
-    pub(crate) fn new(settings: Settings, pre: EventFunctionPre<Host>) -> Self {
-        let Settings { name, version, env, memory_mib, timeout } = settings;
-        EventFunction { name, version, pre, env, memory_mib, timeout }
+impl World for Event {
+    type Input = (EventDelivery, Bytes);
+    /// The handler's own answer: Ok acknowledges, Err asks for a retry.
+    type Output = Result<(), String>;
+
+    fn engine(&self) -> &Engine {
+        self.pre.engine()
     }
 
-    pub async fn deliver(&self, delivery: EventDelivery, data: Bytes) -> EventOutcome {
-        let stdout = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
-        let (event_id, attempt) = (delivery.id.clone(), delivery.attempt);
-        let result = self.run(delivery, data, stdout.clone(), stderr.clone()).await;
-        let log = LogSink { function: &self.name, version: self.version };
-        let mut logs = log.output(&stdout, &stderr);
-        let (error, failure) = match result {
-            Ok(Ok(())) => (None, None),
-            Ok(Err(message)) => {
-                logs.push(log.record(
-                    LogStream::Tern,
-                    format!("event {event_id} attempt {attempt} failed: {message}"),
-                ));
-                (Some(message), None)
-            }
-            Err((failure, detail)) => {
-                let mut line = format!("event {event_id} attempt {attempt}: {}", failure.log_line());
-                if let Some(d) = detail {
-                    line.push_str(&format!("\n{d}"));
-                }
-                logs.push(log.record(LogStream::Tern, line));
-                (Some(failure.public_message()), Some(failure))
-            }
-        };
-        EventOutcome { result: EventResult { error }, failure, logs }
-    }
-
-    async fn run(
+    async fn call(
         &self,
-        delivery: EventDelivery,
-        data: Bytes,
-        stdout: MemoryOutputPipe,
-        stderr: MemoryOutputPipe,
-    ) -> Result<Result<(), String>, (Failure, Option<String>)> {
-        let deadline = Instant::now() + self.timeout;
-        let (mut store, memory_hit) =
-            new_store(self.pre.engine(), &self.env, self.memory_mib, deadline, stdout, stderr);
+        mut store: Store<Host>,
+        limits: Limits,
+        (delivery, data): Self::Input,
+    ) -> Result<Self::Output, Failed> {
         let event = bindings::tern::function::types::Event {
             id: delivery.id,
             subject: delivery.subject,
@@ -93,14 +62,64 @@ impl EventFunction {
             let f = pre.instantiate_async(&mut store).await?;
             f.tern_function_event_handler().call_handle(&mut store, &event).await
         };
-        // A guest blocked on the host (not spinning) is caught here.
-        let grace = deadline + Duration::from_millis(50);
-        match tokio::time::timeout_at(grace.into(), call).await {
-            Err(_) => Err((Failure::Timeout(self.timeout), None)),
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => {
-                Err(classify_error(e, memory_hit.load(Ordering::Relaxed), self.timeout, self.memory_mib))
-            }
+        match tokio::time::timeout_at(limits.grace(), call).await {
+            Err(_) => Err(limits.timed_out()),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(limits.classify(e)),
         }
+    }
+}
+
+impl EventFunction {
+    /// Serves one invoke message: a batch of events, each counted in
+    /// `load` as its own request.
+    pub(crate) async fn serve(&self, payload: Bytes, load: &LoadCounters) -> (Bytes, Vec<LogRecord>) {
+        let Frame { header: batch, body } = match Frame::<EventBatch>::decode(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                // No count to answer with: the caller treats a short
+                // answer as a failure of every event it sent.
+                tracing::warn!(function = %self.name, "malformed event batch: {e}");
+                return (Frame::new(EventBatchResult { results: vec![] }, Bytes::new()).encode(), Vec::new());
+            }
+        };
+        let mut offset: usize = 0;
+        let mut runs = Vec::with_capacity(batch.batch.len());
+        for e in batch.batch {
+            let end = offset.saturating_add(e.len).min(body.len());
+            let data = body.slice(offset.min(end)..end);
+            offset = end;
+            runs.push(async move {
+                let started = load.started();
+                let outcome = self.deliver(e.delivery, data).await;
+                load.finished(started, outcome.0.error.is_some());
+                outcome
+            });
+        }
+        let mut logs = Vec::new();
+        let mut results = Vec::with_capacity(runs.len());
+        for (result, event_logs) in futures::future::join_all(runs).await {
+            logs.extend(event_logs);
+            results.push(result);
+        }
+        (Frame::new(EventBatchResult { results }, Bytes::new()).encode(), logs)
+    }
+
+    /// One event in a fresh instance; its result says why it failed, if it
+    /// did (the handler's error, or a trap, timeout or limit).
+    async fn deliver(&self, delivery: EventDelivery, data: Bytes) -> (EventResult, Vec<LogRecord>) {
+        let (id, attempt) = (delivery.id.clone(), delivery.attempt);
+        let context = format!("event {id} attempt {attempt}: ");
+        let Invoked { result, mut logs } = self.invoke((delivery, data), &context).await;
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(message)) => {
+                let line = format!("event {id} attempt {attempt} failed: {message}");
+                logs.push(self.log().record(LogStream::Tern, line));
+                Some(message)
+            }
+            Err(failure) => Some(failure.public_message()),
+        };
+        (EventResult { error }, logs)
     }
 }

@@ -2,20 +2,27 @@
 //! compiled once and cached by digest, a fresh instance per request made from
 //! a pre-instantiated component, and per-function limits.
 //!
-//! The data path, top to bottom: [`worker::Worker`] takes an invoke message
-//! off the bus → [`invoke::HttpFunction::invoke`] builds a fresh `Store` →
-//! instantiates from its `ProxyPre` → calls `wasi:http/incoming-handler` →
-//! collects the response → replies on the bus.
+//! The data path, top to bottom: [`worker`] takes an invoke message off the
+//! function's queue subscription → the loaded version's world decodes it
+//! ([`http`]: one request; [`event`]: a batch of events) → [`instance`]
+//! builds a fresh `Store` with the function's limits and captured output →
+//! the world instantiates its pre-instantiated component and calls the
+//! guest → the reply frame goes back on the bus, the logs to the function's
+//! log subject.
 
 pub mod artifact;
 pub mod event;
+mod fetch;
 mod host;
-pub mod invoke;
+pub mod http;
+pub mod instance;
+mod load;
 pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};
-pub use event::{EventFunction, EventOutcome};
-pub use invoke::{Failure, HttpFunction, Outcome};
+pub use event::EventFunction;
+pub use http::HttpFunction;
+pub use instance::{Failure, Function, Invoked};
 pub use worker::{Worker, WorkerConfig};
 
 use host::Host;

@@ -1,31 +1,31 @@
 //! The worker node on the bus: announces itself, heartbeats its state every
 //! second, loads the function versions the scheduler assigns to it, serves
 //! their invoke subjects, and publishes their logs.
+//!
+//! A request's way through: the function's queue subscription ([`serve`])
+//! → the loaded version's world ([`crate::http`] or [`crate::event`]) →
+//! a fresh instance ([`crate::instance`]) → the reply frame → the bus.
 
-use crate::artifact::{LoadError, digest_of};
-use crate::event::{EventFunction, EventFunctionPre};
-use crate::invoke::{HttpFunction, Settings};
-use crate::{Runtime, host::Host};
+use crate::artifact::LoadError;
+use crate::event::{Event, EventFunction, EventFunctionPre};
+use crate::http::{Http, HttpFunction};
+use crate::instance::Settings;
+use crate::load::LoadCounters;
+use crate::{Runtime, fetch, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
-    ApiError, ArtifactChunk, ArtifactRequest, Assign, Capacity, EventBatch, EventBatchResult, EventRequest,
-    EventResult, Frame, FunctionLoad, Generation, InvokeRequest, InvokeResponse, LogRecord, NodeAnnounce,
-    Reply, Unassign, World, subject,
+    ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, Unassign, World, encode_reply,
+    subject,
 };
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Artifacts travel in chunks this size, well under NATS's default 1 MiB
-/// payload limit.
-const CHUNK: u64 = 512 * 1024;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Who a worker is and what it offers the scheduler.
@@ -88,73 +88,12 @@ impl Handler {
             Handler::Event(f) => &f.name,
         }
     }
-}
 
-/// Per-function counters reported in heartbeats (the autoscaler's input).
-#[derive(Default)]
-struct LoadCounters {
-    concurrency: Mutex<Concurrency>,
-    completed: AtomicU64,
-    errors: AtomicU64,
-    latency_us_total: AtomicU64,
-}
-
-/// In-flight requests and their integral over time. The autoscaler needs
-/// mean concurrency between heartbeats, which a sample of `in_flight` at
-/// heartbeat time misses for short requests and the completed requests'
-/// latency misses for long ones.
-#[derive(Default)]
-struct Concurrency {
-    in_flight: u64,
-    busy_us: u64,
-    since: Option<Instant>,
-}
-
-impl Concurrency {
-    fn accrue(&mut self, now: Instant) {
-        if let Some(since) = self.since {
-            self.busy_us += self.in_flight * now.saturating_duration_since(since).as_micros() as u64;
-        }
-        self.since = Some(now);
-    }
-}
-
-impl LoadCounters {
-    /// Counts a request in; returns when, for [`LoadCounters::finished`].
-    fn started(&self) -> Instant {
-        let now = Instant::now();
-        let mut c = self.concurrency.lock().unwrap();
-        c.accrue(now);
-        c.in_flight += 1;
-        now
-    }
-
-    fn finished(&self, started: Instant, failed: bool) {
-        let latency = started.elapsed();
-        {
-            let mut c = self.concurrency.lock().unwrap();
-            c.accrue(Instant::now());
-            c.in_flight -= 1;
-        }
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        self.latency_us_total.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-        if failed {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn snapshot(&self) -> FunctionLoad {
-        let (in_flight, busy_us) = {
-            let mut c = self.concurrency.lock().unwrap();
-            c.accrue(Instant::now());
-            (c.in_flight, c.busy_us)
-        };
-        FunctionLoad {
-            in_flight,
-            busy_us,
-            completed: self.completed.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
+    /// One invoke message in, its reply and the log records out.
+    async fn serve(&self, payload: Bytes, load: &LoadCounters) -> (Bytes, Vec<LogRecord>) {
+        match self {
+            Handler::Http(f) => f.serve(payload, load).await,
+            Handler::Event(f) => f.serve(payload, load).await,
         }
     }
 }
@@ -164,10 +103,9 @@ impl Worker {
         Arc::new(Worker {
             config,
             runtime,
-            // A response travels in one bus message, with its header.
-            body_limit: tern_protocol::DEFAULT_BODY_LIMIT.min(bus.max_payload().saturating_sub(64 * 1024)),
+            body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
-                boot: format!("{:016x}", rand_u64()),
+                boot: format!("{:016x}", tern_protocol::id::random_u64()),
                 changes: 0,
                 loaded: HashMap::new(),
             }),
@@ -253,8 +191,7 @@ impl Worker {
     }
 
     async fn reply<T: serde::Serialize>(&self, msg: &Message, reply: &Reply<T>) {
-        let body = serde_json::to_vec(reply).expect("serialise reply");
-        if let Err(e) = respond(&*self.bus, msg, body.into()).await {
+        if let Err(e) = respond(&*self.bus, msg, encode_reply(reply)).await {
             tracing::warn!("could not answer {}: {e}", msg.subject);
         }
     }
@@ -275,7 +212,7 @@ impl Worker {
             }
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
-        let component = self.component(&a.digest).await.map_err(internal)?;
+        let component = fetch::component(&self.runtime, &*self.bus, &a.digest).await.map_err(internal)?;
         let settings = Settings {
             name: a.function.clone(),
             version: a.version,
@@ -286,11 +223,11 @@ impl Worker {
         let function = match a.world {
             World::Http => {
                 let pre = self.proxy_pre(&a.digest, &component).map_err(internal)?;
-                Handler::Http(Arc::new(HttpFunction::new(settings, pre, self.body_limit)))
+                Handler::Http(Arc::new(HttpFunction::new(settings, Http::new(pre, self.body_limit))))
             }
             World::Event => {
                 let pre = self.event_pre(&a.digest, &component).map_err(internal)?;
-                Handler::Event(Arc::new(EventFunction::new(settings, pre)))
+                Handler::Event(Arc::new(EventFunction::new(settings, Event::new(pre))))
             }
         };
 
@@ -344,59 +281,6 @@ impl Worker {
         let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
         ProxyPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
-
-    /// The compiled component: from the cache, or fetched by digest from the
-    /// scheduler in chunks, checked, compiled and cached.
-    async fn component(&self, digest: &str) -> Result<Component, LoadError> {
-        let rt = self.runtime.clone();
-        let d = digest.to_string();
-        if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d)).await.ok().flatten() {
-            return Ok(c);
-        }
-        let bytes = self.fetch(digest).await?;
-        let actual = digest_of(&bytes);
-        if actual != digest {
-            return Err(LoadError::DigestMismatch { digest: digest.to_string(), actual });
-        }
-        let rt = self.runtime.clone();
-        let d = digest.to_string();
-        let compile = |reason: String| LoadError::Compile { digest: digest.to_string(), reason };
-        tokio::task::spawn_blocking(move || rt.cache.compile(&d, &bytes))
-            .await
-            .map_err(|e| compile(e.to_string()))?
-            .map_err(compile)
-    }
-
-    async fn fetch(&self, digest: &str) -> Result<Vec<u8>, LoadError> {
-        let fail = |reason: String| LoadError::Fetch { digest: digest.to_string(), reason };
-        let mut bytes: Vec<u8> = Vec::new();
-        loop {
-            let req =
-                ArtifactRequest { digest: digest.to_string(), offset: bytes.len() as u64, max_len: CHUNK };
-            let req = Bytes::from(serde_json::to_vec(&req).expect("serialise"));
-            let msg = self
-                .bus
-                .request(&subject::artifact_get(), req, FETCH_TIMEOUT)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            let frame =
-                Frame::<Reply<ArtifactChunk>>::decode(msg.payload).map_err(|e| fail(e.to_string()))?;
-            let chunk = frame.header.map_err(|e| fail(e.message))?;
-            if chunk.total > tern_protocol::MAX_COMPONENT_BYTES as u64 {
-                return Err(fail(format!("{} bytes is over the component size limit", chunk.total)));
-            }
-            if bytes.is_empty() {
-                bytes.reserve_exact(chunk.total as usize);
-            }
-            bytes.extend_from_slice(&frame.body);
-            if bytes.len() as u64 >= chunk.total {
-                return Ok(bytes);
-            }
-            if frame.body.is_empty() {
-                return Err(fail(format!("artifact ended at {} of {} bytes", bytes.len(), chunk.total)));
-            }
-        }
-    }
 }
 
 impl Drop for Worker {
@@ -436,89 +320,14 @@ async fn serve(
         let bus = bus.clone();
         let load = load.clone();
         tokio::spawn(async move {
-            // Each arm counts its requests in `load` (a batch, one per event).
-            let (reply, logs) = match &function {
-                Handler::Http(f) => match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
-                    Ok(frame) => {
-                        let started = load.started();
-                        let outcome = f.invoke(frame.header, frame.body).await;
-                        load.finished(started, outcome.failure.is_some());
-                        (Frame::new(outcome.response, outcome.body).encode(), outcome.logs)
-                    }
-                    Err(e) => {
-                        let head = InvokeResponse { status: 400, headers: vec![] };
-                        let body = Bytes::from(format!("malformed invoke request: {e}\n"));
-                        (Frame::new(head, body).encode(), Vec::new())
-                    }
-                },
-                Handler::Event(f) => match Frame::<EventRequest>::decode(msg.payload.clone()) {
-                    Ok(Frame { header: EventRequest::One(delivery), body }) => {
-                        let started = load.started();
-                        let outcome = f.deliver(delivery, body).await;
-                        load.finished(started, outcome.result.error.is_some());
-                        (Frame::new(outcome.result, Bytes::new()).encode(), outcome.logs)
-                    }
-                    Ok(Frame { header: EventRequest::Batch(batch), body }) => {
-                        deliver_batch(f, batch, body, &load).await
-                    }
-                    Err(e) => {
-                        let result = EventResult { error: Some(format!("malformed event delivery: {e}")) };
-                        (Frame::new(result, Bytes::new()).encode(), Vec::new())
-                    }
-                },
-            };
+            let (reply, logs) = function.serve(msg.payload.clone(), &load).await;
             if !logs.is_empty() {
                 let logs = serde_json::to_vec(&logs).expect("serialise logs");
                 let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
             }
-            respond_or_warn(&*bus, &msg, reply, function.name()).await;
+            if let Err(e) = respond(&*bus, &msg, reply).await {
+                tracing::warn!(function = function.name(), "could not send reply: {e}");
+            }
         });
     }
-}
-
-/// Runs a batch's events side by side, each in its own instance and
-/// counted as its own request; replies with their results in order.
-async fn deliver_batch(
-    f: &crate::event::EventFunction,
-    batch: EventBatch,
-    body: Bytes,
-    load: &LoadCounters,
-) -> (Bytes, Vec<LogRecord>) {
-    let mut offset = 0;
-    let mut runs = Vec::with_capacity(batch.batch.len());
-    for e in batch.batch {
-        let end = (offset + e.len).min(body.len());
-        let data = body.slice(offset.min(end)..end);
-        offset = end;
-        runs.push(async move {
-            let started = load.started();
-            let outcome = f.deliver(e.delivery, data).await;
-            load.finished(started, outcome.result.error.is_some());
-            outcome
-        });
-    }
-    let outcomes = futures::future::join_all(runs).await;
-    let mut logs = Vec::new();
-    let mut results = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        logs.extend(o.logs);
-        results.push(o.result);
-    }
-    (Frame::new(EventBatchResult { results }, Bytes::new()).encode(), logs)
-}
-
-async fn respond_or_warn(bus: &dyn Bus, msg: &Message, reply: Bytes, function: &str) {
-    if let Err(e) = respond(bus, msg, reply).await {
-        tracing::warn!(function, "could not send reply: {e}");
-    }
-}
-
-/// 64 random bits, for this run's id.
-fn rand_u64() -> u64 {
-    use std::io::Read;
-    let mut raw = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut raw))
-        .expect("/dev/urandom is readable");
-    u64::from_le_bytes(raw)
 }

@@ -1,0 +1,295 @@
+//! One invocation of a function, whatever its world: a fresh store with the
+//! function's memory limit and deadline, its stdout and stderr captured as
+//! log records, and any trap, timeout or limit turned into a [`Failure`].
+//!
+//! What differs per world (how the guest is instantiated and called, what
+//! goes in and comes out) is a [`World`]; [`Function`] is the rest.
+
+use crate::host::{Host, LOG_CAPTURE_BYTES};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tern_protocol::{LogRecord, LogStream, clock};
+use tokio::task::JoinHandle;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// What a function version runs with, from its spec; either world.
+pub(crate) struct Settings {
+    pub name: String,
+    pub version: u64,
+    /// Config values, the guest's whole environment.
+    pub env: Vec<(String, String)>,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+}
+
+/// How one world instantiates and calls its guests.
+pub trait World: Send + Sync + 'static {
+    type Input: Send;
+    type Output: Send;
+
+    fn engine(&self) -> &Engine;
+
+    /// Instantiates the guest in `store` and calls it with `input`.
+    fn call(
+        &self,
+        store: Store<Host>,
+        limits: Limits,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, Failed>> + Send;
+}
+
+/// A loaded version of a function, ready to serve many invocations.
+pub struct Function<W> {
+    pub name: String,
+    pub version: u64,
+    settings: Settings,
+    world: W,
+}
+
+/// What one invocation produced: the guest's output or why there is none,
+/// and the log records it wrote (plus Tern's line about a failure).
+pub struct Invoked<T> {
+    pub result: Result<T, Failure>,
+    pub logs: Vec<LogRecord>,
+}
+
+impl<W: World> Function<W> {
+    pub(crate) fn new(settings: Settings, world: W) -> Self {
+        Function { name: settings.name.clone(), version: settings.version, settings, world }
+    }
+
+    /// Runs one invocation in a fresh instance. `context` prefixes Tern's
+    /// log line about a failure (which event, say).
+    pub(crate) async fn invoke(&self, input: W::Input, context: &str) -> Invoked<W::Output> {
+        let stdout = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
+        let stderr = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
+        let s = &self.settings;
+        let deadline = Instant::now() + s.timeout;
+        let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone());
+        let memory_hit = host.limits.hit.clone();
+        let mut store = Store::new(self.world.engine(), host);
+        store.limiter(|h| &mut h.limits);
+        // Every epoch tick the guest yields to tokio (so a spinning guest
+        // cannot starve other requests on this thread) and traps once its
+        // time is up.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let limits = Limits { deadline, timeout: s.timeout, memory_mib: s.memory_mib, memory_hit };
+        let result = self.world.call(store, limits, input).await;
+        let log = LogSink { function: &self.name, version: self.version };
+        let mut logs = log.output(&stdout, &stderr);
+        let result = result.map_err(|Failed(failure, detail)| {
+            let mut line = format!("{context}{}", failure.log_line());
+            if let Some(d) = detail {
+                line.push_str(&format!("\n{d}"));
+            }
+            logs.push(log.record(LogStream::Tern, line));
+            failure
+        });
+        Invoked { result, logs }
+    }
+
+    pub(crate) fn log(&self) -> LogSink<'_> {
+        LogSink { function: &self.name, version: self.version }
+    }
+}
+
+/// A failure and, for the function's log, its detail (a backtrace).
+pub struct Failed(pub Failure, pub Option<String>);
+
+impl From<Failure> for Failed {
+    fn from(f: Failure) -> Self {
+        Failed(f, None)
+    }
+}
+
+/// One invocation's limits, as a world's `call` needs them.
+pub struct Limits {
+    pub deadline: Instant,
+    timeout: Duration,
+    memory_mib: u32,
+    memory_hit: Arc<AtomicBool>,
+}
+
+impl Limits {
+    /// A guest blocked on the host (not spinning, so the epoch does not
+    /// stop it) is given up on at this time.
+    pub fn grace(&self) -> tokio::time::Instant {
+        (self.deadline + Duration::from_millis(50)).into()
+    }
+
+    pub fn timed_out(&self) -> Failed {
+        Failure::Timeout(self.timeout).into()
+    }
+
+    /// What a wasmtime error from the guest means for the client.
+    pub fn classify(&self, e: wasmtime::Error) -> Failed {
+        classify_error(e, self.memory_hit.load(Ordering::Relaxed), self.timeout, self.memory_mib)
+    }
+}
+
+/// Why an invocation produced no usable result. The client sees the status
+/// and a short message; the function's log gets the details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Timeout(Duration),
+    MemoryLimit(u32),
+    StackOverflow,
+    Trap(String),
+    /// The guest returned without setting a response.
+    NoResponse,
+    /// The guest answered with an error code instead of a response.
+    ErrorResponse(String),
+    ResponseTooLarge(usize),
+    /// Every instance slot on this node is busy.
+    Capacity,
+    BadRequest(String),
+}
+
+impl Failure {
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::Timeout(_) => 504,
+            Failure::NoResponse | Failure::ErrorResponse(_) | Failure::ResponseTooLarge(_) => 502,
+            Failure::Capacity => 503,
+            Failure::BadRequest(_) => 400,
+            Failure::MemoryLimit(_) | Failure::StackOverflow | Failure::Trap(_) => 500,
+        }
+    }
+
+    /// What the client is told: the kind of failure, never guest internals.
+    pub fn public_message(&self) -> String {
+        match self {
+            Failure::Timeout(d) => format!("function timed out after {}", humanize(*d)),
+            Failure::MemoryLimit(mib) => format!("function exceeded its memory limit of {mib} MiB"),
+            Failure::StackOverflow => "function overflowed its stack".into(),
+            Failure::Trap(_) => "function failed (trap)".into(),
+            Failure::NoResponse => "function returned without sending a response".into(),
+            Failure::ErrorResponse(_) => "function failed to produce a response".into(),
+            Failure::ResponseTooLarge(limit) => {
+                format!("function response is larger than the {limit} byte limit")
+            }
+            Failure::Capacity => "worker is at capacity, try again".into(),
+            Failure::BadRequest(m) => format!("bad request: {m}"),
+        }
+    }
+
+    /// What the function's log says.
+    pub(crate) fn log_line(&self) -> String {
+        match self {
+            Failure::Trap(detail) => format!("invocation failed: trap: {detail}"),
+            Failure::ErrorResponse(detail) => {
+                format!("invocation failed: guest set an error response: {detail}")
+            }
+            other => format!("invocation failed: {}", other.public_message()),
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    if d.as_millis().is_multiple_of(1000) {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Lines of trap detail (backtrace) kept in the log: a stack overflow's
+/// backtrace is thousands of identical frames.
+const DETAIL_LINES: usize = 24;
+
+fn classify_error(e: wasmtime::Error, memory_hit: bool, timeout: Duration, memory_mib: u32) -> Failed {
+    let full = format!("{e:?}");
+    let mut detail: String = full.lines().take(DETAIL_LINES).collect::<Vec<_>>().join("\n");
+    if full.lines().count() > DETAIL_LINES {
+        detail.push_str(&format!("\n    … (backtrace cut; cause: {})", e.root_cause()));
+    }
+    let failure = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout(timeout),
+        Some(Trap::StackOverflow) => Failure::StackOverflow,
+        _ if memory_hit => Failure::MemoryLimit(memory_mib),
+        _ if format!("{e:#}").contains("maximum concurrent") => Failure::Capacity,
+        Some(t) => Failure::Trap(t.to_string()),
+        None => Failure::Trap(format!("{e:#}")),
+    };
+    Failed(failure, Some(detail))
+}
+
+/// Turns one invocation's output into the function's log records.
+pub(crate) struct LogSink<'a> {
+    pub function: &'a str,
+    pub version: u64,
+}
+
+impl LogSink<'_> {
+    pub fn output(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> Vec<LogRecord> {
+        let mut logs = Vec::new();
+        for (stream, bytes) in
+            [(LogStream::Stdout, stdout.contents()), (LogStream::Stderr, stderr.contents())]
+        {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                logs.push(self.record(stream, line.to_string()));
+            }
+        }
+        logs
+    }
+
+    pub fn record(&self, stream: LogStream, line: String) -> LogRecord {
+        LogRecord {
+            function: self.function.to_string(),
+            version: self.version,
+            ts_ms: clock::now_ms(),
+            stream,
+            line,
+        }
+    }
+}
+
+/// A task aborted when its handle is dropped: a guest whose caller gave up
+/// is stopped.
+pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_statuses_and_never_leak_guest_detail() {
+        let trap = Failure::Trap("secret internals at 0x1234".into());
+        assert_eq!(trap.status(), 500);
+        assert!(!trap.public_message().contains("secret"));
+        assert!(trap.log_line().contains("secret"), "the function's own log gets the detail");
+        assert_eq!(
+            Failure::Timeout(Duration::from_millis(1500)).public_message(),
+            "function timed out after 1500ms"
+        );
+        assert_eq!(Failure::Timeout(Duration::from_secs(2)).public_message(), "function timed out after 2s");
+        assert_eq!(Failure::Capacity.status(), 503);
+        assert_eq!(Failure::NoResponse.status(), 502);
+    }
+
+    #[test]
+    fn a_refused_grow_reads_as_the_memory_limit() {
+        let Failed(f, detail) =
+            classify_error(wasmtime::Error::msg("unreachable"), true, Duration::from_secs(1), 64);
+        assert_eq!(f, Failure::MemoryLimit(64));
+        assert!(detail.is_some());
+        let Failed(f, _) = classify_error(Trap::Interrupt.into(), false, Duration::from_secs(1), 64);
+        assert_eq!(f, Failure::Timeout(Duration::from_secs(1)));
+    }
+}

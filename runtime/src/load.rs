@@ -1,0 +1,95 @@
+//! Per-function load a worker reports in its heartbeats: the autoscaler's
+//! input.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+use tern_protocol::FunctionLoad;
+
+/// Per-function counters reported in heartbeats (the autoscaler's input).
+#[derive(Default)]
+pub(crate) struct LoadCounters {
+    concurrency: Mutex<Concurrency>,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    latency_us_total: AtomicU64,
+}
+
+/// In-flight requests and their integral over time. The autoscaler needs
+/// mean concurrency between heartbeats, which a sample of `in_flight` at
+/// heartbeat time misses for short requests and the completed requests'
+/// latency misses for long ones.
+#[derive(Default)]
+struct Concurrency {
+    in_flight: u64,
+    busy_us: u64,
+    since: Option<Instant>,
+}
+
+impl Concurrency {
+    fn accrue(&mut self, now: Instant) {
+        if let Some(since) = self.since {
+            self.busy_us += self.in_flight * now.saturating_duration_since(since).as_micros() as u64;
+        }
+        self.since = Some(now);
+    }
+}
+
+impl LoadCounters {
+    /// Counts a request in; returns when, for [`LoadCounters::finished`].
+    pub(crate) fn started(&self) -> Instant {
+        let now = Instant::now();
+        let mut c = self.concurrency.lock().unwrap();
+        c.accrue(now);
+        c.in_flight += 1;
+        now
+    }
+
+    pub(crate) fn finished(&self, started: Instant, failed: bool) {
+        let latency = started.elapsed();
+        {
+            let mut c = self.concurrency.lock().unwrap();
+            c.accrue(Instant::now());
+            c.in_flight -= 1;
+        }
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.latency_us_total.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> FunctionLoad {
+        let (in_flight, busy_us) = {
+            let mut c = self.concurrency.lock().unwrap();
+            c.accrue(Instant::now());
+            (c.in_flight, c.busy_us)
+        };
+        FunctionLoad {
+            in_flight,
+            busy_us,
+            completed: self.completed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn busy_time_integrates_in_flight_requests() {
+        let load = LoadCounters::default();
+        let a = load.started();
+        let _b = load.started();
+        std::thread::sleep(Duration::from_millis(20));
+        load.finished(a, true);
+        let s = load.snapshot();
+        assert_eq!((s.in_flight, s.completed, s.errors), (1, 1, 1));
+        // Two requests for ~20 ms: ~40 ms of busy time.
+        assert!(s.busy_us >= 40_000 && s.busy_us < 1_000_000, "{}", s.busy_us);
+    }
+}
