@@ -18,7 +18,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
 use tern_protocol::{
-    FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, RouteTable, TriggerEntry, Version, World,
+    FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, ServingTable, TriggerEntry, Version, World,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -292,7 +292,7 @@ impl Registry {
     }
 
     /// The route table, built from the route index and the active versions.
-    pub fn route_table(&self) -> Result<RouteTable, RegistryError> {
+    pub fn serving_table(&self) -> Result<ServingTable, RegistryError> {
         let generation = match self.meta.get(GENERATION)? {
             Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
@@ -317,7 +317,7 @@ impl Registry {
                 });
             }
         }
-        Ok(RouteTable { generation, routes, triggers })
+        Ok(ServingTable { generation, routes, triggers })
     }
 }
 
@@ -403,12 +403,12 @@ mod tests {
         let v1 = reg.deploy(&spec("f", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
         let v2 = reg.deploy(&spec("f", &["/b"]), "d2", World::Http, b"two", 2).unwrap();
         assert_eq!((v1.number, v2.number), (1, 2));
-        let table = reg.route_table().unwrap();
+        let table = reg.serving_table().unwrap();
         assert_eq!(table.routes.iter().map(|r| r.pattern.as_str()).collect::<Vec<_>>(), ["/b"]);
         let back = reg.rollback("f", None).unwrap();
         assert_eq!(back.number, 1);
-        assert_eq!(reg.route_table().unwrap().routes[0].pattern, "/a");
-        assert!(reg.route_table().unwrap().generation > table.generation);
+        assert_eq!(reg.serving_table().unwrap().routes[0].pattern, "/a");
+        assert!(reg.serving_table().unwrap().generation > table.generation);
         assert_eq!(reg.describe("f").unwrap().versions.len(), 2);
         assert_eq!(reg.version("f", 2).unwrap().digest, "d2");
     }
@@ -417,10 +417,10 @@ mod tests {
     fn route_conflict_leaves_everything_as_it_was() {
         let (_d, reg) = open();
         reg.deploy(&spec("a", &["/x"]), "da", World::Http, b"a", 1).unwrap();
-        let before = reg.route_table().unwrap();
+        let before = reg.serving_table().unwrap();
         let err = reg.deploy(&spec("b", &["/y", "/x"]), "db", World::Http, b"b", 2).unwrap_err();
         assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
-        assert_eq!(reg.route_table().unwrap(), before);
+        assert_eq!(reg.serving_table().unwrap(), before);
         assert!(reg.artifact("db").unwrap().is_none(), "aborted deploy stored its artifact");
         assert!(matches!(reg.describe("b"), Err(RegistryError::NotFound(_))));
     }

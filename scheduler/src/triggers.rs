@@ -5,14 +5,13 @@
 //! event log, so a tick is delivered (retried, dead-lettered) like any
 //! event.
 
-use crate::registry::Registry;
+use crate::store::RegistryHandle;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::Duration;
 use tern_events::{ConsumerConfig, EventError, EventLog};
 use tern_protocol::cron::Schedule;
-use tern_protocol::{Trigger, Version, subject};
+use tern_protocol::{Trigger, Version, clock, subject};
 
 /// A delivery not settled or marked in progress within this long is
 /// delivered again (a gateway that died mid-delivery). Gateways mark slow
@@ -45,71 +44,76 @@ pub async fn remove_unwanted(events: &dyn EventLog, active: &[Version]) -> Resul
     Ok(())
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Fires cron ticks into the event log. Keeps each schedule parsed.
+#[derive(Default)]
+pub struct Cron {
+    parsed: HashMap<String, Schedule>,
 }
 
-/// Fires due cron ticks, once each: the last tick fired per function is
-/// kept in the registry, so a restarted scheduler neither repeats a tick
-/// nor replays the ticks it was down for (it fires the latest missed one
-/// once, then follows the schedule).
-pub async fn fire_due(
-    registry: Arc<Registry>,
-    events: &dyn EventLog,
-    parsed: &mut HashMap<String, Schedule>,
-) {
-    let versions = {
-        let r = registry.clone();
-        match tokio::task::spawn_blocking(move || r.active_versions()).await {
-            Ok(Ok(v)) => v,
-            _ => return,
-        }
-    };
-    let now = now_secs();
-    for v in versions {
-        let (name, Some(expr)) = (v.spec.name.clone(), v.spec.schedule.clone()) else { continue };
-        let schedule = match parsed.get(&expr) {
-            Some(s) => s.clone(),
-            None => match Schedule::parse(&expr) {
-                Ok(s) => parsed.entry(expr.clone()).or_insert(s).clone(),
-                Err(_) => continue, // validated at deploy
-            },
-        };
-        let r = registry.clone();
-        let n = name.clone();
-        let last = match tokio::task::spawn_blocking(move || r.cron_fired(&n)).await {
-            Ok(Ok(last)) => last,
-            _ => continue,
-        };
-        let Some(last) = last else {
-            // First sight of this schedule: start from now.
-            let r = registry.clone();
-            let _ = tokio::task::spawn_blocking(move || r.set_cron_fired(&name, now)).await;
-            continue;
-        };
-        // The latest tick in (last, now], if any.
-        let mut due = None;
-        let mut t = last;
-        while let Some(next) = schedule.next_after(t) {
-            if next > now {
-                break;
-            }
-            due = Some(next);
-            t = next;
-        }
-        let Some(tick) = due else { continue };
-        let data = serde_json::json!({ "schedule": expr, "tick": tick }).to_string();
-        let headers = vec![("Tern-Schedule".to_string(), expr.clone())];
-        // Published before the tick is recorded: a crash in between fires
-        // it twice rather than never (events are at least once).
-        match events.publish(&subject::cron(&name), headers, Bytes::from(data)).await {
-            Ok(e) => tracing::info!(function = %name, tick, event = %e.id, "cron tick"),
-            Err(e) => {
-                tracing::warn!(function = %name, "cron tick {tick} not published, will retry: {e}");
+impl Cron {
+    /// Fires due ticks, once each: the last tick fired per function is
+    /// kept in the registry, so a restarted scheduler neither repeats a
+    /// tick nor replays the ticks it was down for (it fires the latest
+    /// missed one once, then follows the schedule).
+    pub async fn fire_due(&mut self, registry: &RegistryHandle, events: &dyn EventLog) {
+        let Ok(versions) = registry.run(|r| r.active_versions()).await else { return };
+        let now = clock::now_secs();
+        for v in versions {
+            let (name, Some(expr)) = (v.spec.name.clone(), v.spec.schedule.clone()) else { continue };
+            let schedule = match self.parsed.get(&expr) {
+                Some(s) => s.clone(),
+                None => match Schedule::parse(&expr) {
+                    Ok(s) => self.parsed.entry(expr.clone()).or_insert(s).clone(),
+                    Err(_) => continue, // validated at deploy
+                },
+            };
+            let n = name.clone();
+            let Ok(last) = registry.run(move |r| r.cron_fired(&n)).await else { continue };
+            let Some(last) = last else {
+                // First sight of this schedule: start from now.
+                let _ = registry.run(move |r| r.set_cron_fired(&name, now)).await;
                 continue;
+            };
+            let Some(tick) = latest_due(&schedule, last, now) else { continue };
+            let data = serde_json::json!({ "schedule": expr, "tick": tick }).to_string();
+            let headers = vec![("Tern-Schedule".to_string(), expr.clone())];
+            // Published before the tick is recorded: a crash in between
+            // fires it twice rather than never (events are at least once).
+            match events.publish(&subject::cron(&name), headers, Bytes::from(data)).await {
+                Ok(e) => tracing::info!(function = %name, tick, event = %e.id, "cron tick"),
+                Err(e) => {
+                    tracing::warn!(function = %name, "cron tick {tick} not published, will retry: {e}");
+                    continue;
+                }
             }
+            let _ = registry.run(move |r| r.set_cron_fired(&name, tick)).await;
         }
-        let r = registry.clone();
-        let _ = tokio::task::spawn_blocking(move || r.set_cron_fired(&name, tick)).await;
+    }
+}
+
+/// The latest tick in `(last, now]`, if any.
+fn latest_due(schedule: &Schedule, last: u64, now: u64) -> Option<u64> {
+    let mut due = None;
+    let mut t = last;
+    while let Some(next) = schedule.next_after(t) {
+        if next > now {
+            break;
+        }
+        due = Some(next);
+        t = next;
+    }
+    due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_missed_tick_is_due() {
+        let every_10s = Schedule::parse("*/10 * * * * *").unwrap();
+        assert_eq!(latest_due(&every_10s, 1000, 1005), None);
+        assert_eq!(latest_due(&every_10s, 1000, 1010), Some(1010));
+        assert_eq!(latest_due(&every_10s, 1000, 1075), Some(1070), "a scheduler down for 75 s fires once");
     }
 }

@@ -1,0 +1,119 @@
+//! Operations that change the registry: deploy, rollback, delete. Each
+//! runs under the scheduler's `changes` lock, in one order: make sure the
+//! version's trigger consumers exist, record the change (flushed), place
+//! it, push the new serving table to gateways, then remove what no active
+//! version wants. A failure before the record stores nothing.
+
+use crate::{Scheduler, triggers};
+use bytes::Bytes;
+use tern_protocol::{
+    ApiError, ChangeReply, DeployReply, DeployRequest, Reply, RollbackRequest, ServingTable, World, clock,
+    subject,
+};
+
+impl Scheduler {
+    /// Records the version, places it, and answers once it is served (or
+    /// could not be).
+    pub(crate) async fn deploy(&self, req: DeployRequest, component: Bytes) -> Reply<DeployReply> {
+        let spec = req.spec;
+        spec.validate().map_err(ApiError::bad_request)?;
+        if component.len() > tern_protocol::MAX_COMPONENT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "component is {} bytes; the limit is {} bytes",
+                component.len(),
+                tern_protocol::MAX_COMPONENT_BYTES
+            )));
+        }
+        let world = self
+            .runtime
+            .validate(component.clone())
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if world == World::Event && !spec.routes.is_empty() {
+            return Err(ApiError::bad_request(
+                "this component is an event function (it exports tern:function/event-handler); it cannot serve HTTP routes",
+            ));
+        }
+        if world == World::Http && (!spec.on_event.is_empty() || spec.schedule.is_some()) {
+            return Err(ApiError::bad_request(
+                "this component is an HTTP function (it exports wasi:http/incoming-handler); event and cron \
+                 triggers need an event function (tern:function/event-handler, see sdk/wit)",
+            ));
+        }
+        let digest = tern_runtime::digest_of(&component);
+
+        let _order = self.changes.lock().await;
+        triggers::create(&*self.events, &spec.triggers()).await.map_err(|e| {
+            ApiError::unavailable(format!("cannot create the function's event triggers: {e}"))
+        })?;
+        // A new version starts with one replica (or min-scale), so a bad
+        // component fails here rather than on the first request; it scales
+        // to zero after its idle window like any other.
+        self.scaling.mark_active(&spec.name);
+        let version = {
+            let (spec, digest) = (spec.clone(), digest.clone());
+            self.registry.run(move |r| r.deploy(&spec, &digest, world, &component, clock::now_ms())).await?
+        };
+        let ready_replicas = self.place_version(&version).await?;
+        let routes = self.push_serving_table().await?;
+        self.remove_unwanted_triggers().await;
+        tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
+        Ok(DeployReply { version, ready_replicas, routes })
+    }
+
+    pub(crate) async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
+        let _order = self.changes.lock().await;
+        self.scaling.mark_active(&req.name);
+        let target = {
+            let (name, to) = (req.name.clone(), req.to);
+            self.registry.run(move |r| r.rollback_target(&name, to)).await?
+        };
+        triggers::create(&*self.events, &target.spec.triggers())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot create the version's event triggers: {e}")))?;
+        let version = self.registry.run(move |r| r.rollback(&req.name, req.to)).await?;
+        self.place_version(&version).await?;
+        let routes = self.push_serving_table().await?;
+        self.remove_unwanted_triggers().await;
+        Ok(ChangeReply { active_version: Some(version.number), routes })
+    }
+
+    pub(crate) async fn delete(&self, name: String) -> Reply<ChangeReply> {
+        let _order = self.changes.lock().await;
+        let n = name.clone();
+        self.registry.run(move |r| r.delete(&n)).await?;
+        // Routes go first so no new request is sent to unloading replicas.
+        let routes = self.push_serving_table().await?;
+        self.reconcile_locked().await;
+        self.remove_unwanted_triggers().await;
+        let n = name.clone();
+        let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
+        self.logs.forget(&name);
+        Ok(ChangeReply { active_version: None, routes })
+    }
+
+    /// Sends the current serving table to every gateway, and returns it
+    /// (for the reply, so the gateway that relayed the change serves it
+    /// before it answers).
+    async fn push_serving_table(&self) -> Result<ServingTable, ApiError> {
+        let table = self.registry.run(|r| r.serving_table()).await?;
+        let body = serde_json::to_vec(&table).expect("serialise");
+        if let Err(e) = self.bus.publish(&subject::serving_changed(), body.into()).await {
+            tracing::warn!("could not push the serving table: {e}");
+        }
+        Ok(table)
+    }
+
+    /// After a change: drop the consumers no active version wants. A
+    /// failure leaves an idle consumer behind, never a missing one, so it
+    /// is logged, not returned.
+    pub(crate) async fn remove_unwanted_triggers(&self) {
+        let active = match self.registry.run(|r| r.active_versions()).await {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!("cannot list versions to tidy triggers: {}", e.message),
+        };
+        if let Err(e) = triggers::remove_unwanted(&*self.events, &active).await {
+            tracing::warn!("cannot remove unused triggers: {e}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Worker membership: what each worker last said of itself (capacity,
+//! labels, loaded functions, load), whether it is alive, and what the
+//! scheduler's own commands changed since.
+
+use crate::placement::NodeView;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus};
+
+/// Three missed one-second heartbeats and a node is dead.
+pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
+
+/// What the scheduler knows of one worker.
+struct Node {
+    last_seen: Instant,
+    capacity: Capacity,
+    labels: BTreeMap<String, String>,
+    loaded: BTreeMap<String, u64>,
+    artifacts: Vec<String>,
+    load: BTreeMap<String, FunctionLoad>,
+    /// The newest generation heard, from a heartbeat or a command's reply.
+    generation: Generation,
+    /// Whether the last placement saw it alive (to log the change once).
+    was_alive: bool,
+}
+
+impl Node {
+    fn alive(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_seen) < DEAD_AFTER
+    }
+}
+
+/// What hearing from a node changed.
+pub struct Heard {
+    /// A new node, or one that was dead: placement should run now.
+    pub returning: bool,
+    /// The node's per-function counters in its previous state, if it was
+    /// alive: the baseline for the autoscaler's samples.
+    pub previous_load: Option<BTreeMap<String, FunctionLoad>>,
+}
+
+#[derive(Default)]
+pub struct Nodes {
+    nodes: Mutex<BTreeMap<String, Node>>,
+}
+
+impl Nodes {
+    /// Takes in a worker's announce or heartbeat.
+    pub fn observe(&self, state: NodeAnnounce) -> Heard {
+        self.observe_at(state, Instant::now())
+    }
+
+    fn observe_at(&self, state: NodeAnnounce, now: Instant) -> Heard {
+        let mut nodes = self.nodes.lock().unwrap();
+        let known = nodes.get(&state.node_id);
+        let returning = known.is_none_or(|n| !n.alive(now));
+        if returning {
+            tracing::info!(node = %state.node_id, functions = state.loaded.len(), "node joined");
+        }
+        let previous_load = known.filter(|n| n.alive(now)).map(|n| n.load.clone());
+        // A heartbeat sent before the node's latest assign or unassign was
+        // answered says what it had loaded before: keep what the reply said.
+        let stale = known.filter(|n| state.generation.older_than(&n.generation));
+        let (loaded, artifacts, generation) = match stale {
+            Some(n) => (n.loaded.clone(), n.artifacts.clone(), n.generation.clone()),
+            None => (state.loaded, state.artifacts, state.generation),
+        };
+        let node = Node {
+            last_seen: now,
+            capacity: state.capacity,
+            labels: state.labels,
+            loaded,
+            artifacts,
+            load: state.load,
+            generation,
+            was_alive: true,
+        };
+        nodes.insert(state.node_id, node);
+        Heard { returning, previous_load }
+    }
+
+    /// Live nodes serving `function` at `version`.
+    pub fn ready(&self, function: &str, version: u64) -> u32 {
+        let now = Instant::now();
+        let nodes = self.nodes.lock().unwrap();
+        nodes.values().filter(|n| n.alive(now) && n.loaded.get(function) == Some(&version)).count() as u32
+    }
+
+    /// Live nodes serving any version of `function`.
+    pub fn ready_any(&self, function: &str) -> u32 {
+        let now = Instant::now();
+        let nodes = self.nodes.lock().unwrap();
+        nodes.values().filter(|n| n.alive(now) && n.loaded.contains_key(function)).count() as u32
+    }
+
+    /// Every node as placement sees it. Logs a node that died since the
+    /// last call, once.
+    pub fn views(&self) -> Vec<NodeView> {
+        let now = Instant::now();
+        let mut nodes = self.nodes.lock().unwrap();
+        nodes
+            .iter_mut()
+            .map(|(id, n)| {
+                let alive = n.alive(now);
+                if n.was_alive && !alive {
+                    tracing::warn!(node = %id, "missed 3 heartbeats: node is dead, replacing its replicas");
+                }
+                n.was_alive = alive;
+                NodeView {
+                    id: id.clone(),
+                    alive,
+                    memory_budget_mib: n.capacity.memory_mib,
+                    labels: n.labels.clone(),
+                    loaded: n.loaded.clone(),
+                    artifacts: n.artifacts.iter().cloned().collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// A worker answered an assign: it serves `function` at `version`.
+    pub fn placed(&self, node: &str, function: &str, version: u64, digest: &str, generation: Generation) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+            n.loaded.insert(function.to_string(), version);
+            n.artifacts.push(digest.to_string());
+            n.generation = generation;
+        }
+    }
+
+    /// A worker answered an unassign.
+    pub fn unplaced(&self, node: &str, function: &str, generation: Generation) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+            n.loaded.remove(function);
+            n.generation = generation;
+        }
+    }
+
+    /// `tern status`'s nodes, and the live nodes serving each function.
+    /// `memory_mib` is each function's memory limit, to show what is used.
+    pub fn status(
+        &self,
+        memory_mib: &BTreeMap<String, u64>,
+    ) -> (Vec<NodeStatus>, BTreeMap<String, Vec<String>>) {
+        let now = Instant::now();
+        let nodes = self.nodes.lock().unwrap();
+        let mut replicas: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (id, n) in nodes.iter() {
+            let alive = n.alive(now);
+            if alive {
+                for f in n.loaded.keys() {
+                    replicas.entry(f.clone()).or_default().push(id.clone());
+                }
+            }
+            out.push(NodeStatus {
+                node_id: id.clone(),
+                alive,
+                last_seen_ms_ago: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+                capacity: n.capacity.clone(),
+                used_memory_mib: n.loaded.keys().filter_map(|f| memory_mib.get(f)).sum(),
+                labels: n.labels.clone(),
+                loaded: n.loaded.clone(),
+                load: n.load.clone(),
+            });
+        }
+        (out, replicas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(node: &str, changes: u64, loaded: &[(&str, u64)]) -> NodeAnnounce {
+        NodeAnnounce {
+            node_id: node.into(),
+            loaded: loaded.iter().map(|(f, v)| (f.to_string(), *v)).collect(),
+            generation: Generation { boot: "b1".into(), changes },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_older_than_a_command_reply_does_not_undo_it() {
+        let nodes = Nodes::default();
+        assert!(nodes.observe(state("n1", 1, &[])).returning);
+        nodes.placed("n1", "f", 3, "d", Generation { boot: "b1".into(), changes: 2 });
+        assert_eq!(nodes.ready("f", 3), 1);
+        // Sent before the assign was answered: says nothing is loaded.
+        let heard = nodes.observe(state("n1", 1, &[]));
+        assert!(!heard.returning);
+        assert_eq!(nodes.ready("f", 3), 1, "the stale heartbeat is ignored");
+        // A newer one is believed.
+        nodes.observe(state("n1", 3, &[]));
+        assert_eq!(nodes.ready_any("f"), 0);
+    }
+
+    #[test]
+    fn a_silent_node_is_dead_and_comes_back_as_returning() {
+        let nodes = Nodes::default();
+        let start = Instant::now();
+        nodes.observe_at(state("n1", 1, &[("f", 1)]), start);
+        let later = start + DEAD_AFTER + Duration::from_millis(1);
+        let heard = nodes.observe_at(state("n1", 1, &[("f", 1)]), later);
+        assert!(heard.returning, "silent past DEAD_AFTER");
+        assert!(heard.previous_load.is_none(), "a dead node's counters are no baseline");
+        let heard = nodes.observe_at(state("n1", 1, &[("f", 1)]), later + Duration::from_millis(900));
+        assert!(!heard.returning && heard.previous_load.is_some());
+    }
+
+    #[test]
+    fn status_counts_memory_and_replicas_of_live_nodes() {
+        let nodes = Nodes::default();
+        nodes.observe(state("n1", 1, &[("f", 1), ("g", 2)]));
+        nodes.observe(state("n2", 1, &[("f", 1)]));
+        let memory = BTreeMap::from([("f".to_string(), 128), ("g".to_string(), 64)]);
+        let (status, replicas) = nodes.status(&memory);
+        assert_eq!(status.iter().map(|n| n.used_memory_mib).collect::<Vec<_>>(), vec![192, 128]);
+        assert_eq!(replicas["f"], vec!["n1", "n2"]);
+        assert_eq!(nodes.views().len(), 2);
+    }
+}

@@ -1,0 +1,108 @@
+//! Carrying placement out: gather the observed state (live nodes, ready
+//! replicas) and the desired one (active versions, the autoscaler's
+//! counts), ask the pure [`placement::plan`] for commands, send them to the
+//! workers, and record their answers.
+
+use crate::Scheduler;
+use crate::placement::{self, Command, Want};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tern_protocol::{ApiError, Assign, Generation, Unassign, Version, decode_reply, subject};
+
+/// Loading a function may mean fetching and compiling it.
+const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Scheduler {
+    /// Runs placement once, after any registry change in progress.
+    /// Returns the failures, by function.
+    pub async fn reconcile(&self) -> BTreeMap<String, ApiError> {
+        let _order = self.changes.lock().await;
+        self.reconcile_locked().await
+    }
+
+    /// [`Scheduler::reconcile`] for callers that hold `changes` already.
+    pub(crate) async fn reconcile_locked(&self) -> BTreeMap<String, ApiError> {
+        let versions: Vec<Version> = match self.registry.run(|r| r.active_versions()).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!("cannot read the registry for placement: {}", e.message);
+                return BTreeMap::new();
+            }
+        };
+        let ready: BTreeMap<String, u32> =
+            versions.iter().map(|v| (v.spec.name.clone(), self.nodes.ready_any(&v.spec.name))).collect();
+        let desired = self.scaling.desired(&versions, &ready);
+        let wants: Vec<Want> = versions
+            .iter()
+            .map(|v| Want {
+                function: v.spec.name.clone(),
+                version: v.number,
+                digest: v.digest.clone(),
+                memory_mib: v.spec.memory_mib,
+                replicas: desired[&v.spec.name],
+                selector: v.spec.node_selector.clone(),
+            })
+            .collect();
+        let commands = placement::plan(&self.nodes.views(), &wants);
+        let by_name: BTreeMap<&str, &Version> = versions.iter().map(|v| (v.spec.name.as_str(), v)).collect();
+        let results = futures::future::join_all(commands.iter().map(|c| self.carry_out(c, &by_name))).await;
+        let mut failures = BTreeMap::new();
+        for (command, result) in commands.iter().zip(results) {
+            if let Err(e) = result {
+                let (Command::Assign { node, function } | Command::Unassign { node, function }) = command;
+                tracing::warn!(node, function, "placement command failed: {}", e.message);
+                failures.insert(function.clone(), e);
+            }
+        }
+        failures
+    }
+
+    /// Places a newly active version; an error only if it could be placed
+    /// nowhere although a worker tried.
+    pub(crate) async fn place_version(&self, version: &Version) -> Result<u32, ApiError> {
+        let failures = self.reconcile_locked().await;
+        let ready = self.nodes.ready(&version.spec.name, version.number);
+        match failures.get(&version.spec.name) {
+            Some(e) if ready == 0 => Err(ApiError::new(
+                e.kind,
+                format!("version {} is recorded but no worker could load it: {}", version.number, e.message),
+            )),
+            _ => Ok(ready),
+        }
+    }
+
+    async fn carry_out(
+        &self,
+        command: &Command,
+        versions: &BTreeMap<&str, &Version>,
+    ) -> Result<(), ApiError> {
+        match command {
+            Command::Assign { node, function } => {
+                let v = versions[function.as_str()];
+                let body = serde_json::to_vec(&Assign::for_version(v)).expect("serialise");
+                let generation = self.ask(node, &subject::worker_assign(node), body.into()).await?;
+                self.nodes.placed(node, function, v.number, &v.digest, generation);
+                tracing::info!(node, function, version = v.number, "placed");
+            }
+            Command::Unassign { node, function } => {
+                let body = serde_json::to_vec(&Unassign { function: function.clone() }).expect("serialise");
+                let generation = self.ask(node, &subject::worker_unassign(node), body.into()).await?;
+                self.nodes.unplaced(node, function, generation);
+                tracing::info!(node, function, "unloaded");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a command to a worker; its reply is the node's generation
+    /// after the change.
+    async fn ask(&self, node: &str, subject: &str, body: Bytes) -> Result<Generation, ApiError> {
+        let msg = self
+            .bus
+            .request(subject, body, ASSIGN_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("worker did not answer on {subject}: {e}")))?;
+        decode_reply(msg.payload, &format!("worker {node}"))
+    }
+}
