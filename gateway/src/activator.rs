@@ -4,14 +4,15 @@
 //! replica is ready. Past the bound, or the cold-start timeout, the caller
 //! gets an error to turn into 503 with Retry-After.
 
+use crate::scheduler_client::SchedulerClient;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tern_bus::{Bus, BusError};
-use tern_protocol::subject::{self, SchedulerOp};
-use tern_protocol::{ErrorKind, Frame, Reply, WakeReply, WakeRequest};
+use tern_bus::BusError;
+use tern_protocol::subject::SchedulerOp;
+use tern_protocol::{ErrorKind, WakeReply, WakeRequest};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -35,7 +36,7 @@ struct Waking {
 }
 
 pub struct Activator {
-    bus: Arc<dyn Bus>,
+    scheduler: SchedulerClient,
     /// Requests held per function, at most.
     limit: usize,
     pub(crate) timeout: Duration,
@@ -58,9 +59,9 @@ impl Drop for Held {
 }
 
 impl Activator {
-    pub fn new(bus: Arc<dyn Bus>, limit: usize, timeout: Duration) -> Self {
+    pub fn new(scheduler: SchedulerClient, limit: usize, timeout: Duration) -> Self {
         Activator {
-            bus,
+            scheduler,
             limit,
             timeout,
             waking: Mutex::new(HashMap::new()),
@@ -143,18 +144,13 @@ impl Activator {
                 waiting: waking.waiting.load(Ordering::Relaxed) as u64,
             };
             let body = Bytes::from(serde_json::to_vec(&req).expect("serialise"));
-            let answer = self.bus.request(&subject::scheduler(SchedulerOp::Wake), body, remaining).await;
+            let answer = self.scheduler.request_within::<WakeReply>(SchedulerOp::Wake, body, remaining).await;
             let reason = match answer {
-                Ok(msg) => match Frame::<Reply<WakeReply>>::decode(msg.payload) {
-                    Ok(f) => match f.header {
-                        Ok(_) => return Ok(()),
-                        Err(e) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::NotFound => {
-                            return Err(ActivateError::Refused(e.message));
-                        }
-                        Err(e) => e.message,
-                    },
-                    Err(e) => format!("malformed wake reply: {e}"),
-                },
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) if e.kind == ErrorKind::Unavailable || e.kind == ErrorKind::NotFound => {
+                    return Err(ActivateError::Refused(e.message));
+                }
+                Ok(Err(e)) => e.message,
                 Err(BusError::NoResponders(_)) => "the scheduler is not running".to_string(),
                 Err(e) => e.to_string(),
             };

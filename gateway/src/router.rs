@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use tern_protocol::route::{RoutePattern, Segment};
-use tern_protocol::{RouteEntry, RouteTable};
+use tern_protocol::{RouteEntry, ServingTable};
 
 #[derive(Default)]
 pub struct Router {
@@ -27,7 +27,7 @@ fn normalise(path: &str) -> String {
 }
 
 impl Router {
-    pub fn new(table: &RouteTable) -> Self {
+    pub fn new(table: &ServingTable) -> Self {
         let mut r = Router { generation: table.generation, ..Default::default() };
         for entry in &table.routes {
             // The scheduler validated every pattern at deploy; one that no
@@ -66,8 +66,8 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn table(routes: &[(&str, &str)]) -> RouteTable {
-        RouteTable {
+    fn table(routes: &[(&str, &str)]) -> ServingTable {
+        ServingTable {
             generation: 1,
             routes: routes
                 .iter()

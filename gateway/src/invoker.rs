@@ -1,0 +1,84 @@
+//! Sending one invocation to a replica of a function and waiting for its
+//! reply: every trigger (HTTP routes, event triggers, the admin API's
+//! invoke and replay) calls functions through [`Invoker::call`]. If no
+//! replica listens, the call waits in the [`Activator`] while the function
+//! starts, then is sent again.
+
+use crate::activator::{ActivateError, Activator};
+use bytes::Bytes;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_bus::{Bus, BusError, Message};
+use tern_protocol::subject;
+
+pub struct Invoker {
+    bus: Arc<dyn Bus>,
+    activator: Arc<Activator>,
+}
+
+/// Why [`Invoker::call`] got no answer from a function. Its message is
+/// what a client or a dead letter is told.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No replica became ready: the activator's buffer was full, the
+    /// function could not start, or it did not start in time.
+    #[error(transparent)]
+    Cold(ActivateError),
+    #[error("function {function} did not answer in time")]
+    Timeout { function: String },
+    #[error("could not reach function {function}: {source}")]
+    Unreachable { function: String, source: BusError },
+}
+
+impl CallError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CallError::Cold(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            CallError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl Invoker {
+    pub fn new(bus: Arc<dyn Bus>, activator: Arc<Activator>) -> Self {
+        Invoker { bus, activator }
+    }
+
+    /// Sends `payload` (an invoke frame) to a replica of `function` and
+    /// returns its reply. `timeout_ms` is the function's own limit.
+    pub async fn call(&self, function: &str, timeout_ms: u64, payload: Bytes) -> Result<Message, CallError> {
+        // The worker enforces the function's timeout and answers with 504;
+        // this margin only covers a worker that died mid-request.
+        let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
+        let subject = subject::invoke(function);
+        let mut deadline = None;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let sent_at = tokio::time::Instant::now();
+            match self.bus.request(&subject, payload.clone(), wait).await {
+                Err(BusError::NoResponders(_)) => {
+                    // One deadline across retries: a function that is
+                    // unloaded again between wake and send does not reset it.
+                    let deadline = match deadline {
+                        Some(d) => {
+                            // Woken, yet nobody listens: the scheduler's view
+                            // is a heartbeat behind. Do not spin on it.
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(200));
+                            d
+                        }
+                        None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
+                    };
+                    self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
+                }
+                Ok(reply) => return Ok(reply),
+                Err(BusError::Timeout { .. }) => {
+                    return Err(CallError::Timeout { function: function.into() });
+                }
+                Err(source) => return Err(CallError::Unreachable { function: function.into(), source }),
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! An HTTP request to a function and back: the request becomes an invoke
+//! frame ([`InvokeRequest`] header, body), goes through the [`Invoker`],
+//! and the reply frame becomes the response.
+
+use crate::body::{self, Body, text};
+use crate::invoker::{CallError, Invoker};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
+
+/// Headers the gateway never forwards: they describe one hop, not the
+/// message (RFC 9110 §7.6.1), or are recomputed from the body.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+/// Where and how to send one request.
+pub struct Target<'a> {
+    pub function: &'a str,
+    pub timeout_ms: u64,
+    /// Path and query the function sees.
+    pub uri: String,
+    pub body_limit: usize,
+}
+
+/// Sends `req` to a replica of the target function and relays its answer.
+pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match body::read(body, target.body_limit, "request body").await {
+        Ok(b) => b,
+        Err(e) => return text(e.status(), e.to_string()),
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri: target.uri, headers };
+    let payload = Frame::new(head, body).encode();
+    let function = target.function;
+    match invoker.call(function, target.timeout_ms, payload).await {
+        Ok(reply) => match Frame::<InvokeResponse>::decode(reply.payload) {
+            Ok(f) => to_response(f.header, f.body),
+            Err(e) => {
+                text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"))
+            }
+        },
+        Err(e) => {
+            let mut r = text(e.status(), e.to_string());
+            if matches!(e, CallError::Cold(_)) {
+                r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
+        }
+    }
+}
+
+fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
+    let mut builder = Response::builder().status(head.status);
+    for (k, v) in &head.headers {
+        if !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
+            builder = builder.header(k, v);
+        }
+    }
+    builder.body(Full::new(body).boxed_unsync()).unwrap_or_else(|e| {
+        text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
+    })
+}
