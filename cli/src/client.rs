@@ -1,22 +1,22 @@
 //! Client commands: each is one or two admin API calls and a printout.
 
-use crate::{Conn, DeployArgs};
+use crate::Conn;
 use anyhow::{Context, anyhow, bail};
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, Response};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
-use tern_protocol::{ChangeReply, ClusterStatus, DeployReply, FunctionDetail, FunctionSummary, LogRecord};
+use tern_protocol::{ChangeReply, ClusterStatus, FunctionDetail, FunctionSummary, LogRecord};
 
-struct Api {
-    url: String,
+pub(crate) struct Api {
+    pub(crate) url: String,
     token: String,
     http: reqwest::Client,
 }
 
 impl Api {
-    fn new(conn: &Conn) -> anyhow::Result<Self> {
+    pub(crate) fn new(conn: &Conn) -> anyhow::Result<Self> {
         let token = match &conn.token {
             Some(t) => t.clone(),
             None => {
@@ -36,7 +36,7 @@ impl Api {
         Ok(Api { url: conn.url.trim_end_matches('/').to_string(), token, http })
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http.request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(&self.token)
     }
 
@@ -58,108 +58,18 @@ impl Api {
         bail!("{message} (HTTP {status})")
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+    ) -> anyhow::Result<T> {
         let resp = self.send(req).await?;
         resp.json().await.context("the gateway sent a reply this tern cannot read (version mismatch?)")
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
-}
-
-pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::new(&args.conn)?;
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let mut query: Vec<(String, String)> =
-        args.routes.iter().map(|r| ("route".to_string(), r.clone())).collect();
-    for e in &args.env {
-        if !e.contains('=') {
-            bail!("--env {e:?} must be KEY=VALUE");
-        }
-        query.push(("env".into(), e.clone()));
-    }
-    if let Some(m) = args.memory {
-        query.push(("memory_mib".into(), m.to_string()));
-    }
-    if let Some(t) = args.timeout {
-        query.push(("timeout_ms".into(), t.as_millis().max(1).to_string()));
-    }
-    if let Some(n) = args.min_scale {
-        query.push(("min_scale".into(), n.to_string()));
-    }
-    if let Some(n) = args.max_scale {
-        query.push(("max_scale".into(), n.to_string()));
-    }
-    if let Some(n) = args.concurrency {
-        query.push(("concurrency".into(), n.to_string()));
-    }
-    if let Some(d) = args.idle {
-        query.push(("idle_ms".into(), d.as_millis().to_string()));
-    }
-    for (k, v) in &args.node_selector {
-        query.push(("node_selector".into(), format!("{k}={v}")));
-    }
-    for subject in &args.on_event {
-        query.push(("on_event".into(), subject.clone()));
-    }
-    if let Some(cron) = &args.schedule {
-        query.push(("schedule".into(), cron.clone()));
-    }
-    if let Some(n) = args.max_attempts {
-        query.push(("max_attempts".into(), n.to_string()));
-    }
-    if let Some(d) = args.backoff {
-        query.push(("backoff_ms".into(), d.as_millis().max(1).to_string()));
-    }
-    eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
-    let req = api
-        .request(Method::POST, &format!("/functions/{}/versions", args.name))
-        .query(&query)
-        .header("content-type", "application/wasm")
-        .body(bytes);
-    eprintln!("Validating and compiling ...");
-    let reply: DeployReply = api.json(req).await?;
-    if args.json {
-        print_json(&reply.version)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let v = &reply.version;
-    let replicas = reply.ready_replicas;
-    let plural = if replicas == 1 { "" } else { "s" };
-    println!(
-        "Deployed {} version {} (sha256 {}), {replicas} replica{plural} ready",
-        v.spec.name,
-        v.number,
-        &v.digest[..12]
-    );
-    if replicas == 0 {
-        eprintln!(
-            "warning: no worker serves it yet (none running, none matching its node selector, or no room)"
-        );
-    }
-    for subject in &v.spec.on_event {
-        println!("  on events {subject}");
-    }
-    if let Some(cron) = &v.spec.schedule {
-        println!("  on schedule {cron} (UTC)");
-    }
-    if v.spec.routes.is_empty() && v.spec.on_event.is_empty() && v.spec.schedule.is_none() {
-        println!("  no routes; call it with: tern invoke {}", v.spec.name);
-    }
-    for r in &v.spec.routes {
-        println!("  {}{}", api.url, r);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn size(n: usize) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
 }
 
 pub async fn list(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {

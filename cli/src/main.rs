@@ -1,6 +1,7 @@
 //! `tern`: runs the roles, and talks to a running gateway's admin API.
 
 mod client;
+mod deploy;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -40,7 +41,7 @@ enum Command {
         json: bool,
     },
     /// Deploy a component as a new immutable version of a function
-    Deploy(DeployArgs),
+    Deploy(deploy::DeployArgs),
     /// List functions
     List {
         #[command(flatten)]
@@ -163,59 +164,6 @@ pub struct Conn {
     pub token: Option<String>,
 }
 
-#[derive(Args)]
-pub struct DeployArgs {
-    /// The component (.wasm) to deploy
-    pub file: PathBuf,
-    /// Function name
-    #[arg(long)]
-    pub name: String,
-    /// Route to serve, e.g. /hello, /users/:id, /static/* (repeatable)
-    #[arg(long = "route")]
-    pub routes: Vec<String>,
-    /// Config value visible to the function as an environment variable (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    /// Memory limit in MiB
-    #[arg(long, value_name = "MiB")]
-    pub memory: Option<u32>,
-    /// Time limit per request, like 500ms, 2s, 1m
-    #[arg(long, value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Replicas kept loaded even when idle, each on its own worker [default: 0, scale to zero]
-    #[arg(long, value_name = "N")]
-    pub min_scale: Option<u32>,
-    /// Most replicas the autoscaler may run [default: 0, no limit but the number of workers]
-    #[arg(long, value_name = "N")]
-    pub max_scale: Option<u32>,
-    /// Target in-flight requests per replica; more concurrency adds replicas [default: 100]
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<u32>,
-    /// Unload the function after this long without requests, like 30s, 5m [default: 60s]
-    #[arg(long, value_parser = parse_duration)]
-    pub idle: Option<Duration>,
-    /// Event subject that triggers the function; NATS wildcards allowed, e.g. orders.* or orders.> (repeatable)
-    #[arg(long = "on-event", value_name = "SUBJECT")]
-    pub on_event: Vec<String>,
-    /// Cron schedule (UTC) that triggers the function: 5 fields, or 6 with seconds first, or @hourly etc.
-    #[arg(long, value_name = "CRON")]
-    pub schedule: Option<String>,
-    /// Tries per event before it becomes a dead letter [default: 5]
-    #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
-    /// Delay before the first retry of a failed event, doubling for each next one, like 500ms, 2s [default: 1s]
-    #[arg(long, value_parser = parse_duration)]
-    pub backoff: Option<Duration>,
-    /// Run only on workers with this label (repeatable; all must match)
-    #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub node_selector: Vec<(String, String)>,
-    /// Print the new version as JSON
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub conn: Conn,
-}
-
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -260,7 +208,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => up::worker(args).await,
             Command::Gateway(args) => up::gateway(args).await,
             Command::Status { conn, json } => client::status(&conn, json).await,
-            Command::Deploy(args) => client::deploy(args).await,
+            Command::Deploy(args) => deploy::deploy(args).await,
             Command::List { conn, json } => client::list(&conn, json).await,
             Command::Describe { name, conn, json } => client::describe(&conn, &name, json).await,
             Command::Delete { name, conn } => client::delete(&conn, &name).await,

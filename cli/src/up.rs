@@ -4,18 +4,16 @@
 
 use anyhow::{Context, bail};
 use clap::Args;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, InProcessBus, NatsBus, NatsOptions};
-use tern_events::{EventLog, JetStreamLog, SledLog};
-use tern_gateway::{Gateway, GatewayConfig};
-use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
-use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
-use tern_scheduler::{ScaleConfig, Scheduler};
+use tern_protocol::Capacity;
+use tern_roles::{ActivatorConfig, GatewayRole, UpConfig};
+use tern_runtime::WorkerConfig;
+use tern_scheduler::ScaleConfig;
 
 /// How to reach NATS; credentials and TLS are passed to the client as is.
 #[derive(Args, Clone, Default)]
@@ -69,6 +67,12 @@ pub struct ActivatorArgs {
     /// How long a held request waits for its function to start before 503
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     cold_start_timeout: Duration,
+}
+
+impl ActivatorArgs {
+    fn config(&self) -> ActivatorConfig {
+        ActivatorConfig { buffer: self.cold_start_buffer, timeout: self.cold_start_timeout }
+    }
 }
 
 #[derive(Args)]
@@ -162,122 +166,13 @@ async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
     Ok(Arc::new(bus))
 }
 
-/// Bodies must fit in one bus message with their header.
-fn body_limit(bus: &dyn Bus) -> usize {
-    let fits = bus.max_payload().saturating_sub(64 * 1024);
-    if fits < DEFAULT_BODY_LIMIT {
-        tracing::warn!(
-            "the bus carries at most {} bytes; request and response bodies are limited to {fits} bytes \
-             (set `max_payload: 16MB` in nats-server.conf for 8 MiB bodies)",
-            bus.max_payload()
-        );
-    }
-    DEFAULT_BODY_LIMIT.min(fits)
-}
-
-/// The durable event log: JetStream over the cluster's NATS, else sled in
-/// the data dir.
-async fn open_events(nats: Option<&NatsBus>, data_dir: &Path) -> anyhow::Result<Arc<dyn EventLog>> {
-    Ok(match nats {
-        Some(bus) => Arc::new(
-            JetStreamLog::open(bus.client().clone())
-                .await
-                .context("cannot open the event streams (is JetStream enabled: `nats-server -js`?)")?,
-        ),
-        None => {
-            let dir = data_dir.join("events");
-            Arc::new(SledLog::open(&dir).with_context(|| {
-                format!("cannot open the event log in {} (is another tern using it?)", dir.display())
-            })?)
-        }
-    })
-}
-
-async fn start_scheduler(
-    bus: Arc<dyn Bus>,
-    events: Arc<dyn EventLog>,
-    data_dir: &Path,
-    scale: &ScaleArgs,
-) -> anyhow::Result<Arc<Scheduler>> {
-    let scale = scale.config()?;
-    let runtime =
-        Runtime::new(RuntimeConfig::new(data_dir.join("cache"))).context("cannot start the wasm runtime")?;
-    let scheduler = Scheduler::open(data_dir, bus, runtime, scale, events).with_context(|| {
-        format!("cannot open the registry in {} (is another tern using it?)", data_dir.display())
-    })?;
-    scheduler.start().await.context("cannot start the scheduler")?;
-    Ok(scheduler)
-}
-
-fn node_id(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("node-id");
-    if let Ok(id) = std::fs::read_to_string(&path)
-        && !id.trim().is_empty()
-    {
-        return Ok(id.trim().to_string());
-    }
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host: String =
-        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
-    let mut raw = [0u8; 3];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut raw)?;
-    let id = format!(
-        "{}-{:02x}{:02x}{:02x}",
-        if host.is_empty() { "worker" } else { &host },
-        raw[0],
-        raw[1],
-        raw[2]
-    );
-    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(id)
-}
-
-fn default_memory_budget() -> u64 {
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-    });
-    total_kib.map_or(4096, |k| k / 1024 * 8 / 10)
-}
-
-async fn start_worker(
-    bus: Arc<dyn Bus>,
-    data_dir: &Path,
-    config: WorkerConfig,
-) -> anyhow::Result<Arc<Worker>> {
-    let mut rc = RuntimeConfig::new(data_dir.join("cache"));
-    rc.max_instances = config.capacity.slots;
-    let runtime = Runtime::new(rc).context("cannot start the wasm runtime")?;
-    let worker = Worker::new(config, bus, runtime);
-    worker.start().await.context("cannot start the worker")?;
-    Ok(worker)
-}
-
-async fn start_gateway(
-    bus: Arc<dyn Bus>,
-    events: Arc<dyn EventLog>,
-    data_dir: &Path,
-    listen: SocketAddr,
-    activator: &ActivatorArgs,
-) -> anyhow::Result<()> {
-    let token = tern_gateway::token::load_or_create(data_dir)
-        .with_context(|| format!("cannot read or create the admin token in {}", data_dir.display()))?;
-    let config = GatewayConfig {
-        body_limit: body_limit(&*bus),
-        header_limit: 64 * 1024,
-        admin_token: token,
-        cold_start_buffer: activator.cold_start_buffer,
-        cold_start_timeout: activator.cold_start_timeout,
-    };
-    let gateway = Gateway::new(bus, events, config);
-    gateway.start().await.context("cannot start the gateway")?;
-    let listener = tern_gateway::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    // One line on stdout that scripts (and the tests) can read.
-    println!("tern is up: http://{addr}");
-    eprintln!("  admin token: {}", tern_gateway::token::token_path(data_dir).display());
+/// Serves until the listener fails or a signal says stop. The address line
+/// on stdout is what scripts (and the tests) read.
+async fn serve(role: GatewayRole) -> anyhow::Result<()> {
+    println!("tern is up: http://{}", role.addr);
+    eprintln!("  admin token: {}", role.token_path.display());
     tokio::select! {
-        r = gateway.serve(listener) => r.context("the gateway stopped")?,
+        r = role.gateway.serve(role.listener) => r.context("the gateway stopped")?,
         _ = shutdown_signal() => eprintln!("shutting down"),
     }
     Ok(())
@@ -290,29 +185,27 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Some(connect(&args.nats, "up").await?),
         None => None,
     };
-    let events = open_events(nats.as_deref(), &data_dir).await?;
+    let events = tern_roles::open_events(nats.as_deref(), &data_dir).await?;
+    let node_id = match &nats {
+        Some(_) => tern_roles::node_id(&data_dir)?,
+        None => "local".into(),
+    };
     let bus: Arc<dyn Bus> = match nats {
         Some(n) => n,
         None => Arc::new(InProcessBus::new()),
     };
-    let scheduler = start_scheduler(bus.clone(), events.clone(), &data_dir, &args.scale).await?;
-    let config = WorkerConfig {
-        node_id: match &args.nats.url {
-            Some(_) => node_id(&data_dir)?,
-            None => "local".into(),
-        },
-        capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
-        labels: BTreeMap::new(),
+    let config = UpConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        node_id,
+        scale: args.scale.config()?,
+        activator: args.activator.config(),
     };
-    let worker = start_worker(bus.clone(), &data_dir, config).await?;
-    // Load every deployed function before taking requests, so a restart
-    // serves what it served before from the first request.
-    scheduler.observe(worker.state(), true);
-    scheduler.reconcile().await;
-    eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), worker.loaded().len());
-    start_gateway(bus, events, &data_dir, args.listen, &args.activator).await?;
+    let platform = tern_roles::up(bus, events, config).await?;
+    eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
+    serve(platform.gateway).await?;
     // Dropping the scheduler flushes and closes the registry.
-    drop(scheduler);
+    drop(platform.scheduler);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -320,8 +213,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
-    let events = open_events(Some(&bus), &data_dir).await?;
-    let scheduler = start_scheduler(bus, events, &data_dir, &args.scale).await?;
+    let events = tern_roles::open_events(Some(&bus), &data_dir).await?;
+    let scheduler = tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?).await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);
@@ -333,14 +226,14 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "worker").await?;
     let config = WorkerConfig {
-        node_id: node_id(&data_dir)?,
+        node_id: tern_roles::node_id(&data_dir)?,
         capacity: Capacity {
-            memory_mib: args.memory_budget.unwrap_or_else(default_memory_budget),
+            memory_mib: args.memory_budget.unwrap_or_else(tern_roles::default_memory_budget),
             slots: args.slots,
         },
         labels: args.labels.into_iter().collect(),
     };
-    let worker = start_worker(bus, &data_dir, config).await?;
+    let worker = tern_roles::worker(bus, &data_dir, config).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
@@ -350,8 +243,8 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
-    let events = open_events(Some(&bus), &data_dir).await?;
-    start_gateway(bus, events, &data_dir, args.listen, &args.activator).await?;
+    let events = tern_roles::open_events(Some(&bus), &data_dir).await?;
+    serve(tern_roles::gateway(bus, events, &data_dir, args.listen, args.activator.config()).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

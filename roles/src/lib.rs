@@ -1,0 +1,202 @@
+//! Starting Tern's roles, alone (cluster mode) or together in one process
+//! (`tern up`). The CLI adds flags, logging and signals on top; the
+//! in-process test harness uses [`up`] as it is. Each role is the same code
+//! in both modes; only the bus and the event log differ.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tern_bus::{Bus, NatsBus};
+use tern_events::{EventLog, JetStreamLog, SledLog};
+use tern_gateway::{Gateway, GatewayConfig};
+use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
+use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
+use tern_scheduler::{ScaleConfig, Scheduler};
+use tokio::net::TcpListener;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A role could not start; `what` says what was being done, in words a
+/// user can act on.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StartError {
+    what: String,
+    #[source]
+    source: BoxError,
+}
+
+fn fail<E: Into<BoxError>>(what: impl Into<String>) -> impl FnOnce(E) -> StartError {
+    let what = what.into();
+    move |e| StartError { what, source: e.into() }
+}
+
+/// The largest request head the gateway takes.
+pub const HEADER_LIMIT: usize = 64 * 1024;
+
+/// How the gateway holds requests for functions at zero.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivatorConfig {
+    pub buffer: usize,
+    pub timeout: Duration,
+}
+
+impl Default for ActivatorConfig {
+    fn default() -> Self {
+        ActivatorConfig { buffer: 1000, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// The durable event log: JetStream over the cluster's NATS, else sled in
+/// the data dir.
+pub async fn open_events(nats: Option<&NatsBus>, data_dir: &Path) -> Result<Arc<dyn EventLog>, StartError> {
+    Ok(match nats {
+        Some(bus) => Arc::new(
+            JetStreamLog::open(bus.client().clone())
+                .await
+                .map_err(fail("cannot open the event streams (is JetStream enabled: `nats-server -js`?)"))?,
+        ),
+        None => {
+            let dir = data_dir.join("events");
+            let what = format!("cannot open the event log in {} (is another tern using it?)", dir.display());
+            Arc::new(SledLog::open(&dir).map_err(fail(what))?)
+        }
+    })
+}
+
+pub async fn scheduler(
+    bus: Arc<dyn Bus>,
+    events: Arc<dyn EventLog>,
+    data_dir: &Path,
+    scale: ScaleConfig,
+) -> Result<Arc<Scheduler>, StartError> {
+    let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
+        .map_err(fail("cannot start the wasm runtime"))?;
+    let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
+    let scheduler = Scheduler::open(data_dir, bus, runtime, scale, events).map_err(fail(what))?;
+    scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
+    Ok(scheduler)
+}
+
+pub async fn worker(
+    bus: Arc<dyn Bus>,
+    data_dir: &Path,
+    config: WorkerConfig,
+) -> Result<Arc<Worker>, StartError> {
+    let mut rc = RuntimeConfig::new(data_dir.join("cache"));
+    rc.max_instances = config.capacity.slots;
+    let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
+    let worker = Worker::new(config, bus, runtime);
+    worker.start().await.map_err(fail("cannot start the worker"))?;
+    Ok(worker)
+}
+
+/// A started gateway and the listener it will serve on.
+pub struct GatewayRole {
+    pub gateway: Arc<Gateway>,
+    pub listener: TcpListener,
+    pub addr: SocketAddr,
+    pub token_path: PathBuf,
+}
+
+pub async fn gateway(
+    bus: Arc<dyn Bus>,
+    events: Arc<dyn EventLog>,
+    data_dir: &Path,
+    listen: SocketAddr,
+    activator: ActivatorConfig,
+) -> Result<GatewayRole, StartError> {
+    let what = format!("cannot read or create the admin token in {}", data_dir.display());
+    let token = tern_gateway::token::load_or_create(data_dir).map_err(fail(what))?;
+    let config = GatewayConfig {
+        body_limit: body_limit(&*bus),
+        header_limit: HEADER_LIMIT,
+        admin_token: token,
+        cold_start_buffer: activator.buffer,
+        cold_start_timeout: activator.timeout,
+    };
+    let gateway = Gateway::new(bus, events, config);
+    gateway.start().await.map_err(fail("cannot start the gateway"))?;
+    let listener = tern_gateway::bind(listen).await.map_err(fail("cannot start the gateway"))?;
+    let addr = listener.local_addr().map_err(fail("cannot start the gateway"))?;
+    Ok(GatewayRole { gateway, listener, addr, token_path: tern_gateway::token::token_path(data_dir) })
+}
+
+/// Bodies must fit in one bus message with their header.
+fn body_limit(bus: &dyn Bus) -> usize {
+    let limit = tern_protocol::body_limit(bus.max_payload());
+    if limit < DEFAULT_BODY_LIMIT {
+        tracing::warn!(
+            "the bus carries at most {} bytes; request and response bodies are limited to {limit} bytes \
+             (set `max_payload: 16MB` in nats-server.conf for 8 MiB bodies)",
+            bus.max_payload()
+        );
+    }
+    limit
+}
+
+/// Every role in one process, started and serving nothing yet.
+pub struct Platform {
+    pub scheduler: Arc<Scheduler>,
+    pub worker: Arc<Worker>,
+    pub gateway: GatewayRole,
+}
+
+/// What [`up`] needs beyond the bus and the log.
+pub struct UpConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `local` embedded; a stable id kept in the data dir over NATS.
+    pub node_id: String,
+    pub scale: ScaleConfig,
+    pub activator: ActivatorConfig,
+}
+
+/// Starts scheduler, worker and gateway on one bus, and loads every
+/// deployed function before returning, so a restart serves what it served
+/// before from the first request.
+pub async fn up(
+    bus: Arc<dyn Bus>,
+    events: Arc<dyn EventLog>,
+    config: UpConfig,
+) -> Result<Platform, StartError> {
+    let scheduler = scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale).await?;
+    let worker_config = WorkerConfig {
+        node_id: config.node_id,
+        capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
+        labels: Default::default(),
+    };
+    let worker = worker(bus.clone(), &config.data_dir, worker_config).await?;
+    scheduler.observe(worker.state(), true);
+    scheduler.reconcile().await;
+    let gateway = gateway(bus, events, &config.data_dir, config.listen, config.activator).await?;
+    Ok(Platform { scheduler, worker, gateway })
+}
+
+/// This worker's id, kept in the data dir across restarts: the host name
+/// and a random suffix.
+pub fn node_id(data_dir: &Path) -> Result<String, StartError> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    let suffix = tern_protocol::id::random_hex::<3>();
+    let id = format!("{}-{suffix}", if host.is_empty() { "worker" } else { &host });
+    std::fs::write(&path, &id).map_err(fail(format!("cannot write {}", path.display())))?;
+    Ok(id)
+}
+
+/// 80% of this machine's memory, in MiB (4 GiB if it cannot be read).
+pub fn default_memory_budget() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(4096, |k| k / 1024 * 8 / 10)
+}
