@@ -18,7 +18,7 @@ fn cluster_deploys_serves_places_and_reports() {
 
     let out = deploy(&c, "hello", "hello", &["--route", "/hello", "--min-scale", "2"]);
     assert!(out.contains("2 replicas ready"), "{out}");
-    assert_eq!(c.get("/hello").unwrap().body, "Hello, world!\n");
+    assert_eq!(c.get("/hello").body, "Hello, world!\n");
     let mut on = c.replicas("hello");
     on.sort();
     let mut both = vec![w0.clone(), w1.clone()];
@@ -33,7 +33,7 @@ fn cluster_deploys_serves_places_and_reports() {
         &["--route", "/api/echo", "--route", "/api/add/:a/:b", "--node-selector", "zone=w1"],
     );
     assert_eq!(c.replicas("api"), std::slice::from_ref(&w1));
-    assert_eq!(c.get("/api/add/2/3").unwrap().body, r#"{"a":2,"b":3,"sum":5}"#);
+    assert_eq!(c.get("/api/add/2/3").body, r#"{"a":2,"b":3,"sum":5}"#);
     let out = deploy(&c, "plain_wasi", "nowhere", &["--route", "/nowhere", "--node-selector", "zone=mars"]);
     assert!(out.contains("0 replicas ready"), "{out}");
 
@@ -41,7 +41,7 @@ fn cluster_deploys_serves_places_and_reports() {
     let title = "x".repeat(8 * 1024 * 1024 - 1024);
     let body = format!(r#"{{"title":"{title}"}}"#);
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let r = client.post(format!("{}/api/echo", c.url())).body(body).send().unwrap();
+    let r = client.post(format!("{}/api/echo", c.url)).body(body).send().unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["title_length"].as_u64(), Some(title.len() as u64));
@@ -71,7 +71,7 @@ fn killing_a_worker_under_load_only_fails_its_in_flight_requests() {
     let victim = (0..2).find(|i| c.node_id(*i) == victim_id).unwrap();
     let survivor_id = c.node_id(1 - victim);
 
-    let load = Load::start(&c.url(), "/hello", 4);
+    let load = Load::start(&c.url, "/hello", 4);
     std::thread::sleep(Duration::from_secs(1));
     let killed_at = Instant::now();
     c.workers[victim].kill();
@@ -95,7 +95,7 @@ fn killing_a_worker_under_load_only_fails_its_in_flight_requests() {
         "solo was not re-placed: {:?}",
         c.replicas("solo")
     );
-    assert_eq!(c.get("/solo").unwrap().status, 200);
+    assert_eq!(c.get("/solo").status, 200);
     let status = c.status();
     let dead =
         status["nodes"].as_array().unwrap().iter().find(|n| n["node_id"] == victim_id.as_str()).unwrap();
@@ -114,7 +114,7 @@ fn the_gateway_serves_while_the_scheduler_is_down_and_nothing_is_lost() {
     deploy(&c, "json_api", "api", &["--route", "/api/add/:a/:b"]);
     let before = c.tern_ok(&["list", "--json"]);
 
-    let load = Load::start(&c.url(), "/hello", 2);
+    let load = Load::start(&c.url, "/hello", 2);
     std::thread::sleep(Duration::from_millis(500));
     c.scheduler.kill();
     std::thread::sleep(Duration::from_secs(3));
@@ -123,7 +123,7 @@ fn the_gateway_serves_while_the_scheduler_is_down_and_nothing_is_lost() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("scheduler"));
     // …but traffic does not.
-    assert_eq!(c.get("/api/add/1/1").unwrap().status, 200);
+    assert_eq!(c.get("/api/add/1/1").status, 200);
     c.scheduler.restart();
     std::thread::sleep(Duration::from_secs(1));
     let results = load.finish();
@@ -134,28 +134,28 @@ fn the_gateway_serves_while_the_scheduler_is_down_and_nothing_is_lost() {
     assert_eq!(c.tern_ok(&["list", "--json"]), before, "no function, version or route lost");
     let d: serde_json::Value = serde_json::from_str(&c.tern_ok(&["describe", "hello", "--json"])).unwrap();
     assert_eq!(d["versions"].as_array().unwrap().len(), 2);
-    assert_eq!(c.get("/hello").unwrap().body, "Hej, world!\n");
+    assert_eq!(c.get("/hello").body, "Hej, world!\n");
     // And it places again: a rollback reaches the worker.
     c.tern_ok(&["rollback", "hello"]);
-    assert_eq!(c.get("/hello").unwrap().body, "Hello, world!\n");
+    assert_eq!(c.get("/hello").body, "Hello, world!\n");
 }
 
 #[test]
 fn every_role_reconnects_after_nats_restarts() {
     let mut c = Cluster::start(1);
     deploy(&c, "hello", "hello", &["--route", "/hello"]);
-    assert_eq!(c.get("/hello").unwrap().status, 200);
+    assert_eq!(c.get("/hello").status, 200);
 
     c.nats.restart(Duration::from_secs(1));
     assert!(
-        eventually(Duration::from_secs(20), || c.get("/hello").is_ok_and(|r| r.status == 200)),
+        eventually(Duration::from_secs(20), || c.try_get("/hello").is_ok_and(|r| r.status == 200)),
         "serving did not resume after the NATS restart"
     );
     // Gateway → scheduler → worker all work again: a new deploy is served.
     assert!(eventually(Duration::from_secs(20), || c.tern(&["status"]).status.success()));
     c.wait_for_nodes(1);
     deploy(&c, "plain_wasi", "after", &["--route", "/after"]);
-    assert_eq!(c.get("/after").unwrap().status, 200);
+    assert_eq!(c.get("/after").status, 200);
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
     let second =
         Role::start("gateway", &c.nats.url(), &c.dir.path().join("gateway2"), &["--listen", "127.0.0.1:0"]);
     deploy(&c, "orders", &["--on-event", "orders.>"]);
-    let seen = Deliveries::follow(&c.url(), &c.token(), "orders");
+    let seen = Deliveries::follow(&c.url, &c.token, "orders");
 
     // Any NATS client publishing on the subject (JetStream acks it).
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -35,7 +35,7 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
         let js = async_nats::jetstream::new(client);
         js.publish("orders.eu.created", "from a NATS client".into()).await.unwrap().await.unwrap().sequence
     });
-    let api_id = publish(&c.url(), &c.token(), "orders.us.created", "from the API").unwrap();
+    let api_id = publish(&c.url, &c.token, "orders.us.created", "from the API").unwrap();
     let got = seen.wait(Duration::from_secs(15), |s| s.len() >= 2);
     let nats = got.iter().find(|d| d.subject == "orders.eu.created").expect("the NATS client's event");
     assert_eq!((nats.data.as_str(), nats.attempt), ("from a NATS client", 1));
@@ -47,7 +47,8 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
     let url2 = second.url.clone().unwrap();
     let mut published = HashSet::new();
     for i in 0..200 {
-        let (url, token) = if i % 2 == 0 { (c.url(), c.token()) } else { (url2.clone(), token2.clone()) };
+        let (url, token) =
+            if i % 2 == 0 { (c.url.clone(), c.token.clone()) } else { (url2.clone(), token2.clone()) };
         published.insert(publish(&url, &token, "orders.bulk", &i.to_string()).unwrap());
     }
     let got = seen.wait(Duration::from_secs(20), |s| ids(s).is_superset(&published));
@@ -62,10 +63,10 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
 
     // Always failing: exactly max-attempts tries spaced by the backoff
     // (JetStream NakWithDelay), then one dead letter; replay delivers it.
-    let fail = publish(&c.url(), &c.token(), "orders.x.fail", "bad").unwrap();
+    let fail = publish(&c.url, &c.token, "orders.x.fail", "bad").unwrap();
     deploy(&c, "strict", &["--on-event", "jobs.*", "--max-attempts", "3", "--backoff", "300ms"]);
-    let strict = Deliveries::follow(&c.url(), &c.token(), "strict");
-    let job = publish(&c.url(), &c.token(), "jobs.fail", "nope").unwrap();
+    let strict = Deliveries::follow(&c.url, &c.token, "strict");
+    let job = publish(&c.url, &c.token, "jobs.fail", "nope").unwrap();
     let got = strict.wait(Duration::from_secs(15), |s| s.len() >= 3);
     let tries: Vec<&Delivered> = got.iter().filter(|d| d.id == job).collect();
     assert_eq!(tries.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![1, 2, 3], "{got:?}");
@@ -101,7 +102,7 @@ fn cluster_triggers_deliver_from_any_nats_client_retry_dead_letter_and_fire_cron
 
     // Cron: once per tick, though two gateways pull the trigger.
     deploy(&c, "tick", &["--schedule", "*/2 * * * * *"]);
-    let ticks = Deliveries::follow(&c.url(), &c.token(), "tick");
+    let ticks = Deliveries::follow(&c.url, &c.token, "tick");
     let got = ticks.wait(Duration::from_secs(12), |s| s.len() >= 3);
     let mut seen_ticks: Vec<u64> = got
         .iter()
@@ -137,7 +138,7 @@ fn kill_9_of_a_worker_during_a_stream_of_10000_events_loses_none() {
         ],
     );
     assert!(eventually(Duration::from_secs(10), || c.replicas("stream").len() == 2), "{:?}", c.status());
-    let seen = Deliveries::follow(&c.url(), &c.token(), "stream");
+    let seen = Deliveries::follow(&c.url, &c.token, "stream");
     let n = 10_000;
     let nats = c.nats.url();
     let started = Instant::now();

@@ -118,7 +118,7 @@ fn cluster_scales_out_under_load_back_in_and_to_zero() {
     assert_eq!(c.replicas("slow").len(), 1);
 
     // About 8 in flight against a target of 2 on one replica: out to both.
-    let load = Load::start(&c.url(), "/slow/nap?ms=100", 8);
+    let load = Load::start(&c.url, "/slow/nap?ms=100", 8);
     let out = eventually(Duration::from_secs(20), || c.replicas("slow").len() == 2);
     let during = c.describe("slow");
     std::thread::sleep(Duration::from_secs(2));
@@ -130,7 +130,7 @@ fn cluster_scales_out_under_load_back_in_and_to_zero() {
 
     // The burst stops; a trickle (one request at a time, under the target)
     // keeps it from going idle: back in to one replica.
-    let trickle = Load::start(&c.url(), "/slow/nap?ms=20", 1);
+    let trickle = Load::start(&c.url, "/slow/nap?ms=20", 1);
     let back_in = eventually(Duration::from_secs(25), || c.replicas("slow").len() == 1);
     let after = c.describe("slow");
     let results = trickle.finish();
@@ -146,7 +146,7 @@ fn cluster_scales_out_under_load_back_in_and_to_zero() {
 
     // 200 concurrent requests at zero, over NATS: all succeed, one wake.
     let (cold_before, wakes_before) = cold_starts(&c.describe("slow"));
-    let results = burst(&format!("{}/slow/nap?ms=10", c.url()), 200);
+    let results = burst(&format!("{}/slow/nap?ms=10", c.url), 200);
     let failed: Vec<_> = results.iter().filter(|(s, ..)| *s != 200).collect();
     assert!(failed.is_empty(), "{} of 200 failed, e.g. {:?}", failed.len(), failed.first());
     let d = c.describe("slow");

@@ -1,0 +1,352 @@
+//! Tern as real processes: `tern up`, a real `nats-server`, and clusters
+//! of separate scheduler, worker and gateway processes. Each is killed
+//! (-9) when dropped, and prints its log's tail if the test failed.
+
+use crate::build::tern_bin;
+use crate::client::Client;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `tern up`, killed when dropped. Its log is printed if the test
+/// fails while it runs.
+pub struct TernUp {
+    child: Child,
+    client: Client,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl std::ops::Deref for TernUp {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl TernUp {
+    /// Starts `tern up` on a free port with `data_dir`, and waits until it
+    /// serves.
+    pub fn start(data_dir: &Path) -> TernUp {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`TernUp::start`], with more arguments for `tern up`.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> TernUp {
+        std::fs::create_dir_all(data_dir).unwrap();
+        // One log per start, so a restarted instance's log is its own.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = data_dir.with_extension(format!("{n}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Command::new(tern_bin())
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn tern up");
+        // The first stdout line says where it listens.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = match lines.next() {
+            Some(Ok(l)) => l,
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "tern up printed no address ({other:?}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let url = line
+            .strip_prefix("tern is up: ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(data_dir.join("admin-token"))
+            .expect("admin token written")
+            .trim()
+            .to_string();
+        TernUp { child, client: Client { url, token }, data_dir: data_dir.to_path_buf(), log }
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TernUp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let mut log = String::new();
+            if let Ok(mut f) = std::fs::File::open(&self.log) {
+                let _ = f.read_to_string(&mut log);
+            }
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- tern up log (last lines) ----");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `nats-server` (the Debian package) on a free port, with JetStream
+/// and a payload limit that fits Tern's 8 MiB bodies. Killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path) -> NatsServer {
+        let port = free_port();
+        let mut s = NatsServer { child: None, port, dir: dir.to_path_buf() };
+        s.spawn();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let conf = self.dir.join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{}\nmax_payload: 16MB\njetstream {{ store_dir: {:?} }}\n",
+                self.port,
+                self.dir.join("js")
+            ),
+        )
+        .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log")).unwrap();
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nats-server is not installed: `apt-get install nats-server` (scripts/test does)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start; see {}",
+                self.dir.join("nats.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server hard and starts it again on the same port and store.
+    pub fn restart(&mut self, down_for: Duration) {
+        self.stop();
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One `tern` role (`scheduler`, `worker`, `gateway`) as a real process,
+/// restartable, killed (-9) when dropped.
+pub struct Role {
+    args: Vec<String>,
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// For a gateway: where it serves.
+    pub url: Option<String>,
+}
+
+impl Role {
+    pub fn start(role: &str, nats: &str, data_dir: &Path, extra: &[&str]) -> Role {
+        let mut args: Vec<String> = vec![role.into(), "--nats".into(), nats.into(), "--data-dir".into()];
+        args.push(data_dir.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = Role {
+            args,
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            log: data_dir.with_extension("log"),
+            url: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut child = Command::new(tern_bin())
+            .args(&self.args)
+            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn,async_nats=warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tern role");
+        let stdout = child.stdout.take().unwrap();
+        if self.args[0] == "gateway" {
+            let mut lines = BufReader::new(stdout).lines();
+            let line = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+                panic!(
+                    "gateway printed no address; log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            });
+            self.url = Some(line.strip_prefix("tern is up: ").expect("address line").to_string());
+            std::thread::spawn(move || for _ in lines {});
+        } else {
+            std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        }
+        self.child = Some(child);
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("---- tern {} log (last lines) ----", self.args[0]);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// A cluster of separate processes on a real nats-server: one scheduler,
+/// `workers` workers (labelled zone=w0, zone=w1, …) and one gateway.
+pub struct Cluster {
+    client: Client,
+    pub gateway: Role,
+    pub workers: Vec<Role>,
+    pub scheduler: Role,
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(workers: usize) -> Cluster {
+        Self::start_with(workers, &[])
+    }
+
+    /// Like [`Cluster::start`], with more arguments for `tern scheduler`.
+    pub fn start_with(workers: usize, scheduler_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = NatsServer::start(&dir.path().join("nats"));
+        let url = nats.url();
+        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), scheduler_args);
+        let workers: Vec<Role> = (0..workers)
+            .map(|i| {
+                let label = format!("zone=w{i}");
+                Role::start(
+                    "worker",
+                    &url,
+                    &dir.path().join(format!("worker{i}")),
+                    &["--label", &label, "--memory-budget", "2048"],
+                )
+            })
+            .collect();
+        let gateway = Role::start("gateway", &url, &dir.path().join("gateway"), &["--listen", "127.0.0.1:0"]);
+        let url = gateway.url.clone().expect("a gateway says where it listens");
+        let token = std::fs::read_to_string(gateway.data_dir.join("admin-token")).unwrap().trim().to_string();
+        let c = Cluster { client: Client { url, token }, gateway, workers, scheduler, nats, dir };
+        c.wait_for_nodes(c.workers.len());
+        c
+    }
+
+    /// Node ids serving `function`, per `tern status`.
+    pub fn replicas(&self, function: &str) -> Vec<String> {
+        let s = self.status();
+        s["replicas"][function]
+            .as_array()
+            .map(|a| a.iter().map(|n| n.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `tern status` shows `n` live nodes.
+    pub fn wait_for_nodes(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.client.tern(&["status", "--json"]);
+            if out.status.success() {
+                let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let alive = s["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true).count();
+                if alive == n {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "cluster never showed {n} live nodes");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn node_id(&self, worker: usize) -> String {
+        std::fs::read_to_string(self.workers[worker].data_dir.join("node-id")).unwrap().trim().to_string()
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
