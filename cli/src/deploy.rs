@@ -110,6 +110,8 @@ impl DeployArgs {
 pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.conn)?;
     let spec = args.spec();
+    // The gateway checks it too; checking here saves uploading for nothing.
+    spec.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     eprintln!("Uploading {} ({}) to {} ...", args.file.display(), size(bytes.len()), api.url);
     let file_name =

@@ -1,9 +1,9 @@
 //! Event functions end to end in embedded mode (`tern up`, sled event log):
 //! components written against sdk/wit (one with plain wit-bindgen, one with
 //! the SDK); `--on-event` triggers fed by `tern publish` and the publish
-//! API; retries with backoff, dead letters and replay; cron; 10,000 events;
-//! and kill -9 of `tern up` losing no acknowledged event. The cluster
-//! (JetStream) side is in cluster_events.rs.
+//! API; 10,000 events; and kill -9 of `tern up` losing no acknowledged
+//! event. Retries, dead letters, replay and cron are checked in
+//! in_process.rs; the cluster (JetStream) side is in cluster_events.rs.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -129,104 +129,6 @@ fn published_events_reach_their_trigger() {
     assert_eq!(publish(&up.url, &up.token, "refunds.x", "gone").unwrap_err().0, 404, "trigger removed in v2");
     up.tern_ok(&["delete", "orders"]);
     assert_eq!(publish(&up.url, &up.token, "orders.created", "x").unwrap_err().0, 404);
-}
-
-#[test]
-fn a_failing_event_gets_max_attempts_spaced_by_backoff_then_one_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = TernUp::start(&dir.path().join("data"));
-    let plain = guest("plain_event");
-    up.deploy(&plain, "jobs", &["--on-event", "jobs.>", "--max-attempts", "3", "--backoff", "400ms"]);
-    let seen = Deliveries::follow(&up.url, &up.token, "jobs");
-
-    let fail = publish(&up.url, &up.token, "jobs.report.fail", "bad").unwrap();
-    let flaky = publish(&up.url, &up.token, "jobs.report.flaky", "twice").unwrap();
-    let got = seen.wait(Duration::from_secs(15), |s| s.iter().filter(|d| d.id == fail).count() >= 3);
-    let tries: Vec<&Delivered> = got.iter().filter(|d| d.id == fail).collect();
-    assert_eq!(tries.iter().map(|d| d.attempt).collect::<Vec<_>>(), vec![1, 2, 3], "{got:?}");
-    // Exponential: 400 ms, then 800 ms (a little slack below for clocks).
-    let gaps: Vec<u64> = tries.windows(2).map(|w| w[1].ts_ms - w[0].ts_ms).collect();
-    assert!(gaps[0] >= 380 && gaps[0] < 1000, "first retry after {}ms, backoff 400ms", gaps[0]);
-    assert!(gaps[1] >= 780 && gaps[1] < 1600, "second retry after {}ms, backoff 800ms", gaps[1]);
-
-    // Then exactly one dead letter, with the last error, and no more tries.
-    let list = || -> Vec<serde_json::Value> {
-        serde_json::from_str(&up.tern_ok(&["dlq", "list", "jobs", "--json"])).unwrap()
-    };
-    assert!(eventually(Duration::from_secs(5), || list().len() == 1), "{:?}", list());
-    std::thread::sleep(Duration::from_secs(2));
-    let letters = list();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0]["id"], fail.as_str());
-    assert_eq!(letters[0]["attempts"], 3);
-    assert_eq!(letters[0]["error"], "always fails (attempt 3)");
-    assert_eq!(letters[0]["data"], "bad");
-    assert_eq!(seen.all().iter().filter(|d| d.id == fail).count(), 3, "no try after the last");
-    // The flaky one succeeded on its third try: no dead letter.
-    let flaky_tries: Vec<u32> = seen.all().iter().filter(|d| d.id == flaky).map(|d| d.attempt).collect();
-    assert_eq!(flaky_tries, vec![1, 2, 3]);
-    let d = up.describe("jobs");
-    assert_eq!(d["dead_letters"], 1, "{d}");
-    assert_eq!(d["triggers"][0]["filter"], "jobs.>");
-    assert_eq!(
-        (d["triggers"][0]["waiting"].as_u64(), d["triggers"][0]["unacked"].as_u64()),
-        (Some(0), Some(0))
-    );
-    assert!(up.tern_ok(&["describe", "jobs"]).contains("dead:     1"));
-    let table = up.tern_ok(&["dlq", "list", "jobs"]);
-    assert!(table.contains(&fail) && table.contains("always fails"), "{table}");
-
-    // Replay delivers it again (as attempt 4); it fails again, so it stays.
-    let out = up.tern(&["dlq", "replay", "jobs"]);
-    assert!(!out.status.success(), "a failed replay exits 1");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("failed again, kept"));
-    let again = seen.wait(Duration::from_secs(5), |s| s.iter().any(|d| d.id == fail && d.attempt == 4));
-    assert!(again.iter().any(|d| d.id == fail && d.attempt == 4 && d.data == "bad"), "{again:?}");
-    assert_eq!(list().len(), 1);
-
-    // A flaky event that ran out of attempts succeeds on replay and is removed.
-    up.deploy(&plain, "jobs", &["--on-event", "jobs.>", "--max-attempts", "2", "--backoff", "100ms"]);
-    let flaky = publish(&up.url, &up.token, "jobs.x.flaky", "third time lucky").unwrap();
-    assert!(eventually(Duration::from_secs(10), || list().len() == 2));
-    for cmd in ["list", "replay"] {
-        let err = up.tern_err(&["dlq", cmd, "nosuch"]);
-        assert!(err.contains("no function named \"nosuch\""), "dlq {cmd}: {err}");
-    }
-    let out = up.tern_err(&["dlq", "replay", "jobs", "nope"]);
-    assert!(out.contains("no dead letter nope"), "{out}");
-    let out = up.tern_ok(&["dlq", "replay", "jobs", &flaky]);
-    assert!(out.contains(&format!("replayed {flaky}: handled")), "{out}");
-    assert!(seen.all().iter().any(|d| d.id == flaky && d.attempt == 3 && d.data == "third time lucky"));
-    let left = list();
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0]["id"], fail.as_str(), "only the replayed one is removed");
-}
-
-#[test]
-fn a_cron_trigger_fires_on_schedule() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = TernUp::start(&dir.path().join("data"));
-    up.deploy(&guest("plain_event"), "tick", &["--schedule", "*/2 * * * * *"]);
-    let seen = Deliveries::follow(&up.url, &up.token, "tick");
-    let got = seen.wait(Duration::from_secs(12), |s| s.len() >= 3);
-    assert!(got.len() >= 3, "three ticks in 12 s: {got:?}");
-    let ticks: Vec<u64> = got
-        .iter()
-        .map(|d| {
-            assert_eq!(d.subject, "tern.cron.tick");
-            let v: serde_json::Value = serde_json::from_str(&d.data).unwrap();
-            assert_eq!(v["schedule"], "*/2 * * * * *");
-            v["tick"].as_u64().unwrap()
-        })
-        .collect();
-    for w in ticks.windows(2) {
-        assert_eq!(w[1] - w[0], 2, "one event per tick, none skipped or repeated: {ticks:?}");
-    }
-    for (d, tick) in got.iter().zip(&ticks) {
-        // Fired within a second of its time (the loop looks twice a second).
-        assert!(d.ts_ms / 1000 >= *tick && d.ts_ms < (tick + 2) * 1000, "{d:?} for tick {tick}");
-    }
-    assert!(up.describe("tick")["active"]["spec"]["schedule"] == "*/2 * * * * *");
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //! Two forms, one spec ([`FunctionSpec`]):
 //! - `multipart/form-data` with a part `spec` (the spec as JSON, `name`
 //!   optional) and a part `component` (the .wasm): what `tern deploy`
-//!   sends. Put `spec` first and a bad spec is refused before the upload
-//!   is read.
+//!   sends. Put `spec` first and a bad spec is refused before anything is
+//!   compiled (the rest of the upload is still read, so the client sees
+//!   the answer rather than a reset connection).
 //! - The component as the whole body, the spec as query parameters named
 //!   like its fields (`route=` for `routes`, repeatable lists, `KEY=VALUE`
 //!   maps; see `FunctionSpec::from_query`): for curl.
@@ -46,10 +47,18 @@ impl Admin {
                 read_multipart(&name, req.into_body(), boundary).await?
             }
             None => {
-                let spec = FunctionSpec::from_query(&name, &query(&req)).map_err(bad)?;
-                // Checked here too, so a bad spec fails before a large
-                // upload is read.
-                spec.validate().map_err(bad)?;
+                let spec =
+                    FunctionSpec::from_query(&name, &query(&req)).and_then(|s| s.validate().map(|()| s));
+                let spec = match spec {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Refused without compiling anything, but read to
+                        // the end: a connection closed on unread data is
+                        // reset, and the client would never see why.
+                        let _ = body::read(req.into_body(), MAX_COMPONENT_BYTES, "component").await;
+                        return Err(bad(e));
+                    }
+                };
                 let component = body::read(req.into_body(), MAX_COMPONENT_BYTES, "component")
                     .await
                     .map_err(|e| (e.status(), ApiError::bad_request(e.to_string())))?;
@@ -83,16 +92,27 @@ async fn read_multipart(
     let constraints = multer::Constraints::new().allowed_fields(vec!["spec", "component"]).size_limit(limits);
     let mut parts = multer::Multipart::with_constraints(stream, boundary, constraints);
     let (mut spec, mut component) = (None, None);
-    while let Some(field) = parts.next_field().await.map_err(upload_error)? {
-        match field.name() {
-            Some("spec") => {
-                let bytes = field.bytes().await.map_err(upload_error)?;
-                let s = parse_spec(name, &bytes).map_err(bad)?;
-                s.validate().map_err(bad)?;
-                spec = Some(s);
-            }
-            _ => component = Some(field.bytes().await.map_err(upload_error)?),
+    let mut refused = None;
+    while let Some(field) =
+        parts.next_field().await.map_err(|e| refused.clone().unwrap_or(upload_error(e)))?
+    {
+        let is_spec = field.name() == Some("spec");
+        let bytes = field.bytes().await.map_err(|e| refused.clone().unwrap_or(upload_error(e)))?;
+        if refused.is_some() {
+            // Read to the end: see the query form in `deploy`.
+            continue;
         }
+        if is_spec {
+            match parse_spec(name, &bytes).and_then(|s| s.validate().map(|()| s)) {
+                Ok(s) => spec = Some(s),
+                Err(e) => refused = Some(bad(e)),
+            }
+        } else {
+            component = Some(bytes);
+        }
+    }
+    if let Some(r) = refused {
+        return Err(r);
     }
     match (spec, component) {
         (Some(s), Some(c)) => Ok((s, c)),
