@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
 use tern_events::EventLog;
+use tern_protocol::route;
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
@@ -139,7 +140,7 @@ impl Gateway {
     }
 
     /// One request: the admin API, or a function's route.
-    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         // hyper's read buffer bounds the head only roughly; this is the limit.
         let head_size = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
             + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
@@ -149,14 +150,35 @@ impl Gateway {
                 format!("request headers are larger than the {} byte limit", self.config.header_limit),
             );
         }
-        let path = req.uri().path();
-        if path == "/api/v1" || path.starts_with("/api/v1/") {
-            return self.admin.handle(req).await;
+        let mut hosts = req.headers().get_all(http::header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() || host.is_some_and(|h| !h.to_str().is_ok_and(tern_protocol::host::valid)) {
+            return text(StatusCode::BAD_REQUEST, "the Host header is not a valid host[:port]");
         }
-        let Some(entry) = self.serving.route(path) else {
+        // One spelling of the path decides everything below: admin or not,
+        // which route, and what the function sees.
+        let path = route::normal_path(req.uri().path());
+        if route::is_admin_path(&path) {
+            return self.admin.handle(&path, req).await;
+        }
+        let Some(entry) = self.serving.route(&path) else {
             return text(StatusCode::NOT_FOUND, format!("no function serves {path}"));
         };
-        let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        // The admin token is the operator's, never a function's; any other
+        // credentials are the function's business.
+        if req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| token::matches(&self.config.admin_token, t.trim()))
+        {
+            req.headers_mut().remove(http::header::AUTHORIZATION);
+        }
+        let uri = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
         let target = proxy::Target {
             function: &entry.function,
             timeout_ms: entry.timeout_ms,

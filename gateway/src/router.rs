@@ -13,19 +13,6 @@ pub struct Router {
     patterned: Vec<(RoutePattern, RouteEntry)>,
 }
 
-/// `/a//b/` and `/a/b` are the same route.
-fn normalise(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for seg in path.split('/').filter(|s| !s.is_empty()) {
-        out.push('/');
-        out.push_str(seg);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
 impl Router {
     pub fn new(table: &ServingTable) -> Self {
         let mut r = Router { generation: table.generation, ..Default::default() };
@@ -37,7 +24,11 @@ impl Router {
                 continue;
             };
             if pattern.segments.iter().all(|s| matches!(s, Segment::Literal(_))) {
-                r.exact.insert(normalise(&entry.pattern), entry.clone());
+                // As for patterns below: a duplicate goes to the first name.
+                let slot = r.exact.entry(pattern.normal()).or_insert_with(|| entry.clone());
+                if entry.function < slot.function {
+                    *slot = entry.clone();
+                }
             } else {
                 r.patterned.push((pattern, entry.clone()));
             }
@@ -49,15 +40,19 @@ impl Router {
         self.generation
     }
 
+    /// The route for a path in normal form (`route::normal_path`).
     pub fn lookup(&self, path: &str) -> Option<&RouteEntry> {
         // A literal match is always the most specific.
-        if let Some(e) = self.exact.get(&normalise(path)) {
+        if let Some(e) = self.exact.get(path) {
             return Some(e);
         }
+        // The scheduler gives one shape to one function, so two matches
+        // never tie; a table that has a tie anyway (written by something
+        // else) is decided by function name, never by arrival order.
         self.patterned
             .iter()
             .filter(|(p, _)| p.matches(path))
-            .max_by(|a, b| a.0.specificity_cmp(&b.0))
+            .max_by(|a, b| a.0.specificity_cmp(&b.0).then_with(|| b.1.function.cmp(&a.1.function)))
             .map(|(_, e)| e)
     }
 }
@@ -82,6 +77,14 @@ mod tests {
     }
 
     #[test]
+    fn a_tie_is_decided_by_function_name_not_order() {
+        for routes in [[("/u/:a", "zed"), ("/u/:b", "abe")], [("/u/:b", "abe"), ("/u/:a", "zed")]] {
+            let r = Router::new(&table(&routes));
+            assert_eq!(r.lookup("/u/1").unwrap().function, "abe");
+        }
+    }
+
+    #[test]
     fn lookup_prefers_the_most_specific_route() {
         let r = Router::new(&table(&[
             ("/api/*", "catch"),
@@ -95,7 +98,7 @@ mod tests {
         assert_eq!(f("/api/items/7/x"), Some("catch"));
         assert_eq!(f("/api"), Some("catch"));
         assert_eq!(f("/"), Some("root"));
-        assert_eq!(f("//api//items/new/"), Some("new"));
+        assert_eq!(f(&tern_protocol::route::normal_path("//api//items/new/")), Some("new"));
         assert_eq!(f("/other"), None);
     }
 }

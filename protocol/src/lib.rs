@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod cron;
 pub mod frame;
+pub mod host;
 pub mod id;
 mod messages;
 pub mod nats_subject;

@@ -1,9 +1,73 @@
-//! Route patterns: exact paths, `:param` segments and a trailing `*`.
+//! Route patterns (exact paths, `:param` segments and a trailing `*`) and
+//! request paths, in one normal form.
 //!
-//! Pure parsing and matching, shared by the scheduler (which validates routes
-//! at deploy) and the gateway (which matches requests against them).
+//! Pure parsing and matching, shared by the scheduler (which validates and
+//! normalises routes at deploy, and refuses one that would take another
+//! function's requests) and the gateway (which normalises each request's
+//! path once, decides admin API or function on it, routes on it, and hands
+//! the function exactly that path).
 
 use std::cmp::Ordering;
+
+/// Where the admin API lives; no function route may reach under it.
+pub const ADMIN_PREFIX: &str = "/api/v1";
+
+/// A request path in normal form: `%2F` and `%2E` decoded (they are `/`
+/// and `.` to anyone downstream), empty and `.` segments dropped, `..`
+/// removing the segment before it (never above the root), no trailing
+/// slash. `//api/v1/x`, `/api%2Fv1/x` and `/a/../api/v1/x` all become
+/// `/api/v1/x`. Other escapes are left as they are.
+pub fn normal_path(raw: &str) -> String {
+    let decoded = decode_slashes_and_dots(raw);
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn decode_slashes_and_dots(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('%') {
+        return raw.into();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 3).map(str::to_ascii_uppercase);
+        match code.as_deref() {
+            Some("2F") => out.push('/'),
+            Some("2E") => out.push('.'),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out.into()
+}
+
+/// Whether a normal path is the admin API's.
+pub fn is_admin_path(normal: &str) -> bool {
+    normal == ADMIN_PREFIX || normal.strip_prefix(ADMIN_PREFIX).is_some_and(|r| r.starts_with('/'))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
@@ -45,6 +109,58 @@ impl RoutePattern {
             segments.push(seg);
         }
         Ok(RoutePattern { segments })
+    }
+
+    /// The pattern in normal form: single slashes, no trailing slash.
+    /// What the registry stores and `tern describe` shows.
+    pub fn normal(&self) -> String {
+        self.render(true)
+    }
+
+    /// The set of paths the pattern matches, as a string: the normal form
+    /// without parameter names (`/users/:id` and `/users/:zz` are both
+    /// `/users/:`). Two patterns match the same requests exactly when their
+    /// shapes are equal, and only then can they tie on specificity, so
+    /// one shape belongs to one function.
+    pub fn shape(&self) -> String {
+        self.render(false)
+    }
+
+    fn render(&self, names: bool) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param(n) => {
+                    out.push(':');
+                    if names {
+                        out.push_str(n);
+                    }
+                }
+                Segment::Wildcard => out.push('*'),
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Whether the pattern names the admin API's space: its first segment
+    /// is the literal `api` and it could match a path under
+    /// [`ADMIN_PREFIX`]. (A pattern that starts with a parameter or `*`,
+    /// like `/*`, is allowed: the admin API is decided first, so it never
+    /// gets those requests.)
+    pub fn reaches_admin(&self) -> bool {
+        // Whatever follows, some path under /api/v1 matches it.
+        let v1 = ADMIN_PREFIX.trim_start_matches("/api/");
+        matches!(self.segments.first(), Some(Segment::Literal(l)) if l == "api")
+            && match self.segments.get(1) {
+                Some(Segment::Literal(l)) => l == v1,
+                Some(Segment::Param(_) | Segment::Wildcard) => true,
+                None => false,
+            }
     }
 
     /// Whether `path` (without query) matches this pattern.
@@ -119,6 +235,46 @@ mod tests {
             assert!(RoutePattern::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(p("/").segments, vec![]);
+    }
+
+    #[test]
+    fn paths_normalise_so_no_spelling_reaches_another_route() {
+        for raw in [
+            "//api/v1/functions",
+            "/api%2Fv1/functions",
+            "/api%2fv1%2Ffunctions/",
+            "/./api/./v1//functions",
+            "/x/../api/v1/functions",
+            "/%2e%2e/api/v1/functions",
+            "/../../api/v1/functions",
+        ] {
+            assert_eq!(normal_path(raw), "/api/v1/functions", "{raw}");
+            assert!(is_admin_path(&normal_path(raw)));
+        }
+        assert_eq!(normal_path(""), "/");
+        assert_eq!(normal_path("/a%20b/%zz/%"), "/a%20b/%zz/%", "other escapes stay");
+        assert!(!is_admin_path("/api/v10"));
+        assert!(is_admin_path("/api/v1"));
+    }
+
+    #[test]
+    fn one_shape_per_set_of_paths() {
+        assert_eq!(p("/hello/").shape(), p("/hello").shape());
+        assert_eq!(p("/users/:zz").shape(), p("/users/:id").shape());
+        assert_eq!(p("/static//*").shape(), p("/static/*").shape());
+        assert_ne!(p("/users/:id").shape(), p("/users/me").shape());
+        assert_eq!(p("//users//:id/").normal(), "/users/:id");
+        assert_eq!(p("/").normal(), "/");
+    }
+
+    #[test]
+    fn routes_under_the_admin_api_are_recognised() {
+        for r in ["/api/v1", "/api/v1/*", "/api/*", "/api/:version/functions", "/api/:v"] {
+            assert!(p(r).reaches_admin(), "{r}");
+        }
+        for r in ["/*", "/api/greet/:name", "/api/info/*", "/apiv1", "/:a/:b"] {
+            assert!(!p(r).reaches_admin(), "{r}");
+        }
     }
 
     #[test]

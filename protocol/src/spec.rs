@@ -152,16 +152,33 @@ impl FunctionSpec {
         backoff_ms.saturating_mul(1u64 << doublings).min(MAX_BACKOFF_MS)
     }
 
+    /// Writes every route in its normal form (`/hello/` is `/hello`), as the
+    /// registry stores them. Unparsable routes are left for `validate`.
+    pub fn normalise_routes(&mut self) {
+        for r in &mut self.routes {
+            if let Ok(p) = crate::route::RoutePattern::parse(r) {
+                *r = p.normal();
+            }
+        }
+    }
+
     /// Checks everything that does not need the component or the registry.
     pub fn validate(&self) -> Result<(), String> {
         validate_function_name(&self.name)?;
+        let mut seen = std::collections::HashMap::new();
         for r in &self.routes {
-            crate::route::RoutePattern::parse(r).map_err(|e| format!("route {r:?}: {e}"))?;
-        }
-        let mut seen = std::collections::HashSet::new();
-        for r in &self.routes {
-            if !seen.insert(r) {
-                return Err(format!("route {r:?} is given twice"));
+            let pattern = crate::route::RoutePattern::parse(r).map_err(|e| format!("route {r:?}: {e}"))?;
+            if pattern.reaches_admin() {
+                return Err(format!(
+                    "route {r:?} would reach under {}, which is Tern's admin API",
+                    crate::route::ADMIN_PREFIX
+                ));
+            }
+            if let Some(other) = seen.insert(pattern.shape(), r) {
+                if other == r {
+                    return Err(format!("route {r:?} is given twice"));
+                }
+                return Err(format!("routes {other:?} and {r:?} match the same requests; give one"));
             }
         }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {

@@ -138,6 +138,9 @@ fn error_response(failure: &Failure) -> Bytes {
     Frame::new(head, format!("{}\n", failure.public_message())).encode()
 }
 
+/// The request the guest gets. Its URI is built from parts, each parsed on
+/// its own: a Host header can never change the path (the gateway refuses a
+/// bad one; this is the second line).
 fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, String> {
     let host = req
         .headers
@@ -145,10 +148,43 @@ fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Fu
         .find(|(k, _)| k.eq_ignore_ascii_case("host"))
         .map(|(_, v)| v.as_str())
         .unwrap_or("localhost");
-    let uri = format!("http://{host}{}", req.uri);
+    if !tern_protocol::host::valid(host) {
+        return Err(format!("the Host header {host:?} is not a valid host[:port]"));
+    }
+    let authority = http::uri::Authority::try_from(host).map_err(|e| format!("Host {host:?}: {e}"))?;
+    let path = http::uri::PathAndQuery::try_from(req.uri.as_str())
+        .map_err(|e| format!("path {:?}: {e}", req.uri))?;
+    if !path.path().starts_with('/') {
+        return Err(format!("path {:?} does not start with '/'", req.uri));
+    }
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(uri);
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
     builder.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: &str, uri: &str) -> InvokeRequest {
+        InvokeRequest { method: "GET".into(), uri: uri.into(), headers: vec![("host".into(), host.into())] }
+    }
+
+    #[test]
+    fn the_host_never_changes_the_path() {
+        let r = to_hyper_request(req("example.com:8080", "/api/greet/ada?x=1"), Bytes::new()).unwrap();
+        assert_eq!(r.uri().path(), "/api/greet/ada");
+        assert_eq!(r.uri().authority().unwrap().as_str(), "example.com:8080");
+        assert!(to_hyper_request(req("x/api/info/INJECTED?", "/api/greet/ada"), Bytes::new()).is_err());
+        assert!(to_hyper_request(req("user@x", "/"), Bytes::new()).is_err());
+        assert!(to_hyper_request(req("x", "no-slash"), Bytes::new()).is_err());
+    }
 }

@@ -15,7 +15,8 @@ impl Scheduler {
     /// Records the version, places it, and answers once it is served (or
     /// could not be).
     pub(crate) async fn deploy(&self, req: DeployRequest, component: Bytes) -> Reply<DeployReply> {
-        let spec = req.spec;
+        let mut spec = req.spec;
+        spec.normalise_routes();
         spec.validate().map_err(ApiError::bad_request)?;
         if component.len() > tern_protocol::MAX_COMPONENT_BYTES {
             return Err(ApiError::bad_request(format!(

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use std::path::Path;
+use tern_protocol::route::RoutePattern;
 use tern_protocol::{
     FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, ServingTable, TriggerEntry, Version, World,
 };
@@ -83,14 +84,58 @@ pub struct Registry {
 impl Registry {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         let db = sled::Config::new().path(path).open()?;
-        Ok(Registry {
+        let registry = Registry {
             functions: db.open_tree("functions")?,
             versions: db.open_tree("versions")?,
             artifacts: db.open_tree("artifacts")?,
             routes: db.open_tree("routes")?,
             meta: db.open_tree("meta")?,
             db,
-        })
+        };
+        registry.reindex_routes()?;
+        Ok(registry)
+    }
+
+    /// Makes the route index match the active versions, keyed by shape.
+    /// Registries written before routes were indexed by shape kept raw
+    /// patterns, and may hold two spellings of one route (`/a`, `/a/`) for
+    /// two functions: the first function by name keeps it, the other is
+    /// logged and loses it.
+    fn reindex_routes(&self) -> Result<(), RegistryError> {
+        let mut wanted = std::collections::BTreeMap::new();
+        for v in self.active_versions()? {
+            for r in &v.spec.routes {
+                if let Some(owner) = wanted.insert(shape(r), v.spec.name.clone())
+                    && owner != v.spec.name
+                {
+                    tracing::warn!(route = %r, kept = %owner, dropped = %v.spec.name, "two functions claim one route");
+                    wanted.insert(shape(r), owner);
+                }
+            }
+        }
+        let current: std::collections::BTreeMap<String, String> = self
+            .routes
+            .iter()
+            .map(|item| {
+                item.map(|(k, v)| {
+                    (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if current == wanted {
+            return Ok(());
+        }
+        self.routes.clear()?;
+        for (shape, function) in &wanted {
+            self.routes.insert(shape.as_bytes(), function.as_bytes())?;
+        }
+        let generation = match self.meta.get(GENERATION)? {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        };
+        self.meta.insert(GENERATION, &(generation + 1).to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Records a new version and makes it active. `component` is stored
@@ -300,9 +345,16 @@ impl Registry {
         let mut routes = Vec::new();
         for item in self.routes.iter() {
             let (k, v) = item?;
-            let pattern = String::from_utf8_lossy(&k).into_owned();
+            let key = String::from_utf8_lossy(&k).into_owned();
             let function = String::from_utf8_lossy(&v).into_owned();
             let active = self.version(&function, self.record(&function)?.active_version)?;
+            // The index holds shapes; the table carries the pattern as
+            // deployed (in normal form).
+            let Some(pattern) = active.spec.routes.iter().find(|r| shape(r) == key) else {
+                tracing::warn!(function, route = key, "route index names a route the active version lacks");
+                continue;
+            };
+            let pattern = RoutePattern::parse(pattern).map_or_else(|_| pattern.clone(), |p| p.normal());
             routes.push(RouteEntry { pattern, function, timeout_ms: active.spec.timeout_ms });
         }
         let mut triggers = Vec::new();
@@ -348,8 +400,16 @@ fn tx_version(versions: &TransactionalTree, name: &str, number: u64) -> TxResult
     }
 }
 
+/// The route index's key: the set of paths a pattern matches (see
+/// `RoutePattern::shape`), so `/hello/` and `/hello`, or `/u/:a` and
+/// `/u/:b`, are one key with one owner. Stored patterns were validated.
+fn shape(pattern: &str) -> String {
+    RoutePattern::parse(pattern).map_or_else(|_| pattern.to_string(), |p| p.shape())
+}
+
 /// Moves `name` from its `old` routes to `new` ones, refusing any route
-/// another function owns, and bumps the route generation.
+/// that matches the same requests as another function's, and bumps the
+/// route generation.
 fn swap_routes(
     routes: &TransactionalTree,
     meta: &TransactionalTree,
@@ -358,20 +418,20 @@ fn swap_routes(
     new: &[String],
 ) -> TxResult<()> {
     for r in new {
-        if let Some(owner) = routes.get(r.as_bytes())?
+        if let Some(owner) = routes.get(shape(r).as_bytes())?
             && owner.as_ref() != name.as_bytes()
         {
             return abort(RegistryError::Conflict(format!(
-                "route {r:?} belongs to function {:?}; delete it or choose another route",
+                "route {r:?} matches the same requests as a route of function {:?}; delete it or choose another route",
                 String::from_utf8_lossy(&owner)
             )));
         }
     }
     for r in old.unwrap_or(&[]) {
-        routes.remove(r.as_bytes())?;
+        routes.remove(shape(r).as_bytes())?;
     }
     for r in new {
-        routes.insert(r.as_bytes(), name.as_bytes())?;
+        routes.insert(shape(r).as_bytes(), name.as_bytes())?;
     }
     let generation = match meta.get(GENERATION)? {
         Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
@@ -423,6 +483,30 @@ mod tests {
         assert_eq!(reg.serving_table().unwrap(), before);
         assert!(reg.artifact("db").unwrap().is_none(), "aborted deploy stored its artifact");
         assert!(matches!(reg.describe("b"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_route_spelled_differently_is_still_the_same_route() {
+        let (_d, reg) = open();
+        reg.deploy(&spec("hello", &["/hello", "/users/:id", "/static/*"]), "h", World::Http, b"h", 1)
+            .unwrap();
+        for taken in ["/hello/", "//hello", "/users/:zz", "/static//*"] {
+            let err = reg.deploy(&spec("b", &[taken]), "b", World::Http, b"b", 2).unwrap_err();
+            assert!(matches!(err, RegistryError::Conflict(_)), "{taken}: {err}");
+        }
+        assert!(matches!(reg.describe("b"), Err(RegistryError::NotFound(_))));
+        // More specific routes are not the same requests: allowed.
+        reg.deploy(&spec("me", &["/users/me"]), "m", World::Http, b"m", 3).unwrap();
+        // The owner may respell its own route.
+        reg.deploy(&spec("hello", &["/hello/", "/users/:name"]), "h", World::Http, b"h", 4).unwrap();
+        let patterns: Vec<String> =
+            reg.serving_table().unwrap().routes.into_iter().map(|r| r.pattern).collect();
+        assert_eq!(patterns, ["/hello", "/users/:name", "/users/me"]);
+        // Reopening keeps the index as it was.
+        let path = _d.path().join("db");
+        drop(reg);
+        let reg = Registry::open(&path).unwrap();
+        assert_eq!(reg.serving_table().unwrap().routes.len(), 3);
     }
 
     #[test]

@@ -110,8 +110,9 @@ impl Admin {
             .is_some_and(|t| crate::token::matches(&self.token, t.trim()))
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let path = req.uri().path().trim_end_matches('/').to_string();
+    /// One admin request; `path` is its normal form (see
+    /// `tern_protocol::route::normal_path`), under `/api/v1`.
+    pub async fn handle(&self, path: &str, req: Request<Incoming>) -> Response<Body> {
         let segments: Vec<&str> = path.split('/').skip(3).collect(); // "", "api", "v1"
         if segments.as_slice() == ["health"] {
             return text(StatusCode::OK, "ok");

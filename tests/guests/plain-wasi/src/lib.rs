@@ -8,13 +8,22 @@ struct Plain;
 impl wasi::exports::http::incoming_handler::Guest for Plain {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_default();
+        // Only when present, so the usual answer stays one line: tests
+        // check which credentials reach a function.
+        let authorization: Vec<String> = request
+            .headers()
+            .get(&"authorization".to_string())
+            .iter()
+            .map(|v| format!("authorization: {}\n", String::from_utf8_lossy(v)))
+            .collect();
         let headers = Fields::from_list(&[("content-type".to_string(), b"text/plain".to_vec())]).unwrap();
         let response = OutgoingResponse::new(headers);
         response.set_status_code(200).unwrap();
         let body = response.body().unwrap();
         ResponseOutparam::set(out, Ok(response));
         let stream = body.write().unwrap();
-        stream.blocking_write_and_flush(format!("plain wasi component saw {path}\n").as_bytes()).unwrap();
+        let text = format!("plain wasi component saw {path}\n{}", authorization.concat());
+        stream.blocking_write_and_flush(text.as_bytes()).unwrap();
         drop(stream);
         OutgoingBody::finish(body, None).unwrap();
     }
