@@ -145,9 +145,27 @@ fn init_logging() {
         .init();
 }
 
+/// The data dir holds the admin token and the registry: made 0700 (the
+/// parents as the umask says). An existing one is used as it is, with a
+/// warning if others may read it.
 fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = given.unwrap_or_else(crate::default_data_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    if !dir.exists() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    } else if std::fs::metadata(&dir).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+        eprintln!(
+            "warning: data dir {} is open to other users; `chmod 700` it (it holds the admin token's directory)",
+            dir.display()
+        );
+    }
     Ok(dir)
 }
 

@@ -12,17 +12,35 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
 }
 
 /// Reads the token, or makes one if there is none yet.
+///
+/// A new token file is created with `O_EXCL` and mode 0600 from the start
+/// (never a moment with a looser mode, never over a file planted there). An
+/// existing one must be a regular file (not a link, say); a mode that lets
+/// anyone but the owner read it is tightened, and if that fails the gateway
+/// does not start.
 pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
     let path = token_path(data_dir);
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => {
-            // Tighten a token file someone loosened.
-            if std::fs::metadata(&path)?.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-            }
-            return Ok(t.trim().to_string());
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file; remove it and start again to make a new token",
+                path.display()
+            )));
         }
-        Ok(_) => {}
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{} is readable by others and cannot be made 0600: {e}", path.display()))
+                })?;
+                tracing::warn!(path = %path.display(), "the admin token file was readable by others; it is 0600 now");
+            }
+            let token = std::fs::read_to_string(&path)?.trim().to_string();
+            if !token.is_empty() {
+                return Ok(token);
+            }
+            // An empty file (a crash before the write landed): start over.
+            std::fs::remove_file(&path)?;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -30,8 +48,7 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
     let mut raw = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
     let token = hex::encode(raw);
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)
@@ -57,6 +74,26 @@ mod tests {
         let mode = std::fs::metadata(token_path(&dir)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_loose_token_file_is_tightened_and_a_link_refused() {
+        let dir = tempfile_dir("loose");
+        std::fs::write(token_path(&dir), "abc\n").unwrap();
+        std::fs::set_permissions(token_path(&dir), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create(&dir).unwrap(), "abc");
+        assert_eq!(std::fs::metadata(token_path(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_file(token_path(&dir)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", token_path(&dir)).unwrap();
+        assert!(load_or_create(&dir).unwrap_err().to_string().contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tern-token-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -34,7 +34,8 @@ impl TernUp {
 
     /// Like [`TernUp::start`], with more arguments for `tern up`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TernUp {
-        std::fs::create_dir_all(data_dir).unwrap();
+        // `tern up` makes the data dir itself (0700), as for a user.
+        std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         // One log per start, so a restarted instance's log is its own.
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -119,3 +119,37 @@ fn the_admin_api_and_its_token_never_reach_a_function() {
         assert!(err.contains("admin API"), "{r}: {err}");
     }
 }
+
+#[test]
+fn the_admin_token_is_kept_from_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // A fresh data dir is the owner's alone.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    let up = TernUp::start(&fresh);
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&fresh.join("admin-token")), 0o600);
+    drop(up);
+    // A token file someone loosened is tightened; its token is kept.
+    let loose = dir.path().join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    std::fs::write(loose.join("admin-token"), "0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(loose.join("admin-token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let up = TernUp::start(&loose);
+    assert_eq!(mode(&loose.join("admin-token")), 0o600);
+    assert_eq!(up.token, "0123456789abcdef");
+    drop(up);
+    // A token "file" that is a link is refused: tern up says why and stops.
+    let linked = dir.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", linked.join("admin-token")).unwrap();
+    let out = std::process::Command::new(tern_tests::tern_bin())
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&linked)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+}
