@@ -30,7 +30,10 @@ pub fn load_or_create(data_dir: &Path) -> std::io::Result<String> {
         Ok(meta) => {
             if meta.permissions().mode() & 0o077 != 0 {
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("{} is readable by others and cannot be made 0600: {e}", path.display()))
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("{} is readable by others and cannot be made 0600: {e}", path.display()),
+                    )
                 })?;
                 tracing::warn!(path = %path.display(), "the admin token file was readable by others; it is 0600 now");
             }

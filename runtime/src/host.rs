@@ -1,16 +1,16 @@
 //! The per-request store data: WASI contexts, the resource table, limits and
 //! the hooks that decide what a function may reach.
 
+use crate::output::CappedOutput;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Per-invocation cap on captured stdout and stderr (each). A guest that
-/// writes more gets a write error, as on a full pipe.
-pub(crate) const LOG_CAPTURE_BYTES: usize = 256 * 1024;
+/// writes more goes on; the rest is counted and dropped.
+pub(crate) const LOG_CAPTURE_BYTES: usize = 64 * 1024;
 
 pub struct Host {
     wasi: WasiCtx,
@@ -24,8 +24,8 @@ impl Host {
     pub(crate) fn new(
         env: &[(String, String)],
         memory_bytes: usize,
-        stdout: MemoryOutputPipe,
-        stderr: MemoryOutputPipe,
+        stdout: CappedOutput,
+        stderr: CappedOutput,
     ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.

@@ -6,6 +6,7 @@
 //! goes in and comes out) is a [`World`]; [`Function`] is the rest.
 
 use crate::host::{Host, LOG_CAPTURE_BYTES};
+use crate::output::CappedOutput;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};
 use tokio::task::JoinHandle;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// What a function version runs with, from its spec; either world.
 pub(crate) struct Settings {
@@ -64,8 +64,8 @@ impl<W: World> Function<W> {
     /// Runs one invocation in a fresh instance. `context` prefixes Tern's
     /// log line about a failure (which event, say).
     pub(crate) async fn invoke(&self, input: W::Input, context: &str) -> Invoked<W::Output> {
-        let stdout = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
-        let stderr = MemoryOutputPipe::new(LOG_CAPTURE_BYTES);
+        let stdout = CappedOutput::new(LOG_CAPTURE_BYTES);
+        let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
         let deadline = Instant::now() + s.timeout;
         let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone());
@@ -224,6 +224,13 @@ fn classify_error(e: wasmtime::Error, memory_hit: bool, timeout: Duration, memor
     Failed(failure, Some(detail))
 }
 
+/// What one invocation's log may hold, counting each record's line plus
+/// [`RECORD_OVERHEAD`]: a flood of empty lines costs as much as it weighs
+/// on the wire, not nothing.
+pub(crate) const LOG_BYTES_PER_INVOCATION: usize = 64 * 1024;
+/// What a record costs beside its line (function, version, time, stream).
+pub(crate) const RECORD_OVERHEAD: usize = 64;
+
 /// Turns one invocation's output into the function's log records.
 pub(crate) struct LogSink<'a> {
     pub function: &'a str,
@@ -231,14 +238,36 @@ pub(crate) struct LogSink<'a> {
 }
 
 impl LogSink<'_> {
-    pub fn output(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> Vec<LogRecord> {
+    /// Records for what the guest wrote, within the per-invocation budget;
+    /// past it (or past the capture cap) one line says what was dropped.
+    pub fn output(&self, stdout: &CappedOutput, stderr: &CappedOutput) -> Vec<LogRecord> {
         let mut logs = Vec::new();
-        for (stream, bytes) in
-            [(LogStream::Stdout, stdout.contents()), (LogStream::Stderr, stderr.contents())]
-        {
+        let mut budget = LOG_BYTES_PER_INVOCATION;
+        let (mut dropped_bytes, mut dropped_lines) = (0u64, 0u64);
+        for (stream, out) in [(LogStream::Stdout, stdout), (LogStream::Stderr, stderr)] {
+            let (bytes, past_cap) = out.contents();
+            dropped_bytes += past_cap;
             for line in String::from_utf8_lossy(&bytes).lines() {
+                let cost = line.len() + RECORD_OVERHEAD;
+                if cost > budget {
+                    dropped_bytes += line.len() as u64 + 1;
+                    dropped_lines += 1;
+                    continue;
+                }
+                budget -= cost;
                 logs.push(self.record(stream, line.to_string()));
             }
+        }
+        if dropped_bytes > 0 {
+            let lines =
+                if dropped_lines > 0 { format!(" ({dropped_lines} lines and more)") } else { String::new() };
+            logs.push(self.record(
+                LogStream::Tern,
+                format!(
+                    "output truncated: {dropped_bytes} bytes{lines} not kept; an invocation keeps {} KiB of log",
+                    LOG_BYTES_PER_INVOCATION / 1024
+                ),
+            ));
         }
         logs
     }

@@ -17,6 +17,8 @@ mod host;
 pub mod http;
 pub mod instance;
 mod load;
+mod log_limit;
+mod output;
 pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};

@@ -11,6 +11,7 @@ use crate::event::{Event, EventFunction, EventFunctionPre};
 use crate::http::{Http, HttpFunction};
 use crate::instance::Settings;
 use crate::load::LoadCounters;
+use crate::log_limit::LogLimit;
 use crate::{Runtime, fetch, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -303,6 +304,8 @@ async fn serve(
     load: Arc<LoadCounters>,
 ) {
     let mut draining = false;
+    // Per function on this worker, across its versions.
+    let log_limit = Arc::new(LogLimit::default());
     loop {
         let msg = tokio::select! {
             biased;
@@ -319,8 +322,10 @@ async fn serve(
         let function = current.read().unwrap().clone();
         let bus = bus.clone();
         let load = load.clone();
+        let log_limit = log_limit.clone();
         tokio::spawn(async move {
             let (reply, logs) = function.serve(msg.payload.clone(), &load).await;
+            let logs = log_limit.admit(logs);
             if !logs.is_empty() {
                 let logs = serde_json::to_vec(&logs).expect("serialise logs");
                 let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;

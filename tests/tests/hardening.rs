@@ -153,3 +153,43 @@ fn the_admin_token_is_kept_from_other_users() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a regular file"), "{err}");
 }
+
+#[test]
+fn a_function_that_floods_its_log_answers_and_costs_the_platform_little() {
+    let (_dir, up) = start();
+    up.deploy(&guest("hostile"), "flood", &["--route", "/flood/*"]);
+    let before = up.peak_rss();
+    let started = std::time::Instant::now();
+    // 256 KiB of empty lines on stdout and on stderr, 200 times, 64 at once.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                let client =
+                    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 200 {
+                    let r = client.get(format!("{}/flood/flood?kb=256", up.url)).send();
+                    let status = r.map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
+                    statuses.lock().unwrap().push(status.unwrap_or((0, String::new())));
+                }
+            });
+        }
+    });
+    let statuses = statuses.into_inner().unwrap();
+    assert_eq!(statuses.len(), 200);
+    let failed: Vec<_> = statuses.iter().filter(|(s, b)| *s != 200 || b != "flooded\n").collect();
+    assert!(failed.is_empty(), "{} of 200 failed, e.g. {:?}", failed.len(), failed.first());
+    let peak = up.peak_rss();
+    eprintln!(
+        "200 floods in {:?}; peak RSS {} MiB (before {} MiB)",
+        started.elapsed(),
+        peak >> 20,
+        before >> 20
+    );
+    assert!(peak < 300 << 20, "peak RSS {} MiB (was {} MiB before the flood)", peak >> 20, before >> 20);
+    // The log says what was dropped, in a line, and stays small.
+    let logs = up.tern_ok(&["logs", "flood", "--tail", "2000"]);
+    assert!(logs.contains("output truncated"), "{}", &logs[logs.len().saturating_sub(500)..]);
+    assert!(logs.len() < 1 << 20, "the kept log is {} bytes", logs.len());
+}

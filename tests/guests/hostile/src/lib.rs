@@ -69,6 +69,17 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 let seen = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.to_string());
                 reply(out, 200, &format!("{seen:?}\n"));
             }
+            "flood" => {
+                // Empty lines, the most records per byte: ?kb=N on each stream.
+                let kb: usize =
+                    query.split('&').find_map(|kv| kv.strip_prefix("kb=")?.parse().ok()).unwrap_or(256);
+                let lines = "\n".repeat(1024);
+                for _ in 0..kb {
+                    print!("{lines}");
+                    eprint!("{lines}");
+                }
+                reply(out, 200, "flooded\n");
+            }
             "log" => {
                 println!("a line on stdout");
                 eprintln!("a line on stderr");
