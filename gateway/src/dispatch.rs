@@ -10,10 +10,11 @@
 //! gateway that dies mid-delivery settles nothing, and the log delivers
 //! the event again after its ack wait. Delivery is at least once.
 
-use crate::invoker::Invoker;
+use crate::invoker::{CallError, Invoker};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_bus::BusError;
 use tern_events::{DeadLetter, Delivery, EventLog};
 use tern_protocol::{
     BatchedEvent, EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, FunctionSpec,
@@ -23,6 +24,57 @@ use tern_protocol::{
 /// How often a slow delivery is marked in progress; well inside the
 /// consumers' ack wait (30 s).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// Room in a bus message beyond the events' own headers and data.
+const FRAME_SLACK: usize = 4096;
+/// Pauses before sending again what did not reach a replica.
+const RESEND_FIRST: Duration = Duration::from_millis(50);
+const RESEND_MAX: Duration = Duration::from_secs(5);
+
+/// Why a call delivered no results.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Undelivered {
+    /// The call did not get to a replica and back: sent again, uncounted.
+    #[error("{0}")]
+    Transport(String),
+    /// The call is larger than the bus carries.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A replica answered, wrongly.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn head(d: &Delivery) -> EventDelivery {
+    EventDelivery {
+        id: d.event.id.clone(),
+        subject: d.event.subject.clone(),
+        headers: d.event.headers.clone(),
+        attempt: d.attempt,
+    }
+}
+
+/// Cuts `batch` into parts (indices) whose frames stay under `limit`
+/// bytes; an event larger than that alone is a part of its own.
+fn cut(batch: &[Delivery], limit: usize) -> Vec<Vec<usize>> {
+    let mut parts: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for (i, d) in batch.iter().enumerate() {
+        let header = serde_json::to_vec(&BatchedEvent { delivery: head(d), len: d.event.data.len() })
+            .map_or(256, |h| h.len());
+        let cost = header + 1 + d.event.data.len();
+        match parts.last_mut() {
+            Some(part) if size + cost <= limit => {
+                part.push(i);
+                size += cost;
+            }
+            _ => {
+                parts.push(vec![i]);
+                size = cost + 16;
+            }
+        }
+    }
+    parts
+}
 
 pub struct EventDispatch {
     invoker: Arc<Invoker>,
@@ -40,13 +92,13 @@ impl EventDispatch {
     }
 
     /// Sends events to `function` in one call; one result per event, or
-    /// why none came (no replica, a timeout, a malformed or short reply).
+    /// why none came.
     pub async fn deliver(
         &self,
         function: &str,
         timeout_ms: u64,
         events: impl IntoIterator<Item = (EventDelivery, &Bytes)>,
-    ) -> Result<Vec<EventResult>, String> {
+    ) -> Result<Vec<EventResult>, Undelivered> {
         let mut batch = Vec::new();
         let mut data = BytesMut::new();
         for (delivery, bytes) in events {
@@ -55,13 +107,21 @@ impl EventDispatch {
         }
         let sent = batch.len();
         let payload = Frame::new(EventBatch { batch }, data.freeze()).encode();
-        let reply = self.invoker.call(function, timeout_ms, payload).await.map_err(|e| e.to_string())?;
+        let reply = self.invoker.call(function, timeout_ms, payload).await.map_err(|e| match e {
+            CallError::Unreachable { source: BusError::PayloadTooLarge { .. }, .. } => {
+                Undelivered::TooLarge(e.to_string())
+            }
+            e => Undelivered::Transport(e.to_string()),
+        })?;
         let results = Frame::<EventBatchResult>::decode(reply.payload)
-            .map_err(|e| format!("function {function} sent a malformed reply: {e}"))?
+            .map_err(|e| Undelivered::Failed(format!("function {function} sent a malformed reply: {e}")))?
             .header
             .results;
         if results.len() != sent {
-            return Err(format!("function {function} answered {} of {sent} events", results.len()));
+            return Err(Undelivered::Failed(format!(
+                "function {function} answered {} of {sent} events",
+                results.len()
+            )));
         }
         Ok(results)
     }
@@ -75,26 +135,22 @@ impl EventDispatch {
         head: EventDelivery,
         data: &Bytes,
     ) -> Result<(), String> {
-        let mut results = self.deliver(function, timeout_ms, [(head, data)]).await?;
+        let mut results =
+            self.deliver(function, timeout_ms, [(head, data)]).await.map_err(|e| e.to_string())?;
         match results.pop().and_then(|r| r.error) {
             None => Ok(()),
             Some(e) => Err(e),
         }
     }
 
-    /// Delivers a trigger's batch in one call, keeping it in progress
-    /// meanwhile, then settles each delivery by its own result.
+    /// Delivers a trigger's batch, cut into calls that each fit one bus
+    /// message, keeping every delivery in progress meanwhile, and settles
+    /// each by its own result.
     pub async fn handle_batch(&self, t: &TriggerEntry, batch: Vec<Delivery>) {
-        let events = batch.iter().map(|d| {
-            let head = EventDelivery {
-                id: d.event.id.clone(),
-                subject: d.event.subject.clone(),
-                headers: d.event.headers.clone(),
-                attempt: d.attempt,
-            };
-            (head, &d.event.data)
-        });
-        let work = self.deliver(&t.function, t.timeout_ms, events);
+        let limit = self.invoker.max_payload().saturating_sub(FRAME_SLACK);
+        let work = futures::future::join_all(
+            cut(&batch, limit).into_iter().map(|part| self.handle_part(t, &batch, part)),
+        );
         let keep_alive = async {
             loop {
                 tokio::time::sleep(PROGRESS_EVERY).await;
@@ -105,20 +161,63 @@ impl EventDispatch {
                 }
             }
         };
-        let outcome = tokio::select! {
-            r = work => r,
+        tokio::select! {
+            _ = work => {}
             _ = keep_alive => unreachable!("marks progress until the work ends"),
-        };
-        match outcome {
-            Ok(results) => {
-                for (d, r) in batch.iter().zip(results) {
-                    self.settle(t, d, r.error.map_or(Ok(()), Err)).await;
+        }
+    }
+
+    /// Delivers the events of `batch` at `part` until each has a result of
+    /// the function's own. A failure to get the call to a replica and back
+    /// (no responder, a worker gone, every slot busy) is not the event's
+    /// fault: the call is made again after a pause, and no attempt is
+    /// counted, since the delivery is not settled meanwhile.
+    async fn handle_part(&self, t: &TriggerEntry, batch: &[Delivery], mut part: Vec<usize>) {
+        let mut pause = RESEND_FIRST;
+        while !part.is_empty() {
+            let events = part.iter().map(|&i| (head(&batch[i]), &batch[i].event.data));
+            match self.deliver(&t.function, t.timeout_ms, events).await {
+                Ok(results) => {
+                    let mut again = Vec::new();
+                    for (&i, r) in part.iter().zip(results) {
+                        if r.transient {
+                            again.push(i);
+                        } else {
+                            self.settle(t, &batch[i], r.error.map_or(Ok(()), Err)).await;
+                        }
+                    }
+                    if !again.is_empty() {
+                        tracing::debug!(function = %t.function, events = again.len(), "worker at capacity; sending again");
+                    }
+                    // A busy worker is alive and frees slots soon.
+                    pause = RESEND_FIRST / 2;
+                    part = again;
+                }
+                Err(Undelivered::Transport(why)) => {
+                    let level_info = pause == RESEND_FIRST;
+                    if level_info {
+                        tracing::info!(function = %t.function, events = part.len(), "sending again, no attempt counted: {why}");
+                    }
+                }
+                Err(Undelivered::TooLarge(why)) if part.len() > 1 => {
+                    // The estimate was off: one event per call then.
+                    tracing::warn!(function = %t.function, "batch too large for the bus, sending one at a time: {why}");
+                    for i in std::mem::take(&mut part) {
+                        Box::pin(self.handle_part(t, batch, vec![i])).await;
+                    }
+                }
+                Err(e) => {
+                    // The function's side answered wrongly, or one event
+                    // alone is too large for the bus: the event's attempt.
+                    for &i in &part {
+                        self.settle(t, &batch[i], Err(e.to_string())).await;
+                    }
+                    return;
                 }
             }
-            Err(e) => {
-                for d in &batch {
-                    self.settle(t, d, Err(e.clone())).await;
-                }
+            if !part.is_empty() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RESEND_MAX);
             }
         }
     }

@@ -46,6 +46,11 @@ impl Invoker {
         Invoker { bus, activator }
     }
 
+    /// The largest message the bus carries.
+    pub fn max_payload(&self) -> usize {
+        self.bus.max_payload()
+    }
+
     /// Sends `payload` (an invoke frame) to a replica of `function` and
     /// returns its reply. `timeout_ms` is the function's own limit.
     pub async fn call(&self, function: &str, timeout_ms: u64, payload: Bytes) -> Result<Message, CallError> {

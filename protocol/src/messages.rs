@@ -148,6 +148,29 @@ pub struct EventResult {
     /// None: handled, acknowledge it. Some: why it failed (the handler's
     /// error, or a trap, timeout or limit), retry it.
     pub error: Option<String>,
+    /// The worker could not run it at all (every instance slot busy): send
+    /// it again without counting an attempt.
+    #[serde(default)]
+    pub transient: bool,
+}
+
+/// The longest error text an event result carries: a handler's error
+/// string is the guest's to choose, and the reply must fit one message.
+pub const MAX_ERROR_TEXT: usize = 4096;
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes (on a character boundary), with a
+/// note that it was cut.
+pub fn cap_error_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let total = text.len();
+        text.truncate(end);
+        text.push_str(&format!("… ({total} bytes, cut)"));
+    }
+    text
 }
 
 /// Header of an invoke reply; the frame body is the HTTP response body.

@@ -5,10 +5,12 @@
 //! per event, in order.
 
 use crate::host::Host;
-use crate::instance::{Failed, Function, Invoked, Limits, World};
+use crate::instance::{Failed, Failure, Function, Invoked, Limits, World};
 use crate::load::LoadCounters;
 use bytes::Bytes;
-use tern_protocol::{EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream};
+use tern_protocol::{
+    EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream, cap_error_text,
+};
 use wasmtime::{Engine, Store};
 
 /// Host bindings for `sdk/wit/tern-function.wit`, the contract.
@@ -111,15 +113,17 @@ impl EventFunction {
         let (id, attempt) = (delivery.id.clone(), delivery.attempt);
         let context = format!("event {id} attempt {attempt}: ");
         let Invoked { result, mut logs } = self.invoke((delivery, data), &context).await;
+        let transient = matches!(result, Err(Failure::Capacity));
         let error = match result {
             Ok(Ok(())) => None,
             Ok(Err(message)) => {
+                let message = cap_error_text(message);
                 let line = format!("event {id} attempt {attempt} failed: {message}");
                 logs.push(self.log().record(LogStream::Tern, line));
                 Some(message)
             }
             Err(failure) => Some(failure.public_message()),
         };
-        (EventResult { error }, logs)
+        (EventResult { error, transient }, logs)
     }
 }

@@ -129,12 +129,19 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    max_payload: String,
 }
 
 impl NatsServer {
     pub fn start(dir: &Path) -> NatsServer {
+        Self::start_with(dir, "16MB")
+    }
+
+    /// With `max_payload` as given (`1MB` is nats-server's default).
+    pub fn start_with(dir: &Path, max_payload: &str) -> NatsServer {
         let port = free_port();
-        let mut s = NatsServer { child: None, port, dir: dir.to_path_buf() };
+        let mut s =
+            NatsServer { child: None, port, dir: dir.to_path_buf(), max_payload: max_payload.to_string() };
         s.spawn();
         s
     }
@@ -149,8 +156,9 @@ impl NatsServer {
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{}\nmax_payload: 16MB\njetstream {{ store_dir: {:?} }}\n",
+                "listen: 127.0.0.1:{}\nmax_payload: {}\njetstream {{ store_dir: {:?} }}\n",
                 self.port,
+                self.max_payload,
                 self.dir.join("js")
             ),
         )
@@ -283,6 +291,21 @@ impl Drop for Role {
     }
 }
 
+/// How to start a [`Cluster`].
+pub struct ClusterOptions<'a> {
+    pub workers: usize,
+    pub scheduler_args: &'a [&'a str],
+    pub worker_args: &'a [&'a str],
+    /// nats-server's `max_payload` (Tern's bodies need 16MB for 8 MiB).
+    pub nats_max_payload: &'a str,
+}
+
+impl Default for ClusterOptions<'_> {
+    fn default() -> Self {
+        ClusterOptions { workers: 1, scheduler_args: &[], worker_args: &[], nats_max_payload: "16MB" }
+    }
+}
+
 /// A cluster of separate processes on a real nats-server: one scheduler,
 /// `workers` workers (labelled zone=w0, zone=w1, …) and one gateway.
 pub struct Cluster {
@@ -301,19 +324,20 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with more arguments for `tern scheduler`.
     pub fn start_with(workers: usize, scheduler_args: &[&str]) -> Cluster {
+        Self::start_opts(ClusterOptions { workers, scheduler_args, ..Default::default() })
+    }
+
+    pub fn start_opts(o: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let nats = NatsServer::start(&dir.path().join("nats"));
+        let nats = NatsServer::start_with(&dir.path().join("nats"), o.nats_max_payload);
         let url = nats.url();
-        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), scheduler_args);
-        let workers: Vec<Role> = (0..workers)
+        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), o.scheduler_args);
+        let workers: Vec<Role> = (0..o.workers)
             .map(|i| {
                 let label = format!("zone=w{i}");
-                Role::start(
-                    "worker",
-                    &url,
-                    &dir.path().join(format!("worker{i}")),
-                    &["--label", &label, "--memory-budget", "2048"],
-                )
+                let mut args = vec!["--label", &label, "--memory-budget", "2048"];
+                args.extend_from_slice(o.worker_args);
+                Role::start("worker", &url, &dir.path().join(format!("worker{i}")), &args)
             })
             .collect();
         let gateway = Role::start("gateway", &url, &dir.path().join("gateway"), &["--listen", "127.0.0.1:0"]);

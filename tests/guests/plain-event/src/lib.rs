@@ -15,7 +15,11 @@ impl Guest for Plain {
     fn handle(event: Event) -> Result<(), String> {
         let last = event.subject.rsplit('.').next().unwrap_or("");
         if last != "quiet" {
-            let data = String::from_utf8_lossy(&event.data);
+            // Large data by its size: a log line is not the place for it.
+            let data = match event.data.len() {
+                n if n > 1024 => format!("<{n} bytes>"),
+                _ => String::from_utf8_lossy(&event.data).into_owned(),
+            };
             println!(
                 "delivery id={} subject={} attempt={} data={data}",
                 event.id, event.subject, event.attempt
