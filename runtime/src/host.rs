@@ -35,7 +35,7 @@ impl Host {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
-            limits: MemoryLimit { max: memory_bytes, hit: Arc::new(AtomicBool::new(false)) },
+            limits: MemoryLimit::new(memory_bytes),
         }
     }
 }
@@ -74,34 +74,73 @@ impl WasiHttpHooks for DenyOutbound {
     }
 }
 
-/// The function's memory limit, remembering whether a grow was refused so a
-/// resulting trap can be reported as "memory limit" rather than a bare abort.
+/// The function's memory limit, for all of one store together: every
+/// linear memory and every table of every core instance in the component
+/// counts against the one `--memory` budget (a component of several core
+/// modules, each with its own memory, gets no more than one with one).
+/// Remembers whether a grow was refused, so the trap that follows is
+/// reported as "memory limit" rather than a bare abort.
 pub(crate) struct MemoryLimit {
     max: usize,
+    used: usize,
     pub(crate) hit: Arc<AtomicBool>,
+}
+
+impl MemoryLimit {
+    pub(crate) fn new(max: usize) -> Self {
+        MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Takes `extra` bytes from the budget, if they fit.
+    fn take(&mut self, extra: usize) -> bool {
+        match self.used.checked_add(extra) {
+            Some(total) if total <= self.max => {
+                self.used = total;
+                true
+            }
+            _ => {
+                self.hit.store(true, Ordering::Relaxed);
+                false
+            }
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.hit.store(true, Ordering::Relaxed);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.take(desired.saturating_sub(current)))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables hold pointers; cap them at the same byte budget.
-        Ok(desired.saturating_mul(std::mem::size_of::<usize>()) <= self.max)
+        // Tables hold pointers: their bytes come out of the same budget.
+        Ok(self.take(desired.saturating_sub(current).saturating_mul(std::mem::size_of::<usize>())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn every_memory_and_table_shares_one_budget() {
+        let mut l = MemoryLimit::new(100);
+        assert!(l.memory_growing(0, 40, None).unwrap(), "first memory");
+        assert!(l.memory_growing(0, 40, None).unwrap(), "second memory");
+        assert!(!l.memory_growing(0, 40, None).unwrap(), "a third would pass the budget together");
+        assert!(l.hit.load(Ordering::Relaxed));
+        assert!(l.table_growing(0, 2, None).unwrap(), "16 bytes of table fit in the 20 left");
+        assert!(!l.table_growing(2, 3, None).unwrap());
+        assert!(l.memory_growing(40, 44, None).unwrap(), "growing one memory takes only the difference");
     }
 }

@@ -122,6 +122,14 @@ fn build_engine(rc: &RuntimeConfig) -> Result<Engine, RuntimeError> {
         .total_memories(rc.max_instances)
         .total_tables(rc.max_instances * 4)
         .total_stacks(rc.max_instances)
+        // What one instance may take of the pool, whatever the component
+        // asks: room for Rust, Python and JavaScript components (a few to
+        // a few dozen core modules), not for a component built to exhaust
+        // the pool. Their memory is bounded together by `--memory` (see
+        // `host::MemoryLimit`).
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(8)
+        .max_tables_per_component(32)
         .max_memory_size((tern_protocol::MAX_MEMORY_MIB as usize) << 20)
         .linear_memory_keep_resident(rc.memory_keep_resident)
         .table_keep_resident(rc.table_keep_resident)

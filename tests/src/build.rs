@@ -45,3 +45,13 @@ pub fn guest(name: &str) -> PathBuf {
     build_once();
     target_dir().join(format!("wasm32-wasip2/guest/{name}.wasm"))
 }
+
+/// A hand-written component from `tests/guests/wat/NAME.wat`, assembled
+/// into the target dir; for shapes no compiler emits on purpose.
+pub fn wat_component(name: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("guests/wat/{name}.wat"));
+    let bytes = wat::parse_file(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let out = target_dir().join(format!("wat-{name}.wasm"));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}

@@ -12,7 +12,7 @@ pub mod in_process;
 pub mod load;
 pub mod process;
 
-pub use build::{guest, target_dir, tern_bin};
+pub use build::{guest, target_dir, tern_bin, wat_component};
 pub use client::{Client, Resp};
 pub use events::{Delivered, Deliveries, publish};
 pub use in_process::InProcess;

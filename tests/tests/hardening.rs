@@ -193,3 +193,21 @@ fn a_function_that_floods_its_log_answers_and_costs_the_platform_little() {
     assert!(logs.contains("output truncated"), "{}", &logs[logs.len().saturating_sub(500)..]);
     assert!(logs.len() < 1 << 20, "the kept log is {} bytes", logs.len());
 }
+
+#[test]
+fn memory_is_limited_per_function_not_per_linear_memory() {
+    let (_dir, up) = start();
+    let wasm = tern_tests::wat_component("three-memories");
+    let file = wasm.to_str().unwrap();
+    // Three memories of 100 MiB each: more than 128 MiB together.
+    up.deploy(&wasm, "three", &["--memory", "128"]);
+    let out = up.tern(&["invoke", "three", "--data", "x"]);
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "300 MiB in three memories under --memory 128: {answer}");
+    assert!(answer.contains("exceeded its memory limit of 128 MiB"), "{answer}");
+    // With room for all three, the same component runs: the limit is the
+    // only thing that stopped it.
+    up.tern_ok(&["deploy", file, "--name", "three", "--memory", "400"]);
+    let answer = up.tern_ok(&["invoke", "three", "--data", "x"]);
+    assert!(answer.contains(r#""error": null"#), "{answer}");
+}
