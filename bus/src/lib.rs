@@ -9,7 +9,7 @@
 
 pub mod conformance;
 mod in_process;
-mod nats;
+pub mod nats;
 mod subject;
 
 pub use in_process::InProcessBus;

@@ -24,6 +24,33 @@ pub struct NatsOptions {
     /// Client certificate and key, PEM, for mutual TLS.
     pub tls_cert: Option<(PathBuf, PathBuf)>,
     pub require_tls: bool,
+    /// Where replies to this client's requests arrive (default `_INBOX`).
+    /// Tern's roles use one of their own (`_TERN.<role>`), so a client
+    /// allowed the usual `_INBOX.>` for its own replies reads none of
+    /// Tern's.
+    pub inbox_prefix: Option<String>,
+}
+
+/// `url` with any `user:password@` taken out, for logs and errors.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://{}", &u[..scheme], &u[at + 1..]),
+            (None, Some(at)) => u[at + 1..].to_string(),
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(super::redact("nats://gw:s3cret@h:4222,nats://h2:4222"), "nats://h:4222,nats://h2:4222");
+        assert_eq!(super::redact("gw:s3cret@h:4222"), "h:4222");
+        assert_eq!(super::redact("nats://h:4222"), "nats://h:4222");
+    }
 }
 
 #[derive(Clone)]
@@ -62,16 +89,25 @@ impl NatsBus {
         if opts.require_tls {
             o = o.require_tls(true);
         }
+        if let Some(prefix) = &opts.inbox_prefix {
+            o = o.custom_inbox_prefix(prefix);
+        }
+        let shown = redact(&opts.url);
         let addrs: Vec<async_nats::ServerAddr> = opts
             .url
             .split(',')
             .map(|u| u.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<_, _>>()
-            .map_err(|e| BusError::Connection(format!("NATS URL {:?} is not valid: {e}", opts.url)))?;
+            .map_err(|e| BusError::Connection(format!("NATS URL {shown:?} is not valid: {e}")))?;
+        // async-nats does not read a user and password from the URL itself.
+        if let Some(addr) = addrs.iter().find(|a| a.username().is_some()) {
+            let (user, pass) = (addr.username().unwrap_or_default(), addr.password().unwrap_or_default());
+            o = o.user_and_password(user.to_string(), pass.to_string());
+        }
         let client = o
             .connect(addrs)
             .await
-            .map_err(|e| BusError::Connection(format!("cannot connect to NATS at {}: {e}", opts.url)))?;
+            .map_err(|e| BusError::Connection(format!("cannot connect to NATS at {shown}: {e}")))?;
         // With retry_on_initial_connect, connect returns at once; a role is
         // of no use until NATS answers, so wait here and say so.
         let started = std::time::Instant::now();

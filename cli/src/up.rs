@@ -178,8 +178,9 @@ async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
         tls_ca: nats.nats_tls_ca.clone(),
         tls_cert: nats.nats_tls_cert.clone().zip(nats.nats_tls_key.clone()),
         require_tls: nats.nats_require_tls,
+        inbox_prefix: Some(format!("_TERN.{role}")),
     };
-    eprintln!("connecting to NATS at {url} ...");
+    eprintln!("connecting to NATS at {} ...", tern_bus::nats::redact(url));
     let bus = NatsBus::connect(&opts).await?;
     Ok(Arc::new(bus))
 }

@@ -36,6 +36,11 @@ impl Serving {
         }
     }
 
+    /// The generation of the table in place.
+    pub fn generation(&self) -> u64 {
+        self.router.read().unwrap().generation()
+    }
+
     /// The route serving `path`, if any.
     pub fn route(&self, path: &str) -> Option<RouteEntry> {
         let router = self.router.read().unwrap().clone();
@@ -47,11 +52,25 @@ impl Serving {
     /// co-located scheduler's routes are served from the first request).
     pub async fn follow(self: &Arc<Self>, bus: &dyn Bus, scheduler: SchedulerClient) -> Result<(), BusError> {
         let mut pushes = bus.subscribe(&subject::serving_changed()).await?;
-        let me = self.clone();
+        let (me, s) = (self.clone(), scheduler.clone());
         tokio::spawn(async move {
             while let Some(msg) = pushes.next().await {
                 match serde_json::from_slice::<ServingTable>(&msg.payload) {
-                    Ok(t) => me.apply(&t),
+                    Ok(t) if t.generation == me.generation() + 1 => me.apply(&t),
+                    // Not the next table: pushes were missed, or whoever
+                    // pushed is not the scheduler (a generation far ahead
+                    // would freeze routing). Ask the scheduler instead.
+                    Ok(t) => {
+                        tracing::info!(
+                            pushed = t.generation,
+                            have = me.generation(),
+                            "re-reading the serving table"
+                        );
+                        match s.serving_table().await {
+                            Ok(t) => me.apply(&t),
+                            Err(e) => tracing::warn!("cannot re-read the serving table: {}", e.message),
+                        }
+                    }
                     Err(e) => tracing::warn!("ignoring a malformed serving table push: {e}"),
                 }
             }

@@ -237,6 +237,13 @@ impl FunctionSpec {
     }
 }
 
+/// Whether `digest` is a sha256 as Tern writes it: 64 lowercase hex
+/// characters. Digests arrive in messages and become file names and keys,
+/// so nothing else is let near the filesystem.
+pub fn valid_digest(digest: &str) -> bool {
+    digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Names become one token of a bus subject and one segment of admin URLs.
 pub fn validate_function_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -296,6 +303,15 @@ pub struct Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sha256_hex_is_a_digest() {
+        assert!(valid_digest(&"ab12".repeat(16)));
+        for bad in ["", "../../etc/passwd", &"A".repeat(64), &"a".repeat(63), &format!("{}/", "a".repeat(63))]
+        {
+            assert!(!valid_digest(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn names_are_subject_safe() {

@@ -83,6 +83,9 @@ impl ArtifactCache {
 
     /// A compiled component from memory or disk, without compiling. Blocking.
     pub fn get(&self, digest: &str) -> Option<Component> {
+        if !tern_protocol::valid_digest(digest) {
+            return None;
+        }
         if let Some(c) = self.compiled.lock().unwrap().get(digest) {
             return Some(c.clone());
         }
@@ -126,6 +129,9 @@ impl ArtifactCache {
     /// Compiles `bytes` (already known to be `digest`) unless cached, and
     /// caches the result. Blocking.
     pub(crate) fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+        if !tern_protocol::valid_digest(digest) {
+            return Err(format!("{digest:?} is not a sha256 digest"));
+        }
         if let Some(c) = self.get(digest) {
             return Ok(c);
         }

@@ -9,6 +9,9 @@ use tern_protocol::{ApiError, ArtifactChunk, ArtifactRequest, Frame, Reply, enco
 /// Answers one chunk request on the artifact subject.
 pub async fn serve(registry: &RegistryHandle, bus: &dyn Bus, msg: Message) {
     let reply = match serde_json::from_slice::<ArtifactRequest>(&msg.payload) {
+        Ok(req) if !tern_protocol::valid_digest(&req.digest) => {
+            Err(ApiError::bad_request("an artifact is asked for by its sha256 digest (64 hex characters)"))
+        }
         Ok(req) => chunk_of(registry, req).await,
         Err(e) => Err(ApiError::bad_request(format!("malformed artifact request: {e}"))),
     };

@@ -17,4 +17,4 @@ pub use client::{Client, Resp};
 pub use events::{Delivered, Deliveries, publish};
 pub use in_process::InProcess;
 pub use load::{Load, burst, eventually};
-pub use process::{Cluster, ClusterOptions, NatsServer, Role, TernUp, free_port};
+pub use process::{Cluster, ClusterOptions, NatsServer, Role, TernUp, free_port, nats_password};

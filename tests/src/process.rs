@@ -130,6 +130,13 @@ pub struct NatsServer {
     pub port: u16,
     dir: PathBuf,
     max_payload: String,
+    /// With the shipped users and permissions (deploy/nats-users.conf).
+    users: bool,
+}
+
+/// The password the harness gives each user of deploy/nats-users.conf.
+pub fn nats_password(user: &str) -> String {
+    format!("{user}-test-password")
 }
 
 impl NatsServer {
@@ -140,8 +147,23 @@ impl NatsServer {
     /// With `max_payload` as given (`1MB` is nats-server's default).
     pub fn start_with(dir: &Path, max_payload: &str) -> NatsServer {
         let port = free_port();
+        let mut s = NatsServer {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            max_payload: max_payload.to_string(),
+            users: false,
+        };
+        s.spawn();
+        s
+    }
+
+    /// With the users and permissions Tern ships (deploy/nats-users.conf),
+    /// each user's password from [`nats_password`].
+    pub fn start_with_users(dir: &Path) -> NatsServer {
+        let port = free_port();
         let mut s =
-            NatsServer { child: None, port, dir: dir.to_path_buf(), max_payload: max_payload.to_string() };
+            NatsServer { child: None, port, dir: dir.to_path_buf(), max_payload: "16MB".into(), users: true };
         s.spawn();
         s
     }
@@ -150,22 +172,33 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The URL as `user` (with the shipped users).
+    pub fn url_as(&self, user: &str) -> String {
+        format!("nats://{user}:{}@127.0.0.1:{}", nats_password(user), self.port)
+    }
+
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let conf = self.dir.join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{}\nmax_payload: {}\njetstream {{ store_dir: {:?} }}\n",
-                self.port,
-                self.max_payload,
-                self.dir.join("js")
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "listen: 127.0.0.1:{}\nmax_payload: {}\njetstream {{ store_dir: {:?} }}\n",
+            self.port,
+            self.max_payload,
+            self.dir.join("js")
+        );
+        if self.users {
+            let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-users.conf");
+            std::fs::copy(&shipped, self.dir.join("nats-users.conf")).unwrap();
+            text.push_str("include ./nats-users.conf\n");
+        }
+        std::fs::write(&conf, text).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("nats.log")).unwrap();
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        for user in ["scheduler", "worker", "gateway", "publisher"] {
+            command.env(format!("TERN_{}_PASSWORD", user.to_uppercase()), nats_password(user));
+        }
+        let child = command
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -298,11 +331,19 @@ pub struct ClusterOptions<'a> {
     pub worker_args: &'a [&'a str],
     /// nats-server's `max_payload` (Tern's bodies need 16MB for 8 MiB).
     pub nats_max_payload: &'a str,
+    /// Run nats-server with the shipped users; each role connects as its own.
+    pub nats_users: bool,
 }
 
 impl Default for ClusterOptions<'_> {
     fn default() -> Self {
-        ClusterOptions { workers: 1, scheduler_args: &[], worker_args: &[], nats_max_payload: "16MB" }
+        ClusterOptions {
+            workers: 1,
+            scheduler_args: &[],
+            worker_args: &[],
+            nats_max_payload: "16MB",
+            nats_users: false,
+        }
     }
 }
 
@@ -329,18 +370,28 @@ impl Cluster {
 
     pub fn start_opts(o: ClusterOptions) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let nats = NatsServer::start_with(&dir.path().join("nats"), o.nats_max_payload);
-        let url = nats.url();
-        let scheduler = Role::start("scheduler", &url, &dir.path().join("scheduler"), o.scheduler_args);
+        let nats = if o.nats_users {
+            NatsServer::start_with_users(&dir.path().join("nats"))
+        } else {
+            NatsServer::start_with(&dir.path().join("nats"), o.nats_max_payload)
+        };
+        let url_for = |role: &str| if o.nats_users { nats.url_as(role) } else { nats.url() };
+        let scheduler =
+            Role::start("scheduler", &url_for("scheduler"), &dir.path().join("scheduler"), o.scheduler_args);
         let workers: Vec<Role> = (0..o.workers)
             .map(|i| {
                 let label = format!("zone=w{i}");
                 let mut args = vec!["--label", &label, "--memory-budget", "2048"];
                 args.extend_from_slice(o.worker_args);
-                Role::start("worker", &url, &dir.path().join(format!("worker{i}")), &args)
+                Role::start("worker", &url_for("worker"), &dir.path().join(format!("worker{i}")), &args)
             })
             .collect();
-        let gateway = Role::start("gateway", &url, &dir.path().join("gateway"), &["--listen", "127.0.0.1:0"]);
+        let gateway = Role::start(
+            "gateway",
+            &url_for("gateway"),
+            &dir.path().join("gateway"),
+            &["--listen", "127.0.0.1:0"],
+        );
         let url = gateway.url.clone().expect("a gateway says where it listens");
         let token = std::fs::read_to_string(gateway.data_dir.join("admin-token")).unwrap().trim().to_string();
         let c = Cluster { client: Client { url, token }, gateway, workers, scheduler, nats, dir };

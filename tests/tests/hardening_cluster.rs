@@ -1,0 +1,80 @@
+//! What another client of the cluster's NATS server can do to Tern. With
+//! the shipped users (deploy/nats-users.conf) each role connects as its
+//! own user, and a `publisher` can publish events and nothing else: no
+//! scheduler operations, no serving tables, no joining a function's queue
+//! group. Without users, a forged serving table still cannot freeze
+//! routing. Real nats-server, real processes; failed before the fix.
+
+use std::time::Duration;
+use tern_tests::{Cluster, ClusterOptions, Deliveries, eventually, guest, nats_password};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+#[test]
+fn with_the_shipped_users_a_publisher_publishes_events_and_nothing_else() {
+    let c = Cluster::start_opts(ClusterOptions { nats_users: true, ..Default::default() });
+    // The cluster works with every role on its own user.
+    c.deploy(&guest("hello"), "hello", &["--route", "/hello", "--min-scale", "1"]);
+    assert_eq!(c.get("/hello").body, "Hello, world!\n");
+    c.deploy(&guest("plain_event"), "orders", &["--on-event", "orders.>"]);
+    let seen = Deliveries::follow(&c.url, &c.token, "orders");
+
+    let url = c.nats.url();
+    let (stolen, deleted) = rt().block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            "publisher".into(),
+            nats_password("publisher"),
+        )
+        .connect(&url)
+        .await
+        .expect("the publisher user connects");
+        // It may publish events, stored and acknowledged by JetStream.
+        let js = async_nats::jetstream::new(client.clone());
+        js.publish("orders.eu.created", "from a publisher".into()).await.unwrap().await.unwrap();
+        // It may not call the scheduler...
+        let delete = serde_json::json!({ "name": "hello" }).to_string();
+        let deleted = client.request("tern.v1.scheduler.delete", delete.into()).await.is_ok();
+        // ...push a serving table...
+        let table = serde_json::json!({ "generation": u64::MAX, "routes": [], "triggers": [] }).to_string();
+        let _ = client.publish("tern.v1.routes.changed", table.into()).await;
+        // ...or take requests meant for a function.
+        let mut rogue =
+            client.queue_subscribe("tern.v1.invoke.hello", "replicas.hello".into()).await.unwrap();
+        let _ = client.flush().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let stolen = tokio::time::timeout(Duration::from_secs(3), futures::StreamExt::next(&mut rogue)).await;
+        (stolen.is_ok_and(|m| m.is_some()), deleted)
+    });
+    // Meanwhile every request reached the real function.
+    let got = seen.wait(Duration::from_secs(10), |s| s.iter().any(|d| d.data == "from a publisher"));
+    assert!(got.iter().any(|d| d.subject == "orders.eu.created"), "{got:?}");
+    assert!(!deleted, "the publisher got an answer from the scheduler");
+    assert!(!stolen, "the publisher received an invocation");
+    for _ in 0..20 {
+        assert_eq!(c.get("/hello").body, "Hello, world!\n");
+    }
+    assert_eq!(c.describe("hello")["name"], "hello", "hello was not deleted");
+}
+
+#[test]
+fn a_forged_serving_table_cannot_freeze_routing() {
+    let c = Cluster::start(1);
+    c.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
+    assert_eq!(c.get("/hello").status, 200);
+    // Any client of an unprotected server pushes a table that is empty and
+    // as new as a table can be.
+    let url = c.nats.url();
+    rt().block_on(async {
+        let client = async_nats::connect(&url).await.unwrap();
+        let table = serde_json::json!({ "generation": u64::MAX, "routes": [], "triggers": [] }).to_string();
+        client.publish("tern.v1.routes.changed", table.into()).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.get("/hello").status, 200, "the forged table was taken");
+    // And later changes still arrive.
+    c.deploy(&guest("hello"), "later", &["--route", "/later"]);
+    assert!(eventually(Duration::from_secs(5), || c.get("/later").status == 200));
+}
