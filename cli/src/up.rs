@@ -49,6 +49,16 @@ pub struct ScaleArgs {
     panic_window: Duration,
 }
 
+/// What the registry keeps.
+#[derive(Args, Clone)]
+pub struct RegistryArgs {
+    /// Versions kept per function; older ones (never the active one) and
+    /// the components only they used are deleted after each deploy
+    #[arg(long, default_value_t = tern_scheduler::DEFAULT_KEEP_VERSIONS as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    keep_versions: u64,
+}
+
 impl ScaleArgs {
     fn config(&self) -> anyhow::Result<ScaleConfig> {
         if self.panic_window > self.stable_window {
@@ -88,6 +98,8 @@ pub struct UpArgs {
     #[command(flatten)]
     scale: ScaleArgs,
     #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
     activator: ActivatorArgs,
 }
 
@@ -100,6 +112,8 @@ pub struct SchedulerArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     scale: ScaleArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -219,6 +233,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         node_id,
         scale: args.scale.config()?,
         activator: args.activator.config(),
+        keep_versions: args.registry.keep_versions as usize,
     };
     let platform = tern_roles::up(bus, events, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
@@ -233,7 +248,14 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
     let events = tern_roles::open_events(Some(&bus), &data_dir).await?;
-    let scheduler = tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?).await?;
+    let scheduler = tern_roles::scheduler(
+        bus,
+        events,
+        &data_dir,
+        args.scale.config()?,
+        args.registry.keep_versions as usize,
+    )
+    .await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);

@@ -163,11 +163,21 @@ pub async fn dead_letters_are_kept_listed_and_removed(log: &dyn EventLog) {
         failed_ms: 1,
     };
     log.dead_letter(letter.clone()).await.unwrap();
-    assert_eq!(log.dead_letters("conf-dlq-fn").await.unwrap(), vec![letter]);
+    assert_eq!(log.dead_letters("conf-dlq-fn").await.unwrap(), vec![letter.clone()]);
     assert!(log.dead_letters("conf-dlq").await.unwrap().is_empty(), "per function, not by prefix");
+    assert_eq!(log.dead_letter_count("conf-dlq-fn").await.unwrap(), 1);
+    assert_eq!(log.dead_letter_count("conf-dlq").await.unwrap(), 0);
     assert!(log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(!log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(log.dead_letters("conf-dlq-fn").await.unwrap().is_empty());
+    assert_eq!(log.dead_letter_count("conf-dlq-fn").await.unwrap(), 0);
+    // A deleted function's dead letters go with it, and only its own.
+    for f in ["conf-dlq-gone", "conf-dlq-gone-not"] {
+        log.dead_letter(DeadLetter { function: f.into(), ..letter.clone() }).await.unwrap();
+    }
+    assert_eq!(log.delete_dead_letters("conf-dlq-gone").await.unwrap(), 1);
+    assert_eq!(log.dead_letter_count("conf-dlq-gone").await.unwrap(), 0);
+    assert_eq!(log.dead_letter_count("conf-dlq-gone-not").await.unwrap(), 1);
 }
 
 /// Every gateway opens the same durable consumer: each event goes to one.

@@ -21,7 +21,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::time::Duration;
 use tern_protocol::nats_subject::{self, SubjectPattern};
 use tern_protocol::subject::{cron_all, dead_letters, dead_letters_all};
@@ -277,6 +277,26 @@ impl EventLog for JetStreamLog {
         };
         let stream = self.js.get_stream(DLQ).await.map_err(store("opening the TERN_DLQ stream"))?;
         stream.delete_message(seq).await.map_err(store("removing a dead letter"))
+    }
+
+    async fn dead_letter_count(&self, function: &str) -> Result<u64, EventError> {
+        let subject = dead_letters(function);
+        let stream = self.js.get_stream(DLQ).await.map_err(store("opening the TERN_DLQ stream"))?;
+        let mut subjects =
+            stream.info_with_subjects(&subject).await.map_err(store("counting dead letters"))?;
+        while let Some((s, n)) = subjects.try_next().await.map_err(store("counting dead letters"))? {
+            if s == subject {
+                return Ok(n as u64);
+            }
+        }
+        Ok(0)
+    }
+
+    async fn delete_dead_letters(&self, function: &str) -> Result<u64, EventError> {
+        let stream = self.js.get_stream(DLQ).await.map_err(store("opening the TERN_DLQ stream"))?;
+        let purged =
+            stream.purge().filter(dead_letters(function)).await.map_err(store("deleting dead letters"))?;
+        Ok(purged.purged)
     }
 }
 

@@ -167,6 +167,13 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Removes one dead letter (after a replay); false if there was none.
     async fn remove_dead_letter(&self, function: &str, event_id: &str) -> Result<bool, EventError>;
+
+    /// How many dead letters `function` has, without reading them.
+    async fn dead_letter_count(&self, function: &str) -> Result<u64, EventError>;
+
+    /// Removes every dead letter of `function` (it was deleted); returns
+    /// how many.
+    async fn delete_dead_letters(&self, function: &str) -> Result<u64, EventError>;
 }
 
 #[async_trait]

@@ -70,11 +70,13 @@ pub async fn scheduler(
     events: Arc<dyn EventLog>,
     data_dir: &Path,
     scale: ScaleConfig,
+    keep_versions: usize,
 ) -> Result<Arc<Scheduler>, StartError> {
     let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
         .map_err(fail("cannot start the wasm runtime"))?;
     let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
-    let scheduler = Scheduler::open(data_dir, bus, runtime, scale, events).map_err(fail(what))?;
+    let scheduler =
+        Scheduler::open(data_dir, bus, runtime, scale, events, keep_versions).map_err(fail(what))?;
     scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
     Ok(scheduler)
 }
@@ -151,6 +153,8 @@ pub struct UpConfig {
     pub node_id: String,
     pub scale: ScaleConfig,
     pub activator: ActivatorConfig,
+    /// Versions kept per function.
+    pub keep_versions: usize,
 }
 
 /// Starts scheduler, worker and gateway on one bus, and loads every
@@ -161,7 +165,8 @@ pub async fn up(
     events: Arc<dyn EventLog>,
     config: UpConfig,
 ) -> Result<Platform, StartError> {
-    let scheduler = scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale).await?;
+    let scheduler =
+        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep_versions).await?;
     let worker_config = WorkerConfig {
         node_id: config.node_id,
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },

@@ -7,9 +7,9 @@
 
 use crate::RuntimeError;
 use crate::host::Host;
+use crate::lru::ByteLru;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -61,11 +61,21 @@ pub enum LoadError {
     Link { digest: String, reason: String },
 }
 
+/// Compiled code kept in memory, at most (by image size).
+pub const MEMORY_CACHE_BYTES: usize = 1 << 30;
+/// Compiled code kept on disk, at most; the oldest files go first.
+pub const DISK_CACHE_BYTES: u64 = 8 << 30;
+
 pub struct ArtifactCache {
     engine: Engine,
     dir: PathBuf,
     engine_hash: String,
-    compiled: Mutex<HashMap<String, Component>>,
+    compiled: Mutex<ByteLru<Component>>,
+}
+
+fn image_bytes(c: &Component) -> usize {
+    let r = c.image_range();
+    (r.end as usize).saturating_sub(r.start as usize)
 }
 
 impl ArtifactCache {
@@ -74,7 +84,7 @@ impl ArtifactCache {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = format!("{:016x}", h.finish());
-        Ok(ArtifactCache { engine, dir, engine_hash, compiled: Mutex::new(HashMap::new()) })
+        Ok(ArtifactCache { engine, dir, engine_hash, compiled: Mutex::new(ByteLru::new(MEMORY_CACHE_BYTES)) })
     }
 
     fn path(&self, digest: &str) -> PathBuf {
@@ -87,7 +97,7 @@ impl ArtifactCache {
             return None;
         }
         if let Some(c) = self.compiled.lock().unwrap().get(digest) {
-            return Some(c.clone());
+            return Some(c);
         }
         let path = self.path(digest);
         if !path.exists() {
@@ -98,7 +108,7 @@ impl ArtifactCache {
         // hash is in the name), and wasmtime checks the header it wrote.
         match unsafe { Component::deserialize_file(&self.engine, &path) } {
             Ok(c) => {
-                self.compiled.lock().unwrap().insert(digest.to_string(), c.clone());
+                self.compiled.lock().unwrap().insert(digest.to_string(), c.clone(), image_bytes(&c));
                 Some(c)
             }
             Err(e) => {
@@ -111,7 +121,7 @@ impl ArtifactCache {
 
     /// Keeps a compiled component in memory and on disk. Blocking.
     fn put(&self, digest: &str, component: &Component) {
-        self.compiled.lock().unwrap().insert(digest.to_string(), component.clone());
+        self.compiled.lock().unwrap().insert(digest.to_string(), component.clone(), image_bytes(component));
         let path = self.path(digest);
         let write = || -> Result<(), String> {
             let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
@@ -123,6 +133,33 @@ impl ArtifactCache {
         };
         if let Err(e) = write() {
             tracing::warn!(path = %path.display(), "could not cache compiled artifact: {e}");
+        }
+        self.trim_disk(DISK_CACHE_BYTES);
+    }
+
+    /// Deletes the oldest cached files until the rest fit in `budget`
+    /// bytes. A component already loaded keeps working (its file is
+    /// mapped); one loaded later is compiled again.
+    fn trim_disk(&self, budget: u64) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else { return };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = dir
+            .flatten()
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .filter(|(_, _, p)| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= budget {
+                break;
+            }
+            tracing::info!(path = %path.display(), "trimming the compiled-artifact cache");
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
         }
     }
 

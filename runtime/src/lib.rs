@@ -18,6 +18,7 @@ pub mod http;
 pub mod instance;
 mod load;
 mod log_limit;
+mod lru;
 mod output;
 pub mod worker;
 

@@ -58,6 +58,14 @@ impl Scheduler {
         let ready_replicas = self.place_version(&version).await?;
         let routes = self.push_serving_table().await?;
         self.remove_unwanted_triggers().await;
+        let (name, keep) = (spec.name.clone(), self.keep_versions);
+        match self.registry.run(move |r| r.prune_versions(&name, keep)).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(function = %spec.name, ?gone, "forgot old versions")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(function = %spec.name, "cannot forget old versions: {}", e.message),
+        }
         tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
         Ok(DeployReply { version, ready_replicas, routes })
     }
@@ -90,6 +98,12 @@ impl Scheduler {
         let n = name.clone();
         let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
         self.logs.forget(&name);
+        // A new function of the same name starts with none of these.
+        match self.events.delete_dead_letters(&name).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(function = %name, dead_letters = n, "deleted with the function"),
+            Err(e) => tracing::warn!(function = %name, "cannot delete its dead letters: {e}"),
+        }
         Ok(ChangeReply { active_version: None, routes })
     }
 

@@ -109,8 +109,8 @@ impl Scheduler {
                 Err(e) => tracing::debug!("no stats for {}: {e}", t.consumer),
             }
         }
-        if let Ok(letters) = self.events.dead_letters(&d.name).await {
-            d.dead_letters = letters.len() as u64;
+        if let Ok(n) = self.events.dead_letter_count(&d.name).await {
+            d.dead_letters = n;
         }
         Ok(d)
     }

@@ -47,6 +47,8 @@ use tern_protocol::{LogRecord, NodeAnnounce};
 use tern_runtime::Runtime;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Versions kept per function when the operator names no number.
+pub const DEFAULT_KEEP_VERSIONS: usize = 10;
 /// A cron tick fires within this long of its time.
 const CRON_EVERY: Duration = Duration::from_millis(500);
 
@@ -77,6 +79,8 @@ pub struct Scheduler {
     wake: tokio::sync::Notify,
     /// Where triggers' durable consumers live and cron ticks go.
     events: Arc<dyn EventLog>,
+    /// Versions kept per function (the active one always is).
+    keep_versions: usize,
 }
 
 impl Scheduler {
@@ -86,6 +90,7 @@ impl Scheduler {
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
         events: Arc<dyn EventLog>,
+        keep_versions: usize,
     ) -> Result<Arc<Self>, SchedulerError> {
         Ok(Arc::new(Scheduler {
             registry: RegistryHandle::open(&data_dir.join("registry"))?,
@@ -97,6 +102,7 @@ impl Scheduler {
             changes: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             events,
+            keep_versions,
         }))
     }
 

@@ -10,6 +10,9 @@ use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus
 
 /// Three missed one-second heartbeats and a node is dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
+/// A node dead this long is forgotten (`tern status` stops listing it); if
+/// it comes back it joins as new.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// What the scheduler knows of one worker.
 struct Node {
@@ -97,8 +100,18 @@ impl Nodes {
     /// Every node as placement sees it. Logs a node that died since the
     /// last call, once.
     pub fn views(&self) -> Vec<NodeView> {
-        let now = Instant::now();
+        self.views_at(Instant::now())
+    }
+
+    fn views_at(&self, now: Instant) -> Vec<NodeView> {
         let mut nodes = self.nodes.lock().unwrap();
+        nodes.retain(|id, n| {
+            let keep = now.saturating_duration_since(n.last_seen) < FORGET_AFTER;
+            if !keep {
+                tracing::info!(node = %id, "forgetting a node dead for {} min", FORGET_AFTER.as_secs() / 60);
+            }
+            keep
+        });
         nodes
             .iter_mut()
             .map(|(id, n)| {
@@ -207,6 +220,16 @@ mod tests {
         assert!(heard.previous_load.is_none(), "a dead node's counters are no baseline");
         let heard = nodes.observe_at(state("n1", 1, &[("f", 1)]), later + Duration::from_millis(900));
         assert!(!heard.returning && heard.previous_load.is_some());
+    }
+
+    #[test]
+    fn a_long_dead_node_is_forgotten() {
+        let nodes = Nodes::default();
+        let start = Instant::now();
+        nodes.observe_at(state("gone", 1, &[]), start);
+        nodes.observe_at(state("here", 1, &[]), start + FORGET_AFTER);
+        let ids = |v: Vec<NodeView>| v.into_iter().map(|n| (n.id, n.alive)).collect::<Vec<_>>();
+        assert_eq!(ids(nodes.views_at(start + FORGET_AFTER)), vec![("here".into(), true)]);
     }
 
     #[test]

@@ -238,6 +238,39 @@ impl Registry {
         Ok(())
     }
 
+    /// Forgets `name`'s versions beyond the newest `keep` (the active one
+    /// always stays), and the artifacts no version uses any more. Returns
+    /// the version numbers forgotten. Plain removes, versions first: a
+    /// crash in between leaves an unused artifact, never a version without
+    /// its component.
+    pub fn prune_versions(&self, name: &str, keep: usize) -> Result<Vec<u64>, RegistryError> {
+        let active = self.record(name)?.active_version;
+        let mut versions = Vec::new();
+        for item in self.versions.scan_prefix(format!("{name}/").as_bytes()) {
+            let (k, v) = item?;
+            versions.push(decode::<Version>(&k, &v)?);
+        }
+        versions.sort_by_key(|v| std::cmp::Reverse(v.number));
+        let old: Vec<Version> =
+            versions.into_iter().skip(keep.max(1)).filter(|v| v.number != active).collect();
+        if old.is_empty() {
+            return Ok(Vec::new());
+        }
+        for v in &old {
+            self.versions.remove(version_key(name, v.number).as_bytes())?;
+        }
+        let mut digests: Vec<&str> = old.iter().map(|v| v.digest.as_str()).collect();
+        digests.sort();
+        digests.dedup();
+        for d in digests {
+            if !self.digest_in_use(d)? {
+                self.artifacts.remove(d.as_bytes())?;
+            }
+        }
+        self.db.flush()?;
+        Ok(old.iter().map(|v| v.number).collect())
+    }
+
     fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
         for item in self.versions.iter() {
             let (k, v) = item?;
@@ -507,6 +540,24 @@ mod tests {
         drop(reg);
         let reg = Registry::open(&path).unwrap();
         assert_eq!(reg.serving_table().unwrap().routes.len(), 3);
+    }
+
+    #[test]
+    fn old_versions_and_their_unshared_artifacts_are_forgotten() {
+        let (_d, reg) = open();
+        for n in 1..=5u8 {
+            let digest = format!("d{n}");
+            reg.deploy(&spec("f", &["/f"]), &digest, World::Http, &[n], n as u64).unwrap();
+        }
+        reg.rollback("f", Some(2)).unwrap();
+        reg.deploy(&spec("g", &["/g"]), "d1", World::Http, &[1], 9).unwrap(); // shares d1
+        let gone = reg.prune_versions("f", 2).unwrap();
+        assert_eq!(gone, vec![3, 1], "the newest two and the active one stay");
+        let kept: Vec<u64> = reg.describe("f").unwrap().versions.iter().map(|v| v.number).collect();
+        assert_eq!(kept, vec![2, 4, 5]);
+        assert!(reg.artifact("d3").unwrap().is_none());
+        assert!(reg.artifact("d1").unwrap().is_some(), "g still uses it");
+        assert!(reg.prune_versions("f", 2).unwrap().is_empty());
     }
 
     #[test]

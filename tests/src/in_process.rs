@@ -63,6 +63,7 @@ impl InProcess {
                 node_id: "local".into(),
                 scale: options.scale,
                 activator: options.activator,
+                keep_versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
             };
             tern_roles::up(Arc::new(InProcessBus::new()), events, config).await.expect("start every role")
         });

@@ -211,3 +211,31 @@ fn memory_is_limited_per_function_not_per_linear_memory() {
     let answer = up.tern_ok(&["invoke", "three", "--data", "x"]);
     assert!(answer.contains(r#""error": null"#), "{answer}");
 }
+
+#[test]
+fn stores_stay_bounded_old_versions_and_dead_letters_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = TernUp::start_with(&dir.path().join("data"), &["--keep-versions", "2"]);
+    // Versions: the newest two stay (the active one always does).
+    let hello = guest("hello");
+    for greeting in ["A", "B", "C", "D"] {
+        up.deploy(&hello, "hello", &["--route", "/hello", "--env", &format!("GREETING={greeting}")]);
+    }
+    let numbers = |d: serde_json::Value| -> Vec<u64> {
+        d["versions"].as_array().unwrap().iter().map(|v| v["number"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(numbers(up.describe("hello")), vec![3, 4]);
+    assert_eq!(up.get("/hello").body, "D, world!\n");
+
+    // Dead letters go with their function: a new one of the same name
+    // starts with none.
+    let plain = guest("plain_event");
+    up.deploy(&plain, "jobs", &["--on-event", "jobs.>", "--max-attempts", "1"]);
+    tern_tests::publish(&up.url, &up.token, "jobs.x.fail", "bad").unwrap();
+    let count = || up.describe("jobs")["dead_letters"].as_u64().unwrap();
+    assert!(tern_tests::eventually(Duration::from_secs(10), || count() == 1));
+    up.tern_ok(&["delete", "jobs"]);
+    up.deploy(&plain, "jobs", &["--on-event", "jobs.>"]);
+    assert_eq!(count(), 0);
+    assert!(up.tern_ok(&["dlq", "list", "jobs"]).contains("no dead letters"));
+}

@@ -340,6 +340,35 @@ impl EventLog for SledLog {
         self.flush().await?;
         Ok(true)
     }
+
+    async fn dead_letter_count(&self, function: &str) -> Result<u64, EventError> {
+        let p = prefix(function);
+        self.blocking(move |inner| {
+            let mut n = 0;
+            for k in inner.dlq.scan_prefix(p).keys() {
+                k?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn delete_dead_letters(&self, function: &str) -> Result<u64, EventError> {
+        let p = prefix(function);
+        let n = self
+            .blocking(move |inner| {
+                let mut n = 0;
+                for k in inner.dlq.scan_prefix(p).keys() {
+                    inner.dlq.remove(k?)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?;
+        self.flush().await?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
