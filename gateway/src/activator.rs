@@ -6,13 +6,15 @@
 
 use crate::scheduler_client::SchedulerClient;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tern_bus::BusError;
 use tern_protocol::subject::SchedulerOp;
 use tern_protocol::{ErrorKind, WakeReply, WakeRequest};
+use tern_task::guarded;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -79,11 +81,11 @@ impl Activator {
         sent_at: Instant,
         deadline: Instant,
     ) -> Result<(), ActivateError> {
-        if self.woken_at.lock().unwrap().get(function).is_some_and(|t| *t > sent_at) {
+        if self.woken_at.lock().get(function).is_some_and(|t| *t > sent_at) {
             return Ok(());
         }
         let (held, mut outcome) = {
-            let mut waking = self.waking.lock().unwrap();
+            let mut waking = self.waking.lock();
             let w = waking.entry(function.to_string()).or_insert_with(|| self.start_wake(function));
             let waiting = w.waiting.fetch_add(1, Ordering::Relaxed);
             let held = Held(w.clone());
@@ -111,14 +113,19 @@ impl Activator {
         let function = function.to_string();
         let waking = w.clone();
         tokio::spawn(async move {
-            let outcome = me.wake(&function, &waking).await;
+            // Even if the wake panics, the waiters get an answer and the
+            // next request starts a new wake: a dead wake must not hold the
+            // function at 503 for good.
+            let outcome = guarded("activator-wake", me.wake(&function, &waking)).await.unwrap_or_else(|| {
+                Err(ActivateError::Refused(format!("waking function {function} failed; try again")))
+            });
             if outcome.is_ok() {
-                me.woken_at.lock().unwrap().insert(function.clone(), Instant::now());
+                me.woken_at.lock().insert(function.clone(), Instant::now());
             }
             // Leave the map first: a request that finds no replica after
             // this outcome (it was unloaded again) starts a new wake.
             {
-                let mut map = me.waking.lock().unwrap();
+                let mut map = me.waking.lock();
                 if map.get(&function).is_some_and(|w| w.id == id) {
                     map.remove(&function);
                 }

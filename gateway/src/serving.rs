@@ -8,10 +8,12 @@ use crate::router::Router;
 use crate::scheduler_client::SchedulerClient;
 use crate::triggers::Triggers;
 use futures::StreamExt;
-use std::sync::{Arc, RwLock};
+use parking_lot::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
 use tern_protocol::{RouteEntry, ServingTable, subject};
+use tern_task::guarded;
 
 /// How often a gateway re-reads the table besides taking pushes.
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
@@ -29,21 +31,42 @@ impl Serving {
     /// Installs `table` unless a newer one is already in place: routes,
     /// then the triggers it lists (the only place triggers start and stop).
     pub fn apply(&self, table: &ServingTable) {
-        let mut current = self.router.write().unwrap();
+        let mut current = self.router.write();
         if table.generation >= current.generation() {
             *current = Arc::new(Router::new(table));
             self.triggers.apply(&table.triggers);
         }
     }
 
+    /// A pushed table: installed if it is the next one; otherwise missed
+    /// pushes, or whoever pushed is not the scheduler (a generation far
+    /// ahead would freeze routing), so the scheduler is asked instead.
+    async fn take_push(&self, scheduler: &SchedulerClient, payload: &[u8]) {
+        match serde_json::from_slice::<ServingTable>(payload) {
+            Ok(t) if t.generation == self.generation() + 1 => self.apply(&t),
+            Ok(t) => {
+                tracing::info!(
+                    pushed = t.generation,
+                    have = self.generation(),
+                    "re-reading the serving table"
+                );
+                match scheduler.serving_table().await {
+                    Ok(t) => self.apply(&t),
+                    Err(e) => tracing::warn!("cannot re-read the serving table: {}", e.message),
+                }
+            }
+            Err(e) => tracing::warn!("ignoring a malformed serving table push: {e}"),
+        }
+    }
+
     /// The generation of the table in place.
     pub fn generation(&self) -> u64 {
-        self.router.read().unwrap().generation()
+        self.router.read().generation()
     }
 
     /// The route serving `path`, if any.
     pub fn route(&self, path: &str) -> Option<RouteEntry> {
-        let router = self.router.read().unwrap().clone();
+        let router = self.router.read().clone();
         router.lookup(path).cloned()
     }
 
@@ -55,24 +78,7 @@ impl Serving {
         let (me, s) = (self.clone(), scheduler.clone());
         tokio::spawn(async move {
             while let Some(msg) = pushes.next().await {
-                match serde_json::from_slice::<ServingTable>(&msg.payload) {
-                    Ok(t) if t.generation == me.generation() + 1 => me.apply(&t),
-                    // Not the next table: pushes were missed, or whoever
-                    // pushed is not the scheduler (a generation far ahead
-                    // would freeze routing). Ask the scheduler instead.
-                    Ok(t) => {
-                        tracing::info!(
-                            pushed = t.generation,
-                            have = me.generation(),
-                            "re-reading the serving table"
-                        );
-                        match s.serving_table().await {
-                            Ok(t) => me.apply(&t),
-                            Err(e) => tracing::warn!("cannot re-read the serving table: {}", e.message),
-                        }
-                    }
-                    Err(e) => tracing::warn!("ignoring a malformed serving table push: {e}"),
-                }
+                guarded("serving-table", me.take_push(&s, &msg.payload)).await;
             }
         });
         let (me, s) = (self.clone(), scheduler.clone());

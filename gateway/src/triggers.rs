@@ -4,8 +4,9 @@
 //! [`EventDispatch`], which delivers and settles them.
 
 use crate::dispatch::EventDispatch;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tern_protocol::TriggerEntry;
 use tokio::sync::Semaphore;
@@ -32,7 +33,7 @@ struct Running {
 
 impl Drop for Triggers {
     fn drop(&mut self) {
-        for r in self.running.get_mut().unwrap().values() {
+        for r in self.running.get_mut().values() {
             r.task.abort();
         }
     }
@@ -46,7 +47,7 @@ impl Triggers {
     /// Starts the triggers in `wanted` not running yet, stops those gone,
     /// and updates the retry settings of the rest.
     pub fn apply(&self, wanted: &[TriggerEntry]) {
-        let mut running = self.running.lock().unwrap();
+        let mut running = self.running.lock();
         running.retain(|consumer, r| {
             let keep = wanted.iter().any(|w| &w.trigger.consumer == consumer);
             if !keep {
@@ -58,7 +59,7 @@ impl Triggers {
         });
         for w in wanted {
             match running.get(&w.trigger.consumer) {
-                Some(r) => *r.entry.write().unwrap() = w.clone(),
+                Some(r) => *r.entry.write() = w.clone(),
                 None => {
                     let entry = Arc::new(RwLock::new(w.clone()));
                     let task = tokio::spawn(pull(self.dispatch.clone(), entry.clone()));
@@ -73,7 +74,7 @@ impl Triggers {
 /// of what is ready, to tasks of their own, at most [`IN_FLIGHT`] events
 /// at once.
 async fn pull(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) {
-    let name = entry.read().unwrap().trigger.consumer.clone();
+    let name = entry.read().trigger.consumer.clone();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut pause = Duration::from_millis(100);
     'open: loop {
@@ -109,7 +110,7 @@ async fn pull(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) {
                 let Ok(more) = slots.clone().acquire_many_owned(batch.len() as u32 - 1).await else { return };
                 held.merge(more);
             }
-            let entry = entry.read().unwrap().clone();
+            let entry = entry.read().clone();
             let dispatch = dispatch.clone();
             tokio::spawn(async move {
                 dispatch.handle_batch(&entry, batch).await;

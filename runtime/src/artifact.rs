@@ -9,10 +9,10 @@ use crate::RuntimeError;
 use crate::host::Host;
 use crate::lru::ByteLru;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use tern_protocol::World;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
@@ -96,7 +96,7 @@ impl ArtifactCache {
         if !tern_protocol::valid_digest(digest) {
             return None;
         }
-        if let Some(c) = self.compiled.lock().unwrap().get(digest) {
+        if let Some(c) = self.compiled.lock().get(digest) {
             return Some(c);
         }
         let path = self.path(digest);
@@ -108,7 +108,7 @@ impl ArtifactCache {
         // hash is in the name), and wasmtime checks the header it wrote.
         match unsafe { Component::deserialize_file(&self.engine, &path) } {
             Ok(c) => {
-                self.compiled.lock().unwrap().insert(digest.to_string(), c.clone(), image_bytes(&c));
+                self.compiled.lock().insert(digest.to_string(), c.clone(), image_bytes(&c));
                 Some(c)
             }
             Err(e) => {
@@ -121,7 +121,7 @@ impl ArtifactCache {
 
     /// Keeps a compiled component in memory and on disk. Blocking.
     fn put(&self, digest: &str, component: &Component) {
-        self.compiled.lock().unwrap().insert(digest.to_string(), component.clone(), image_bytes(component));
+        self.compiled.lock().insert(digest.to_string(), component.clone(), image_bytes(component));
         let path = self.path(digest);
         let write = || -> Result<(), String> {
             let bytes = component.serialize().map_err(|e| format!("{e:#}"))?;
@@ -187,7 +187,7 @@ impl ArtifactCache {
     /// Digests of every component compiled for this engine, in memory or on
     /// disk (the scheduler prefers placing functions where these are).
     pub fn digests(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.compiled.lock().unwrap().keys().cloned().collect();
+        let mut out: Vec<String> = self.compiled.lock().keys().cloned().collect();
         let suffix = format!("-{}.cwasm", self.engine_hash);
         if let Ok(dir) = std::fs::read_dir(&self.dir) {
             for entry in dir.flatten() {
@@ -203,7 +203,7 @@ impl ArtifactCache {
 
     /// Forgets the in-memory copy (the disk copy stays for a later load).
     pub fn evict(&self, digest: &str) {
-        self.compiled.lock().unwrap().remove(digest);
+        self.compiled.lock().remove(digest);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Per-function load a worker reports in its heartbeats: the autoscaler's
 //! input.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tern_protocol::FunctionLoad;
@@ -39,7 +39,7 @@ impl LoadCounters {
     /// Counts a request in; returns when, for [`LoadCounters::finished`].
     pub(crate) fn started(&self) -> Instant {
         let now = Instant::now();
-        let mut c = self.concurrency.lock().unwrap();
+        let mut c = self.concurrency.lock();
         c.accrue(now);
         c.in_flight += 1;
         now
@@ -48,7 +48,7 @@ impl LoadCounters {
     pub(crate) fn finished(&self, started: Instant, failed: bool) {
         let latency = started.elapsed();
         {
-            let mut c = self.concurrency.lock().unwrap();
+            let mut c = self.concurrency.lock();
             c.accrue(Instant::now());
             c.in_flight -= 1;
         }
@@ -61,7 +61,7 @@ impl LoadCounters {
 
     pub(crate) fn snapshot(&self) -> FunctionLoad {
         let (in_flight, busy_us) = {
-            let mut c = self.concurrency.lock().unwrap();
+            let mut c = self.concurrency.lock();
             c.accrue(Instant::now());
             (c.in_flight, c.busy_us)
         };

@@ -5,7 +5,7 @@
 //! function's log is bounded.
 
 use crate::instance::RECORD_OVERHEAD;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};
 
@@ -43,7 +43,7 @@ impl LogLimit {
     }
 
     fn admit_at(&self, logs: Vec<LogRecord>, now: Instant) -> Vec<LogRecord> {
-        let mut w = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.state.lock();
         let mut out = Vec::with_capacity(logs.len() + 1);
         if now.saturating_duration_since(w.started) >= WINDOW {
             if w.dropped_records > 0

@@ -7,9 +7,10 @@
 //! then reports in one line.
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -36,12 +37,12 @@ impl CappedOutput {
 
     /// What was kept, and how many bytes were dropped past the cap.
     pub fn contents(&self) -> (Bytes, u64) {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.state.lock();
         (s.kept.clone().freeze(), s.dropped)
     }
 
     fn keep(&self, bytes: &[u8]) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         let room = s.cap.saturating_sub(s.kept.len());
         let take = room.min(bytes.len());
         s.kept.extend_from_slice(&bytes[..take]);

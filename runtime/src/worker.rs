@@ -15,14 +15,16 @@ use crate::log_limit::LogLimit;
 use crate::{Runtime, fetch, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_protocol::{
     ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, Unassign, World, encode_reply,
     subject,
 };
+use tern_task::guarded;
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -135,14 +137,16 @@ impl Worker {
                 tokio::select! {
                     Some(msg) = assign.next() => {
                         let reply: Reply<Generation> = match serde_json::from_slice::<Assign>(&msg.payload) {
-                            Ok(a) => me.assign(a).await,
+                            Ok(a) => guarded("worker-control", me.assign(a)).await.unwrap_or_else(|| Err(
+                                ApiError::internal("the worker failed to load it; see its log"))),
                             Err(e) => Err(ApiError::bad_request(format!("malformed assign: {e}"))),
                         };
                         me.reply(&msg, &reply).await;
                     }
                     Some(msg) = unassign.next() => {
                         let reply: Reply<Generation> = match serde_json::from_slice::<Unassign>(&msg.payload) {
-                            Ok(u) => Ok(me.unassign(&u.function)),
+                            Ok(u) => guarded("worker-control", async { me.unassign(&u.function) }).await.ok_or_else(||
+                                ApiError::internal("the worker failed to unload it; see its log")),
                             Err(e) => Err(ApiError::bad_request(format!("malformed unassign: {e}"))),
                         };
                         me.reply(&msg, &reply).await;
@@ -160,10 +164,10 @@ impl Worker {
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { break };
-                me.publish_state(&subject::node_heartbeat()).await;
+                guarded("heartbeat", me.publish_state(&subject::node_heartbeat())).await;
             }
         });
-        self.tasks.lock().unwrap().extend([control, heartbeat]);
+        self.tasks.lock().extend([control, heartbeat]);
         Ok(())
     }
 
@@ -172,7 +176,7 @@ impl Worker {
         // Listing the cache reads a directory: not while holding the lock
         // that assign, unassign and every heartbeat share.
         let artifacts = self.runtime.cache.digests();
-        let functions = self.functions.lock().unwrap();
+        let functions = self.functions.lock();
         NodeAnnounce {
             node_id: self.config.node_id.clone(),
             capacity: self.config.capacity.clone(),
@@ -199,7 +203,7 @@ impl Worker {
 
     /// Functions loaded on this node, with their versions.
     pub fn loaded(&self) -> Vec<(String, u64)> {
-        let f = self.functions.lock().unwrap();
+        let f = self.functions.lock();
         let mut v: Vec<_> = f.loaded.iter().map(|(k, l)| (k.clone(), l.version)).collect();
         v.sort();
         v
@@ -207,7 +211,7 @@ impl Worker {
 
     async fn assign(self: &Arc<Self>, a: Assign) -> Reply<Generation> {
         {
-            let functions = self.functions.lock().unwrap();
+            let functions = self.functions.lock();
             if functions.loaded.get(&a.function).is_some_and(|l| l.version == a.version) {
                 return Ok(functions.generation());
             }
@@ -233,9 +237,9 @@ impl Worker {
         };
 
         {
-            let mut functions = self.functions.lock().unwrap();
+            let mut functions = self.functions.lock();
             if let Some(loaded) = functions.loaded.get_mut(&a.function) {
-                *loaded.current.write().unwrap() = function;
+                *loaded.current.write() = function;
                 loaded.version = a.version;
                 functions.changes += 1;
                 tracing::info!(function = %a.function, version = a.version, "switched version");
@@ -253,7 +257,7 @@ impl Worker {
         tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded { version: a.version, current, load, _stop: stop };
         let generation = {
-            let mut functions = self.functions.lock().unwrap();
+            let mut functions = self.functions.lock();
             functions.loaded.insert(a.function.clone(), loaded);
             functions.changes += 1;
             functions.generation()
@@ -263,7 +267,7 @@ impl Worker {
     }
 
     fn unassign(&self, function: &str) -> Generation {
-        let mut functions = self.functions.lock().unwrap();
+        let mut functions = self.functions.lock();
         if functions.loaded.remove(function).is_some() {
             functions.changes += 1;
             tracing::info!(function, "unloaded");
@@ -286,7 +290,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
+        for t in self.tasks.lock().drain(..) {
             t.abort();
         }
     }
@@ -319,7 +323,7 @@ async fn serve(
                 None => break,
             },
         };
-        let function = current.read().unwrap().clone();
+        let function = current.read().clone();
         let bus = bus.clone();
         let load = load.clone();
         let log_limit = log_limit.clone();

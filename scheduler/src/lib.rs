@@ -40,11 +40,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::RegistryHandle;
-use tern_bus::{Bus, BusError};
+use tern_bus::{Bus, BusError, respond};
 use tern_events::EventLog;
 use tern_protocol::subject::{self, SchedulerOp};
-use tern_protocol::{LogRecord, NodeAnnounce};
+use tern_protocol::{ApiError, LogRecord, NodeAnnounce, encode_reply};
 use tern_runtime::Runtime;
+use tern_task::guarded;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Versions kept per function when the operator names no number.
@@ -110,19 +111,30 @@ impl Scheduler {
     /// loops, makes sure every active version's triggers exist, and asks
     /// workers to announce themselves.
     pub async fn start(self: &Arc<Self>) -> Result<(), SchedulerError> {
+        // Every loop below runs each unit of its work (a request, a node's
+        // state, a tick) through `guarded`: a panic costs that unit, not
+        // the loop.
         for op in SchedulerOp::ALL {
             let sub = self.bus.queue_subscribe(&subject::scheduler(op), "scheduler").await?;
             let me = self.clone();
             tokio::spawn(sub.for_each_concurrent(None, move |msg| {
                 let me = me.clone();
-                async move { me.handle(op, msg).await }
+                async move {
+                    let reply_to = msg.clone();
+                    if guarded("scheduler-op", me.handle(op, msg)).await.is_none() {
+                        let failed = ApiError::internal("the scheduler failed on this request; see its log");
+                        let _ = respond(&*me.bus, &reply_to, encode_reply::<()>(&Err(failed))).await;
+                    }
+                }
             }));
         }
         let artifacts = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
         let (registry, bus) = (self.registry.clone(), self.bus.clone());
         tokio::spawn(artifacts.for_each_concurrent(None, move |msg| {
             let (registry, bus) = (registry.clone(), bus.clone());
-            async move { artifacts::serve(&registry, &*bus, msg).await }
+            async move {
+                guarded("artifacts", artifacts::serve(&registry, &*bus, msg)).await;
+            }
         }));
         for (subject, announce) in [(subject::node_announce(), true), (subject::node_heartbeat(), false)] {
             let mut sub = self.bus.subscribe(&subject).await?;
@@ -130,7 +142,9 @@ impl Scheduler {
             tokio::spawn(async move {
                 while let Some(msg) = sub.next().await {
                     match serde_json::from_slice::<NodeAnnounce>(&msg.payload) {
-                        Ok(state) => me.observe(state, announce),
+                        Ok(state) => {
+                            guarded("observer", async { me.observe(state, announce) }).await;
+                        }
                         Err(e) => tracing::warn!("ignoring malformed node state on {subject}: {e}"),
                     }
                 }
@@ -141,7 +155,7 @@ impl Scheduler {
         tokio::spawn(async move {
             while let Some(msg) = logs.next().await {
                 if let Ok(records) = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload) {
-                    me.logs.keep(records);
+                    guarded("log-ring", async { me.logs.keep(records) }).await;
                 }
             }
         });
@@ -153,7 +167,7 @@ impl Scheduler {
                     _ = s.wake.notified() => {}
                     _ = tokio::time::sleep(RECONCILE_EVERY) => {}
                 }
-                s.reconcile().await;
+                guarded("reconcile", s.reconcile()).await;
             }
         });
         let me = Arc::downgrade(self);
@@ -162,7 +176,7 @@ impl Scheduler {
             loop {
                 tokio::time::sleep(CRON_EVERY).await;
                 let Some(s) = me.upgrade() else { break };
-                cron.fire_due(&s.registry, &*s.events).await;
+                guarded("cron", cron.fire_due(&s.registry, &*s.events)).await;
             }
         });
         // Consumers of versions deployed before an upgrade, or left by a

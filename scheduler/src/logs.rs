@@ -2,8 +2,8 @@
 //! by records and by bytes, filled from the workers' log subjects. Kept in
 //! memory only.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use tern_protocol::LogRecord;
 
 /// Records kept per function, at most.
@@ -41,7 +41,7 @@ impl LogRing {
     }
 
     pub fn keep(&self, records: Vec<LogRecord>) {
-        let mut rings = self.rings.lock().unwrap();
+        let mut rings = self.rings.lock();
         for r in records {
             let ring = rings.entry(r.function.clone()).or_default();
             ring.bytes += cost(&r);
@@ -55,7 +55,7 @@ impl LogRing {
 
     /// The newest `tail` records of `function`, oldest first.
     pub fn recent(&self, function: &str, tail: usize) -> Vec<LogRecord> {
-        let rings = self.rings.lock().unwrap();
+        let rings = self.rings.lock();
         rings
             .get(function)
             .map(|r| r.records.iter().skip(r.records.len().saturating_sub(tail)).cloned().collect())
@@ -63,7 +63,7 @@ impl LogRing {
     }
 
     pub fn forget(&self, function: &str) {
-        self.rings.lock().unwrap().remove(function);
+        self.rings.lock().remove(function);
     }
 }
 

@@ -3,8 +3,8 @@
 //! scheduler's own commands changed since.
 
 use crate::placement::NodeView;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus};
 
@@ -55,7 +55,7 @@ impl Nodes {
     }
 
     fn observe_at(&self, state: NodeAnnounce, now: Instant) -> Heard {
-        let mut nodes = self.nodes.lock().unwrap();
+        let mut nodes = self.nodes.lock();
         let known = nodes.get(&state.node_id);
         let returning = known.is_none_or(|n| !n.alive(now));
         if returning {
@@ -86,14 +86,14 @@ impl Nodes {
     /// Live nodes serving `function` at `version`.
     pub fn ready(&self, function: &str, version: u64) -> u32 {
         let now = Instant::now();
-        let nodes = self.nodes.lock().unwrap();
+        let nodes = self.nodes.lock();
         nodes.values().filter(|n| n.alive(now) && n.loaded.get(function) == Some(&version)).count() as u32
     }
 
     /// Live nodes serving any version of `function`.
     pub fn ready_any(&self, function: &str) -> u32 {
         let now = Instant::now();
-        let nodes = self.nodes.lock().unwrap();
+        let nodes = self.nodes.lock();
         nodes.values().filter(|n| n.alive(now) && n.loaded.contains_key(function)).count() as u32
     }
 
@@ -104,7 +104,7 @@ impl Nodes {
     }
 
     fn views_at(&self, now: Instant) -> Vec<NodeView> {
-        let mut nodes = self.nodes.lock().unwrap();
+        let mut nodes = self.nodes.lock();
         nodes.retain(|id, n| {
             let keep = now.saturating_duration_since(n.last_seen) < FORGET_AFTER;
             if !keep {
@@ -134,7 +134,7 @@ impl Nodes {
 
     /// A worker answered an assign: it serves `function` at `version`.
     pub fn placed(&self, node: &str, function: &str, version: u64, digest: &str, generation: Generation) {
-        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+        if let Some(n) = self.nodes.lock().get_mut(node) {
             n.loaded.insert(function.to_string(), version);
             n.artifacts.push(digest.to_string());
             n.generation = generation;
@@ -143,7 +143,7 @@ impl Nodes {
 
     /// A worker answered an unassign.
     pub fn unplaced(&self, node: &str, function: &str, generation: Generation) {
-        if let Some(n) = self.nodes.lock().unwrap().get_mut(node) {
+        if let Some(n) = self.nodes.lock().get_mut(node) {
             n.loaded.remove(function);
             n.generation = generation;
         }
@@ -156,7 +156,7 @@ impl Nodes {
         memory_mib: &BTreeMap<String, u64>,
     ) -> (Vec<NodeStatus>, BTreeMap<String, Vec<String>>) {
         let now = Instant::now();
-        let nodes = self.nodes.lock().unwrap();
+        let nodes = self.nodes.lock();
         let mut replicas: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut out = Vec::new();
         for (id, n) in nodes.iter() {

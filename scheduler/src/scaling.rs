@@ -4,8 +4,8 @@
 //! [`autoscale::decide`]; this module keeps its inputs and outputs.
 
 use crate::autoscale::{self, Decision, Observed, PanicState, Policy, Sample};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tern_protocol::{FunctionLoad, LatencySummary, ScaleStatus, Version};
 
@@ -81,7 +81,7 @@ impl Scaling {
 
     fn with<T>(&self, function: &str, f: impl FnOnce(&mut Function, u64) -> T) -> T {
         let now = self.clock_ms();
-        let mut functions = self.functions.lock().unwrap();
+        let mut functions = self.functions.lock();
         f(functions.entry(function.to_string()).or_insert_with(|| Function::new(now)), now)
     }
 
@@ -99,7 +99,7 @@ impl Scaling {
     ) {
         let now = self.clock_ms();
         let window = self.config.stable_window.as_millis() as u64;
-        let mut functions = self.functions.lock().unwrap();
+        let mut functions = self.functions.lock();
         for (function, load) in load {
             let entry = functions.entry(function.clone()).or_insert_with(|| Function::new(now));
             let Some(previous) = previous else {
@@ -126,7 +126,7 @@ impl Scaling {
     /// functions that are no longer deployed.
     pub fn desired(&self, versions: &[Version], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         let now = self.clock_ms();
-        let mut functions = self.functions.lock().unwrap();
+        let mut functions = self.functions.lock();
         functions.retain(|f, _| versions.iter().any(|v| &v.spec.name == f));
         let mut out = BTreeMap::new();
         for v in versions {
@@ -179,7 +179,7 @@ impl Scaling {
 
     pub fn status(&self, function: &str) -> ScaleStatus {
         let now = self.clock_ms();
-        self.functions.lock().unwrap().get(function).map(|s| s.status(now)).unwrap_or_default()
+        self.functions.lock().get(function).map(|s| s.status(now)).unwrap_or_default()
     }
 }
 
@@ -208,7 +208,7 @@ mod tests {
         s.record_load(None, &load(5_000_000, 10, 0));
         assert_eq!(s.status("f").idle_for_ms, None, "a first state is only a baseline");
         s.record_load(Some(&load(5_000_000, 10, 0)), &load(6_000_000, 12, 1));
-        let seen = &s.functions.lock().unwrap()["f"].seen;
+        let seen = &s.functions.lock()["f"].seen;
         let busy: f64 = seen.samples.iter().map(|x| x.busy_ms).sum();
         assert_eq!(busy, 1000.0, "1 s of busy time between the two");
         assert!(seen.last_active_ms.is_some(), "requests completed: active");
@@ -219,7 +219,7 @@ mod tests {
         let s = Scaling::new(ScaleConfig::default());
         // Counters went down: the function was unloaded and loaded again.
         s.record_load(Some(&load(9_000_000, 50, 0)), &load(200_000, 1, 0));
-        let busy: f64 = s.functions.lock().unwrap()["f"].seen.samples.iter().map(|x| x.busy_ms).sum();
+        let busy: f64 = s.functions.lock()["f"].seen.samples.iter().map(|x| x.busy_ms).sum();
         assert_eq!(busy, 200.0);
     }
 

@@ -34,6 +34,11 @@ impl TernUp {
 
     /// Like [`TernUp::start`], with more arguments for `tern up`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TernUp {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    /// Like [`TernUp::start_with`], with environment variables.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TernUp {
         // `tern up` makes the data dir itself (0700), as for a user.
         std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
         // One log per start, so a restarted instance's log is its own.
@@ -46,6 +51,7 @@ impl TernUp {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

@@ -239,3 +239,52 @@ fn stores_stay_bounded_old_versions_and_dead_letters_go() {
     assert_eq!(count(), 0);
     assert!(up.tern_ok(&["dlq", "list", "jobs"]).contains("no dead letters"));
 }
+
+#[test]
+fn a_panic_in_any_loop_costs_one_unit_of_work_not_the_loop() {
+    // Debug builds panic once in each named place (tern-task's guard).
+    let loops = [
+        "observer",
+        "reconcile",
+        "cron",
+        "heartbeat",
+        "serving-table",
+        "scheduler-op",
+        "worker-control",
+        "activator-wake",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let up = TernUp::start_env(
+        &dir.path().join("data"),
+        &["--stable-window", "4s", "--panic-window", "1s"],
+        &[("TERN_TEST_PANIC", &loops.join(","))],
+    );
+    // The first load fails on the worker's panic; placement tries again.
+    let _ = up.tern(&[
+        "deploy",
+        guest("hello").to_str().unwrap(),
+        "--name",
+        "hello",
+        "--route",
+        "/hello",
+        "--idle",
+        "1s",
+    ]);
+    assert_eq!(up.wait_for("/hello", 200, Duration::from_secs(10)).status, 200);
+    // Scaled to zero, woken by a request: the first wake panics, and the
+    // next request wakes it (the function is not stuck at 503).
+    assert!(tern_tests::eventually(Duration::from_secs(20), || up.describe("hello")["replicas"] == 0));
+    assert!(tern_tests::eventually(Duration::from_secs(10), || up.get("/hello").status == 200));
+    // Cron goes on after its panic.
+    up.deploy(&guest("plain_event"), "tick", &["--schedule", "* * * * * *"]);
+    let seen = tern_tests::Deliveries::follow(&up.url, &up.token, "tick");
+    assert!(seen.wait(Duration::from_secs(8), |s| s.len() >= 2).len() >= 2);
+    let log = up.log_text();
+    for name in loops {
+        assert!(
+            log.contains(&format!("TERN_TEST_PANIC asked {name} to panic once")),
+            "{name} never panicked"
+        );
+    }
+    assert!(log.matches("the loop goes on").count() >= loops.len(), "{log}");
+}
