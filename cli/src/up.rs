@@ -77,11 +77,23 @@ pub struct ActivatorArgs {
     /// How long a held request waits for its function to start before 503
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     cold_start_timeout: Duration,
+    /// Bytes of requests held at once while functions start, across all of them; past this, 503
+    #[arg(long, default_value_t = tern_roles::DEFAULT_COLD_START_BYTES, value_name = "BYTES")]
+    cold_start_bytes: usize,
+    /// Connections kept open at most; past them a connection gets 503 and is closed
+    /// [default: three quarters of the open-file limit]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 }
 
 impl ActivatorArgs {
     fn config(&self) -> ActivatorConfig {
-        ActivatorConfig { buffer: self.cold_start_buffer, timeout: self.cold_start_timeout }
+        ActivatorConfig {
+            buffer: self.cold_start_buffer,
+            timeout: self.cold_start_timeout,
+            bytes: self.cold_start_bytes,
+            max_connections: self.max_connections.unwrap_or_else(tern_roles::default_max_connections),
+        }
     }
 }
 

@@ -22,6 +22,8 @@ use tokio::time::Instant;
 pub enum ActivateError {
     #[error("{waiting} requests already wait for function {function} to start (the limit)")]
     Full { function: String, waiting: usize },
+    #[error("requests held for functions starting from zero already take {budget} bytes (the limit)")]
+    BytesFull { budget: usize },
     #[error("function {function} did not start within {timeout:?}")]
     Timeout { function: String, timeout: Duration },
     /// The scheduler answered that the function cannot start now.

@@ -1,18 +1,26 @@
 //! Reading request bodies under a limit, and the small responses the
 //! gateway writes itself.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use std::convert::Infallible;
+use std::time::Duration;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A body that sends nothing for this long is given up on.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A body that takes longer than this in all is given up on.
+pub const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("{what} is larger than the {limit} byte limit")]
     TooLarge { what: &'static str, limit: usize },
+    #[error("{what} was not sent in time (nothing for {idle:?}, or more than {total:?} in all)")]
+    TimedOut { what: &'static str, idle: Duration, total: Duration },
     #[error("could not read {what}: {reason}")]
     Broken { what: &'static str, reason: String },
 }
@@ -22,24 +30,51 @@ impl BodyError {
     pub fn status(&self) -> StatusCode {
         match self {
             BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
             BodyError::Broken { .. } => StatusCode::BAD_REQUEST,
         }
     }
 }
 
-/// Reads all of `body`, or fails as soon as it passes `limit` bytes.
-/// `what` names it in the error ("request body", "event data").
+/// Reads all of `body`, or fails as soon as it passes `limit` bytes, goes
+/// quiet for [`BODY_IDLE_TIMEOUT`], or takes longer than
+/// [`BODY_TOTAL_TIMEOUT`]. `what` names it in the error ("request body").
 pub async fn read<B>(body: B, limit: usize, what: &'static str) -> Result<Bytes, BodyError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(BodyError::TooLarge { what, limit })
+    read_within(body, limit, what, BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT).await
+}
+
+async fn read_within<B>(
+    body: B,
+    limit: usize,
+    what: &'static str,
+    idle: Duration,
+    total: Duration,
+) -> Result<Bytes, BodyError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let deadline = tokio::time::Instant::now() + total;
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    let mut out = BytesMut::new();
+    loop {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => return Err(BodyError::TimedOut { what, idle, total }),
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(BodyError::TooLarge { what, limit });
+            }
+            Ok(Some(Err(e))) => return Err(BodyError::Broken { what, reason: e.to_string() }),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
         }
-        Err(e) => Err(BodyError::Broken { what, reason: e.to_string() }),
     }
 }
 
@@ -68,5 +103,18 @@ mod tests {
         let e = read(Full::new(Bytes::from_static(b"abcd")), 3, "event data").await.unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(e.to_string(), "event data is larger than the 3 byte limit");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_a_408() {
+        use futures::StreamExt;
+        // Two bytes, then silence.
+        let frames =
+            futures::stream::iter([Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"ab")))])
+                .chain(futures::stream::pending());
+        let body = http_body_util::StreamBody::new(frames);
+        let idle = Duration::from_millis(100);
+        let e = read_within(body, 100, "request body", idle, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::REQUEST_TIMEOUT);
     }
 }

@@ -8,6 +8,7 @@ use crate::activator::{ActivateError, Activator};
 use bytes::Bytes;
 use http::StatusCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message};
 use tern_protocol::subject;
@@ -15,6 +16,40 @@ use tern_protocol::subject;
 pub struct Invoker {
     bus: Arc<dyn Bus>,
     activator: Arc<Activator>,
+    held: HeldBytes,
+}
+
+/// The bytes of requests held while their functions start, across all
+/// functions: each function's count is bounded by the activator, and this
+/// bounds them all together.
+struct HeldBytes {
+    used: AtomicUsize,
+    budget: usize,
+}
+
+/// Gives its bytes back when the request stops waiting, however it stops.
+struct Held<'a> {
+    bytes: usize,
+    pool: &'a HeldBytes,
+}
+
+impl HeldBytes {
+    fn hold(&self, bytes: usize) -> Option<Held<'_>> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let total = used.checked_add(bytes).filter(|t| *t <= self.budget)?;
+            match self.used.compare_exchange_weak(used, total, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Held { bytes, pool: self }),
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Why [`Invoker::call`] got no answer from a function. Its message is
@@ -42,8 +77,10 @@ impl CallError {
 }
 
 impl Invoker {
-    pub fn new(bus: Arc<dyn Bus>, activator: Arc<Activator>) -> Self {
-        Invoker { bus, activator }
+    /// `held_bytes`: the most request bytes held at once, across all
+    /// functions, while they start from zero.
+    pub fn new(bus: Arc<dyn Bus>, activator: Arc<Activator>, held_bytes: usize) -> Self {
+        Invoker { bus, activator, held: HeldBytes { used: AtomicUsize::new(0), budget: held_bytes } }
     }
 
     /// The largest message the bus carries.
@@ -59,6 +96,7 @@ impl Invoker {
         let wait = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
         let subject = subject::invoke(function);
         let mut deadline = None;
+        let mut held = None;
         let mut pause = Duration::from_millis(2);
         loop {
             let sent_at = tokio::time::Instant::now();
@@ -76,6 +114,14 @@ impl Invoker {
                         }
                         None => *deadline.insert(tokio::time::Instant::now() + self.activator.timeout),
                     };
+                    if held.is_none() {
+                        let budget = self.held.budget;
+                        held = Some(
+                            self.held
+                                .hold(payload.len())
+                                .ok_or(CallError::Cold(ActivateError::BytesFull { budget }))?,
+                        );
+                    }
                     self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
                 }
                 Ok(reply) => return Ok(reply),
@@ -85,5 +131,22 @@ impl Invoker {
                 Err(source) => return Err(CallError::Unreachable { function: function.into(), source }),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bytes_are_bounded_and_given_back() {
+        let pool = HeldBytes { used: AtomicUsize::new(0), budget: 10 };
+        let a = pool.hold(6).unwrap();
+        assert!(pool.hold(5).is_none(), "6 + 5 is past 10");
+        let b = pool.hold(4).unwrap();
+        drop(a);
+        assert!(pool.hold(6).is_some());
+        drop(b);
+        assert_eq!(pool.used.load(Ordering::Relaxed), 0);
     }
 }

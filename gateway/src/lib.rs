@@ -36,6 +36,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
 use tern_events::EventLog;
@@ -52,6 +53,11 @@ pub struct GatewayConfig {
     pub cold_start_buffer: usize,
     /// How long a held request waits for a replica before 503.
     pub cold_start_timeout: Duration,
+    /// Bytes of requests held at once while functions start, in all.
+    pub cold_start_bytes: usize,
+    /// Open connections at most; past them a connection gets 503 and is
+    /// closed.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -63,6 +69,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("admin_token", &"<redacted>")
             .field("cold_start_buffer", &self.cold_start_buffer)
             .field("cold_start_timeout", &self.cold_start_timeout)
+            .field("cold_start_bytes", &self.cold_start_bytes)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -84,7 +92,7 @@ impl Gateway {
             config.cold_start_buffer,
             config.cold_start_timeout,
         ));
-        let invoker = Arc::new(invoker::Invoker::new(bus.clone(), activator));
+        let invoker = Arc::new(invoker::Invoker::new(bus.clone(), activator, config.cold_start_bytes));
         let dispatch = Arc::new(dispatch::EventDispatch::new(invoker.clone(), events));
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
         let admin = admin::Admin {
@@ -106,6 +114,7 @@ impl Gateway {
 
     /// Accepts connections until the listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let open = Arc::new(AtomicUsize::new(0));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(conn) => conn,
@@ -116,6 +125,11 @@ impl Gateway {
                     continue;
                 }
             };
+            if open.load(Ordering::Relaxed) >= self.config.max_connections {
+                tokio::spawn(turn_away(stream));
+                continue;
+            }
+            let connection = OpenConnection::count(&open);
             let _ = stream.set_nodelay(true);
             // A backstop only (hyper may read past it); `handle` enforces
             // the exact limit. hyper needs at least 8 KiB.
@@ -135,6 +149,7 @@ impl Gateway {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
+                drop(connection);
             });
         }
     }
@@ -187,6 +202,38 @@ impl Gateway {
         };
         proxy::forward(&self.invoker, target, req).await
     }
+}
+
+/// One open connection, counted while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection past `--max-connections`: a 503 that says why, then closed.
+async fn turn_away(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = "the gateway has as many connections open as it takes; try again\n";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Binds `addr`; the error says which address could not be bound.

@@ -35,17 +35,39 @@ fn fail<E: Into<BoxError>>(what: impl Into<String>) -> impl FnOnce(E) -> StartEr
 /// The largest request head the gateway takes.
 pub const HEADER_LIMIT: usize = 64 * 1024;
 
-/// How the gateway holds requests for functions at zero.
+/// How the gateway holds requests for functions at zero, and how many
+/// connections it keeps open.
 #[derive(Debug, Clone, Copy)]
 pub struct ActivatorConfig {
     pub buffer: usize,
     pub timeout: Duration,
+    /// Bytes of held requests, across all functions.
+    pub bytes: usize,
+    pub max_connections: usize,
 }
 
 impl Default for ActivatorConfig {
     fn default() -> Self {
-        ActivatorConfig { buffer: 1000, timeout: Duration::from_secs(30) }
+        ActivatorConfig {
+            buffer: 1000,
+            timeout: Duration::from_secs(30),
+            bytes: DEFAULT_COLD_START_BYTES,
+            max_connections: default_max_connections(),
+        }
     }
+}
+
+/// Bytes of requests held while functions start, in all, by default.
+pub const DEFAULT_COLD_START_BYTES: usize = 256 << 20;
+
+/// Connections a gateway keeps open by default: three quarters of this
+/// process's file-descriptor limit (the rest is for the bus, the stores and
+/// the functions' work), between 64 and 100,000.
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits").ok().and_then(|l| {
+        l.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse::<usize>().ok()
+    });
+    (soft.unwrap_or(1024) / 4 * 3).clamp(64, 100_000)
 }
 
 /// The durable event log: JetStream over the cluster's NATS, else sled in
@@ -117,6 +139,8 @@ pub async fn gateway(
         admin_token: token,
         cold_start_buffer: activator.buffer,
         cold_start_timeout: activator.timeout,
+        cold_start_bytes: activator.bytes,
+        max_connections: activator.max_connections,
     };
     let gateway = Gateway::new(bus, events, config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
