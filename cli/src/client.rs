@@ -32,7 +32,15 @@ impl Api {
                     .to_string()
             }
         };
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build()?;
+        let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(ca) = &conn.ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http.build()?;
         Ok(Api { url: conn.url.trim_end_matches('/').to_string(), token, http })
     }
 

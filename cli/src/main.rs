@@ -162,6 +162,9 @@ pub struct Conn {
     /// Admin token (default: read from the default data dir's admin-token file)
     #[arg(long, env = "TERN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// A CA certificate (PEM) to trust for an https:// gateway, beside the system's
+    #[arg(long, env = "TERN_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {

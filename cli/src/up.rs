@@ -84,6 +84,12 @@ pub struct ActivatorArgs {
     /// [default: three quarters of the open-file limit]
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM); read again on SIGHUP or when it changes
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ActivatorArgs {
@@ -93,6 +99,7 @@ impl ActivatorArgs {
             timeout: self.cold_start_timeout,
             bytes: self.cold_start_bytes,
             max_connections: self.max_connections.unwrap_or_else(tern_roles::default_max_connections),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
 }
@@ -214,7 +221,7 @@ async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
 /// Serves until the listener fails or a signal says stop. The address line
 /// on stdout is what scripts (and the tests) read.
 async fn serve(role: GatewayRole) -> anyhow::Result<()> {
-    println!("tern is up: http://{}", role.addr);
+    println!("tern is up: {}://{}", role.scheme, role.addr);
     eprintln!("  admin token: {}", role.token_path.display());
     tokio::select! {
         r = role.gateway.serve(role.listener) => r.context("the gateway stopped")?,

@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod router;
 pub mod scheduler_client;
 pub mod serving;
+pub mod tls;
 pub mod token;
 pub mod triggers;
 
@@ -58,6 +59,8 @@ pub struct GatewayConfig {
     /// Open connections at most; past them a connection gets 503 and is
     /// closed.
     pub max_connections: usize,
+    /// HTTPS, if given a certificate.
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cold_start_timeout", &self.cold_start_timeout)
             .field("cold_start_bytes", &self.cold_start_bytes)
             .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -131,26 +135,42 @@ impl Gateway {
             }
             let connection = OpenConnection::count(&open);
             let _ = stream.set_nodelay(true);
-            // A backstop only (hyper may read past it); `handle` enforces
-            // the exact limit. hyper needs at least 8 KiB.
-            let max_buf = (self.config.header_limit + 16 * 1024).max(8192);
             let me = self.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.handle(req).await) }
-                });
-                let result = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .max_buf_size(max_buf)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                if let Err(e) = result {
-                    tracing::debug!(%peer, "connection ended: {e}");
+                match &me.config.tls {
+                    None => me.clone().serve_connection(TokioIo::new(stream), peer).await,
+                    Some(tls) => {
+                        if let Some(stream) = accept_tls(tls, stream).await {
+                            me.clone().serve_connection(TokioIo::new(stream), peer).await
+                        }
+                    }
                 }
                 drop(connection);
             });
+        }
+    }
+
+    /// Serves HTTP/1.1 on one connection, plain or TLS, until it ends.
+    async fn serve_connection<I>(self: Arc<Self>, io: TokioIo<I>, peer: SocketAddr)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // A backstop only (hyper may read past it); `handle` enforces the
+        // exact limit. hyper needs at least 8 KiB.
+        let max_buf = (self.config.header_limit + 16 * 1024).max(8192);
+        let me = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let me = me.clone();
+            async move { Ok::<_, Infallible>(me.handle(req).await) }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(max_buf)
+            .serve_connection(io, service)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(%peer, "connection ended: {e}");
         }
     }
 
@@ -217,6 +237,44 @@ impl OpenConnection {
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The TLS handshake, within 10 s. A client that speaks plain HTTP to the
+/// HTTPS port gets a plain 400 that says so, not a broken handshake.
+async fn accept_tls(
+    tls: &tls::Tls,
+    stream: tokio::net::TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    use tokio::io::AsyncWriteExt;
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(Duration::from_secs(10), stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) {
+        return None;
+    }
+    // Every TLS connection opens with a handshake record (0x16).
+    if first[0] != 0x16 {
+        const BODY: &str = "this port speaks HTTPS; use an https:// URL\n";
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(answer.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
+        return None;
+    }
+    match tokio::time::timeout(Duration::from_secs(10), tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => None,
     }
 }
 

@@ -37,13 +37,15 @@ pub const HEADER_LIMIT: usize = 64 * 1024;
 
 /// How the gateway holds requests for functions at zero, and how many
 /// connections it keeps open.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ActivatorConfig {
     pub buffer: usize,
     pub timeout: Duration,
     /// Bytes of held requests, across all functions.
     pub bytes: usize,
     pub max_connections: usize,
+    /// HTTPS: a certificate chain and its key, PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ActivatorConfig {
@@ -53,6 +55,7 @@ impl Default for ActivatorConfig {
             timeout: Duration::from_secs(30),
             bytes: DEFAULT_COLD_START_BYTES,
             max_connections: default_max_connections(),
+            tls: None,
         }
     }
 }
@@ -119,6 +122,8 @@ pub async fn worker(
 /// A started gateway and the listener it will serve on.
 pub struct GatewayRole {
     pub gateway: Arc<Gateway>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub listener: TcpListener,
     pub addr: SocketAddr,
     pub token_path: PathBuf,
@@ -133,6 +138,14 @@ pub async fn gateway(
 ) -> Result<GatewayRole, StartError> {
     let what = format!("cannot read or create the admin token in {}", data_dir.display());
     let token = tern_gateway::token::load_or_create(data_dir).map_err(fail(what))?;
+    let tls = match &activator.tls {
+        Some((cert, key)) => {
+            let tls = tern_gateway::tls::Tls::load(cert, key).map_err(fail("cannot serve HTTPS"))?;
+            tls.watch();
+            Some(tls)
+        }
+        None => None,
+    };
     let config = GatewayConfig {
         body_limit: body_limit(&*bus),
         header_limit: HEADER_LIMIT,
@@ -141,12 +154,14 @@ pub async fn gateway(
         cold_start_timeout: activator.timeout,
         cold_start_bytes: activator.bytes,
         max_connections: activator.max_connections,
+        tls,
     };
     let gateway = Gateway::new(bus, events, config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
     let listener = tern_gateway::bind(listen).await.map_err(fail("cannot start the gateway"))?;
     let addr = listener.local_addr().map_err(fail("cannot start the gateway"))?;
-    Ok(GatewayRole { gateway, listener, addr, token_path: tern_gateway::token::token_path(data_dir) })
+    let scheme = if activator.tls.is_some() { "https" } else { "http" };
+    Ok(GatewayRole { gateway, scheme, listener, addr, token_path: tern_gateway::token::token_path(data_dir) })
 }
 
 /// Bodies must fit in one bus message with their header.
@@ -199,7 +214,7 @@ pub async fn up(
     let worker = worker(bus.clone(), &config.data_dir, worker_config).await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
-    let gateway = gateway(bus, events, &config.data_dir, config.listen, config.activator).await?;
+    let gateway = gateway(bus, events, &config.data_dir, config.listen, config.activator.clone()).await?;
     Ok(Platform { scheduler, worker, gateway })
 }
 

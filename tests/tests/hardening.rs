@@ -359,3 +359,85 @@ fn slow_and_many_clients_cannot_crowd_out_a_normal_one() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(up.wait_for("/hello", 200, Duration::from_secs(5)).status == 200);
 }
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as
+/// `NAME.pem` and `NAME.key`; the certificate is also its own CA.
+fn certificate(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let c =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn https_client(ca: &std::path::Path) -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(ca)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn https_serves_functions_and_the_admin_api_and_takes_a_new_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path(), "first");
+    // Where the served files live, so a renewal can replace them.
+    let (live_cert, live_key) = (dir.path().join("live.pem"), dir.path().join("live.key"));
+    std::fs::copy(&cert, &live_cert).unwrap();
+    std::fs::copy(&key, &live_key).unwrap();
+    let up = TernUp::start_with(
+        &dir.path().join("data"),
+        &["--tls-cert", live_cert.to_str().unwrap(), "--tls-key", live_key.to_str().unwrap()],
+    );
+    assert!(up.url.starts_with("https://"), "{}", up.url);
+    let tern = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(tern_tests::tern_bin());
+        c.args(args).env("TERN_URL", &up.url).env("TERN_TOKEN", &up.token);
+        if let Some(ca) = ca {
+            c.env("TERN_CA", ca);
+        }
+        c.output().unwrap()
+    };
+    // The CLI over HTTPS, trusting the certificate with TERN_CA (--ca).
+    let out = tern(
+        &["deploy", guest("hello").to_str().unwrap(), "--name", "hello", "--route", "/hello"],
+        Some(&cert),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tern(&["list"], None);
+    assert!(!out.status.success(), "a certificate nobody trusts is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).to_lowercase().contains("certificate"));
+    // Functions over HTTPS.
+    let client = https_client(&cert);
+    let r = client.get(format!("{}/hello", up.url)).send().unwrap();
+    assert_eq!((r.status().as_u16(), r.text().unwrap().as_str()), (200, "Hello, world!\n"));
+    // Plain HTTP on the HTTPS port is answered, plainly, with why.
+    let http_url = up.url.replacen("https://", "http://", 1);
+    let (status, body) = raw(&http_url, "GET /hello HTTP/1.1\r\nHost: t");
+    assert_eq!(status, 400);
+    assert!(body.contains("speaks HTTPS"), "{body}");
+
+    // A renewal: new files, then SIGHUP. New connections get the new
+    // certificate; the connection already open goes on.
+    let (new_cert, new_key) = certificate(dir.path(), "second");
+    std::fs::copy(&new_key, &live_key).unwrap();
+    std::fs::copy(&new_cert, &live_cert).unwrap();
+    std::process::Command::new("kill").args(["-HUP", &up.pid().to_string()]).status().unwrap();
+    let renewed = https_client(&new_cert);
+    assert!(
+        tern_tests::eventually(Duration::from_secs(5), || renewed
+            .get(format!("{}/hello", up.url))
+            .send()
+            .is_ok_and(|r| r.status() == 200)),
+        "the new certificate is served"
+    );
+    let r = client.get(format!("{}/hello", up.url)).send().unwrap();
+    assert_eq!(r.status(), 200, "the open connection was not dropped");
+    assert!(
+        https_client(&cert).get(format!("{}/hello", up.url)).send().is_err(),
+        "new connections get the new one"
+    );
+}
