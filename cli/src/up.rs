@@ -36,6 +36,9 @@ pub struct NatsArgs {
     /// Refuse a NATS connection without TLS
     #[arg(long)]
     pub nats_require_tls: bool,
+    /// Servers that keep each JetStream stream (events, dead letters): 1, or 3 on a three-node NATS cluster
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub js_replicas: usize,
 }
 
 /// The autoscaler's windows (the scheduler's; the same for every function).
@@ -237,7 +240,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Some(connect(&args.nats, "up").await?),
         None => None,
     };
-    let events = tern_roles::open_events(nats.as_deref(), &data_dir).await?;
+    let events = tern_roles::open_events(nats.as_deref(), &data_dir, args.nats.js_replicas).await?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
         None => "local".into(),
@@ -266,7 +269,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
-    let events = tern_roles::open_events(Some(&bus), &data_dir).await?;
+    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
     let scheduler = tern_roles::scheduler(
         bus,
         events,
@@ -303,7 +306,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
-    let events = tern_roles::open_events(Some(&bus), &data_dir).await?;
+    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
     serve(tern_roles::gateway(bus, events, &data_dir, args.listen, args.activator.config()).await?).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -167,6 +167,13 @@ pub async fn dead_letters_are_kept_listed_and_removed(log: &dyn EventLog) {
     assert!(log.dead_letters("conf-dlq").await.unwrap().is_empty(), "per function, not by prefix");
     assert_eq!(log.dead_letter_count("conf-dlq-fn").await.unwrap(), 1);
     assert_eq!(log.dead_letter_count("conf-dlq").await.unwrap(), 0);
+    // Written again (a retry after a lost answer): still one.
+    log.dead_letter(letter.clone()).await.unwrap();
+    assert_eq!(
+        log.dead_letter_count("conf-dlq-fn").await.unwrap(),
+        1,
+        "a repeated dead letter is stored once"
+    );
     assert!(log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(!log.remove_dead_letter("conf-dlq-fn", &e.id).await.unwrap());
     assert!(log.dead_letters("conf-dlq-fn").await.unwrap().is_empty());

@@ -45,9 +45,12 @@ pub struct JetStreamLog {
 impl JetStreamLog {
     /// Creates both streams if they are missing (file storage: they
     /// survive a server restart).
-    pub async fn open(client: async_nats::Client) -> Result<Self, EventError> {
+    /// `replicas`: how many servers keep each stream (1, or 3 on a
+    /// three-node NATS cluster). Streams that exist keep their setting.
+    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, EventError> {
         let js = jetstream::new(client);
         let events = stream::Config {
+            num_replicas: replicas,
             name: EVENTS.into(),
             subjects: vec![cron_all()],
             retention: stream::RetentionPolicy::Interest,
@@ -55,6 +58,7 @@ impl JetStreamLog {
             ..Default::default()
         };
         let dlq = stream::Config {
+            num_replicas: replicas,
             name: DLQ.into(),
             subjects: vec![dead_letters_all()],
             storage: stream::StorageType::File,
@@ -257,8 +261,15 @@ impl EventLog for JetStreamLog {
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), EventError> {
         let subject = dead_letters(&letter.function);
+        // A dead letter written again (its first write's answer was lost)
+        // is stored once: JetStream drops a repeated Msg-Id.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}-{}-{}", letter.function, letter.event.id, letter.attempts).as_str(),
+        );
         self.js
-            .publish(subject, letter.encode())
+            .publish_with_headers(subject, headers, letter.encode())
             .await
             .map_err(store("writing a dead letter"))?
             .await

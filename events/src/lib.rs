@@ -17,6 +17,7 @@
 //! behaviour every implementation must show.
 
 pub mod conformance;
+pub mod disk;
 mod jetstream;
 mod sled_log;
 

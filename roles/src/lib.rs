@@ -75,12 +75,17 @@ pub fn default_max_connections() -> usize {
 
 /// The durable event log: JetStream over the cluster's NATS, else sled in
 /// the data dir.
-pub async fn open_events(nats: Option<&NatsBus>, data_dir: &Path) -> Result<Arc<dyn EventLog>, StartError> {
+/// `js_replicas`: servers per JetStream stream (cluster mode only).
+pub async fn open_events(
+    nats: Option<&NatsBus>,
+    data_dir: &Path,
+    js_replicas: usize,
+) -> Result<Arc<dyn EventLog>, StartError> {
     Ok(match nats {
         Some(bus) => Arc::new(
-            JetStreamLog::open(bus.client().clone())
+            JetStreamLog::open(bus.client().clone(), js_replicas)
                 .await
-                .map_err(fail("cannot open the event streams (is JetStream enabled: `nats-server -js`?)"))?,
+                .map_err(fail("cannot open the event streams (is JetStream enabled: `nats-server -js`? with --js-replicas above 1, is NATS a cluster that large?)"))?,
         ),
         None => {
             let dir = data_dir.join("events");

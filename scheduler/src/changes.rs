@@ -44,6 +44,7 @@ impl Scheduler {
         let digest = tern_runtime::digest_of(&component);
 
         let _order = self.changes.lock().await;
+        self.registry.ensure_room(component.len() as u64)?;
         triggers::create(&*self.events, &spec.triggers()).await.map_err(|e| {
             ApiError::unavailable(format!("cannot create the function's event triggers: {e}"))
         })?;
@@ -72,6 +73,7 @@ impl Scheduler {
 
     pub(crate) async fn rollback(&self, req: RollbackRequest) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
+        self.registry.ensure_room(0)?;
         self.scaling.mark_active(&req.name);
         let target = {
             let (name, to) = (req.name.clone(), req.to);
@@ -89,6 +91,7 @@ impl Scheduler {
 
     pub(crate) async fn delete(&self, name: String) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
+        self.registry.ensure_room(0)?;
         let n = name.clone();
         self.registry.run(move |r| r.delete(&n)).await?;
         // Routes go first so no new request is sent to unloading replicas.

@@ -10,11 +10,20 @@ use tern_protocol::ApiError;
 #[derive(Clone)]
 pub struct RegistryHandle {
     registry: Arc<Registry>,
+    /// Where the registry lives: its disk is checked before a change.
+    path: Arc<std::path::PathBuf>,
 }
 
 impl RegistryHandle {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        Ok(RegistryHandle { registry: Arc::new(Registry::open(path)?) })
+        Ok(RegistryHandle { registry: Arc::new(Registry::open(path)?), path: Arc::new(path.to_path_buf()) })
+    }
+
+    /// Refuses a change of about `bytes` while the registry's disk is
+    /// nearly full (see `tern_events::disk`): sled does not come back well
+    /// from a write that failed for room, so none is started.
+    pub fn ensure_room(&self, bytes: u64) -> Result<(), ApiError> {
+        tern_events::disk::ensure_room(&self.path, bytes).map_err(|e| ApiError::unavailable(e.to_string()))
     }
 
     /// Runs `f` against the registry off the async threads. The one way

@@ -56,7 +56,7 @@ impl InProcess {
             .expect("a tokio runtime for the platform");
         let data_dir = dir.path().to_path_buf();
         let mut platform = runtime.block_on(async {
-            let events = tern_roles::open_events(None, &data_dir).await.expect("open the event log");
+            let events = tern_roles::open_events(None, &data_dir, 1).await.expect("open the event log");
             let config = UpConfig {
                 data_dir,
                 listen: "127.0.0.1:0".parse().unwrap(),

@@ -10,10 +10,10 @@ async fn jetstream_log_passes_the_event_log_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(dir.path());
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let log = JetStreamLog::open(client).await.unwrap();
+    let log = JetStreamLog::open(client, 1).await.unwrap();
     conformance::run_all(Arc::new(log.clone())).await;
 
     // Opening again finds the streams and consumers as they were.
-    let again = JetStreamLog::open(async_nats::connect(nats.url()).await.unwrap()).await.unwrap();
+    let again = JetStreamLog::open(async_nats::connect(nats.url()).await.unwrap(), 1).await.unwrap();
     assert!(again.consumers().await.unwrap().iter().any(|c| c.name == "conf-order"));
 }

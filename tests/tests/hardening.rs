@@ -441,3 +441,59 @@ fn https_serves_functions_and_the_admin_api_and_takes_a_new_certificate() {
         "new connections get the new one"
     );
 }
+
+/// A small tmpfs, unmounted when dropped (after whatever used it).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root (CI runs as root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_cleanly_and_reads_go_on() {
+    let disk = Tmpfs::mount("160m");
+    let data = disk.0.path().join("data");
+    let up = TernUp::start(&data);
+    up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
+    up.deploy(&guest("plain_event"), "ev", &["--on-event", "e.>"]);
+    // Fill the disk until less than the stores' reserve is left.
+    let filler = disk.0.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while tern_events::disk::free_bytes(disk.0.path()).unwrap() > 32 << 20 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    // Writes are refused, saying why, and nothing changes.
+    let err =
+        up.tern_err(&["deploy", guest("json_api").to_str().unwrap(), "--name", "api", "--route", "/api/x"]);
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(!up.tern_ok(&["list"]).contains("api"), "a refused deploy is not visible");
+    let refused = tern_tests::publish(&up.url, &up.token, "e.x", "data").unwrap_err();
+    assert_eq!(refused.0, 503, "{refused:?}");
+    assert!(refused.1.contains("not stored"), "{refused:?}");
+    assert_eq!(up.describe("ev")["triggers"][0]["waiting"], 0, "nothing half-published");
+    // Reads and requests go on.
+    assert_eq!(up.get("/hello").body, "Hello, world!\n");
+    assert_eq!(up.describe("hello")["active_version"], 1);
+    // With room again, writes work again.
+    drop(f);
+    std::fs::remove_file(&filler).unwrap();
+    up.deploy(&guest("json_api"), "api", &["--route", "/api/greet/:name"]);
+    assert!(tern_tests::publish(&up.url, &up.token, "e.x", "data").is_ok());
+}

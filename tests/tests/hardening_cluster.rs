@@ -78,3 +78,27 @@ fn a_forged_serving_table_cannot_freeze_routing() {
     c.deploy(&guest("hello"), "later", &["--route", "/later"]);
     assert!(eventually(Duration::from_secs(5), || c.get("/later").status == 200));
 }
+
+#[test]
+fn js_replicas_reaches_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = tern_tests::NatsServer::start(&dir.path().join("nats"));
+    // Three copies of each stream need a three-node NATS cluster: one
+    // server refuses, and the scheduler says why and stops.
+    let mut child = std::process::Command::new(tern_tests::tern_bin())
+        .args(["scheduler", "--nats", &nats.url(), "--js-replicas", "3", "--data-dir"])
+        .arg(dir.path().join("scheduler"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let exited = eventually(Duration::from_secs(30), || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "the scheduler went on with streams it could not create");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(err.contains("--js-replicas"), "{err}");
+}

@@ -47,6 +47,8 @@ pub struct SledLog {
 
 struct Inner {
     db: sled::Db,
+    /// Where the log lives: its disk is checked for room before a publish.
+    dir: std::path::PathBuf,
     events: sled::Tree,
     consumers: sled::Tree,
     pending: sled::Tree,
@@ -131,6 +133,7 @@ impl SledLog {
         let (published, _) = watch::channel(last);
         let log = SledLog {
             inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
                 consumers: db.open_tree("consumers")?,
                 pending,
                 dlq: db.open_tree("dlq")?,
@@ -192,11 +195,13 @@ impl EventLog for SledLog {
         tern_protocol::nats_subject::check(subject, false)
             .map_err(|e| EventError::Subject { subject: subject.to_string(), reason: e.to_string() })?;
         let subject = subject.to_string();
+        let size = data.len() as u64;
         let event = self
             .blocking(move |inner| {
                 if !inner.routed(&subject)? {
                     return Err(EventError::Unrouted(subject));
                 }
+                crate::disk::ensure_room(&inner.dir, size).map_err(|e| EventError::Store(e.to_string()))?;
                 let _order = inner.publish_order.lock().unwrap_or_else(|e| e.into_inner());
                 // generate_id is unique and increasing across restarts.
                 let seq = inner.db.generate_id()? + 1;
@@ -210,11 +215,18 @@ impl EventLog for SledLog {
                 };
                 let record = Frame::new(event.clone(), data.clone()).encode();
                 inner.events.insert(seq.to_be_bytes(), record.as_ref())?;
-                inner.inserted.store(seq, std::sync::atomic::Ordering::Release);
                 Ok(StoredEvent { data, ..event })
             })
             .await?;
-        self.flush().await?;
+        // Consumers see it only once it is durable; if it cannot be made
+        // durable it is taken out again, so the publisher's "not stored"
+        // is true.
+        if let Err(e) = self.flush().await {
+            let seq = event.seq;
+            let _ = self.blocking(move |inner| Ok(inner.events.remove(seq.to_be_bytes())?)).await;
+            return Err(e);
+        }
+        self.inner.inserted.fetch_max(event.seq, std::sync::atomic::Ordering::AcqRel);
         self.inner.published.send_modify(|last| *last = (*last).max(event.seq));
         Ok(event)
     }
