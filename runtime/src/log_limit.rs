@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};
 
-pub(crate) const LOG_BYTES_PER_SECOND: usize = 256 * 1024;
+pub(crate) const LOG_BYTES_PER_SECOND: usize = 1024 * 1024;
 const WINDOW: Duration = Duration::from_secs(1);
 
 pub(crate) struct LogLimit {
