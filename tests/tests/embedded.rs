@@ -144,7 +144,10 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     assert!(deploy_err(&truncated, "g", &["--route", "/g"]).contains("not valid"));
 
     let err = deploy_err(&guest("plain_wasi"), "thief", &["--route", "/hello"]);
-    assert!(err.contains(r#"route "/hello" matches the same requests as a route of function "hello""#), "{err}");
+    assert!(
+        err.contains(r#"route "/hello" matches the same requests as a route of function "hello""#),
+        "{err}"
+    );
     assert!(deploy_err(&guest("plain_wasi"), "Bad.Name", &["--route", "/x"]).contains("not valid"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--route", "no-slash"]).contains("must start with '/'"));
     assert!(deploy_err(&guest("plain_wasi"), "x", &["--memory", "0"]).contains("memory"));
