@@ -17,4 +17,16 @@ pub use client::{Client, Resp};
 pub use events::{Delivered, Deliveries, publish};
 pub use in_process::InProcess;
 pub use load::{Load, burst, eventually};
+/// The routes the json-api example serves, as `tern deploy` flags.
+pub const JSON_API_ROUTES: &[&str] = &[
+    "--route",
+    "/api/greet/:name",
+    "--route",
+    "/api/add/:a/:b",
+    "--route",
+    "/api/echo",
+    "--route",
+    "/api/info/*",
+];
+
 pub use process::{Cluster, ClusterOptions, NatsServer, Role, TernUp, free_port, nats_password};

@@ -32,6 +32,13 @@ impl TernUp {
         Self::start_with(data_dir, &[])
     }
 
+    /// In a temporary data dir, removed with the returned guard.
+    pub fn start_temp() -> (tempfile::TempDir, TernUp) {
+        let dir = tempfile::tempdir().unwrap();
+        let up = TernUp::start(&dir.path().join("data"));
+        (dir, up)
+    }
+
     /// Like [`TernUp::start`], with more arguments for `tern up`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> TernUp {
         Self::start_env(data_dir, extra, &[])

@@ -4,21 +4,10 @@
 use std::time::{Duration, Instant};
 use tern_tests::{TernUp, guest};
 
-const API_ROUTES: &[&str] = &[
-    "--route",
-    "/api/greet/:name",
-    "--route",
-    "/api/add/:a/:b",
-    "--route",
-    "/api/echo",
-    "--route",
-    "/api/info/*",
-];
+use tern_tests::JSON_API_ROUTES as API_ROUTES;
 
 fn start() -> (tempfile::TempDir, TernUp) {
-    let dir = tempfile::tempdir().unwrap();
-    let up = TernUp::start(&dir.path().join("data"));
-    (dir, up)
+    TernUp::start_temp()
 }
 
 #[test]
