@@ -60,12 +60,15 @@ where
 {
     let deadline = tokio::time::Instant::now() + total;
     let mut body = std::pin::pin!(Limited::new(body, limit));
-    let mut out = BytesMut::new();
+    // A body of one chunk (most are) is handed on as it is, not copied.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
     loop {
         let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let frame = match tokio::time::timeout(wait, body.frame()).await {
             Err(_) => return Err(BodyError::TimedOut { what, idle, total }),
-            Ok(None) => return Ok(out.freeze()),
+            Ok(None) if rest.is_empty() => return Ok(first.unwrap_or_default()),
+            Ok(None) => return Ok(rest.freeze()),
             Ok(Some(Err(e))) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err(BodyError::TooLarge { what, limit });
             }
@@ -73,7 +76,15 @@ where
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            out.extend_from_slice(&data);
+            match first.take() {
+                None if rest.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        rest.extend_from_slice(&earlier);
+                    }
+                    rest.extend_from_slice(&data);
+                }
+            }
         }
     }
 }
@@ -100,6 +111,10 @@ mod tests {
     async fn a_body_past_its_limit_is_413_and_names_itself() {
         let ok = read(Full::new(Bytes::from_static(b"abc")), 3, "event data").await.unwrap();
         assert_eq!(&ok[..], b"abc");
+        use futures::StreamExt;
+        let chunks = ["ab", "c", "de"].map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(c))));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+        assert_eq!(&read(body, 10, "request body").await.unwrap()[..], b"abcde", "chunks in order");
         let e = read(Full::new(Bytes::from_static(b"abcd")), 3, "event data").await.unwrap_err();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(e.to_string(), "event data is larger than the 3 byte limit");

@@ -194,8 +194,8 @@ impl EventDispatch {
                     part = again;
                 }
                 Err(Undelivered::Transport(why)) => {
-                    let level_info = pause == RESEND_FIRST;
-                    if level_info {
+                    // Said once per run of failures, not at every resend.
+                    if pause == RESEND_FIRST {
                         tracing::info!(function = %t.function, events = part.len(), "sending again, no attempt counted: {why}");
                     }
                 }

@@ -120,7 +120,7 @@ impl HttpFunction {
             }
         };
         let started = load.started();
-        let Invoked { result, logs } = self.invoke((frame.header, frame.body), "").await;
+        let Invoked { result, logs } = self.invoke((frame.header, frame.body), String::new).await;
         load.finished(started, result.is_err());
         let reply = match result {
             Ok((head, body)) => Frame::new(head, body).encode(),

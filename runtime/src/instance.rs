@@ -61,9 +61,13 @@ impl<W: World> Function<W> {
         Function { name: settings.name.clone(), version: settings.version, settings, world }
     }
 
-    /// Runs one invocation in a fresh instance. `context` prefixes Tern's
-    /// log line about a failure (which event, say).
-    pub(crate) async fn invoke(&self, input: W::Input, context: &str) -> Invoked<W::Output> {
+    /// Runs one invocation in a fresh instance. `context` makes the prefix
+    /// of Tern's log line about a failure (which event, say), only then.
+    pub(crate) async fn invoke(
+        &self,
+        input: W::Input,
+        context: impl FnOnce() -> String,
+    ) -> Invoked<W::Output> {
         let stdout = CappedOutput::new(LOG_CAPTURE_BYTES);
         let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
@@ -88,7 +92,7 @@ impl<W: World> Function<W> {
         let log = LogSink { function: &self.name, version: self.version };
         let mut logs = log.output(&stdout, &stderr);
         let result = result.map_err(|Failed(failure, detail)| {
-            let mut line = format!("{context}{}", failure.log_line());
+            let mut line = format!("{}{}", context(), failure.log_line());
             if let Some(d) = detail {
                 line.push_str(&format!("\n{d}"));
             }
