@@ -17,7 +17,7 @@
 //! behaviour every implementation must show.
 
 pub mod conformance;
-pub mod disk;
+pub use tern_disk as disk;
 mod jetstream;
 mod sled_log;
 

@@ -1,0 +1,334 @@
+//! Buckets in a cluster: each Tern bucket `B` is the JetStream key-value
+//! bucket `tern_B` (stream `KV_tern_B`, history 1, file storage, `max_bytes`
+//! the quota), so every worker sees the same data and `nats kv` can inspect
+//! it.
+//!
+//! Entries are written as the key-value layer writes them (a message on
+//! `$KV.tern_B.<key>`; a delete is a `KV-Operation: DEL` marker), with one
+//! addition: an entry with a time to live carries a `Tern-Expires` header (ms
+//! since the epoch), because nats-server 2.9 has no per-message TTL. The
+//! revision is the message's stream sequence, and a revision-checked write
+//! is a publish with `Nats-Expected-Last-Subject-Sequence`.
+//!
+//! Keys NATS accepts as subject tokens are stored as they are; any other key
+//! (spaces, wildcards, a leading `_`…) as `_` and its bytes in hex.
+
+use crate::{Entry, Expect, KvError, KvStore, check_read, check_write, expired, expiry, valid_bucket};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const EXPIRES_HEADER: &str = "Tern-Expires";
+const OPERATION_HEADER: &str = "KV-Operation";
+const EXPECTED_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Room for subject and headers beside a value in one message.
+const MESSAGE_OVERHEAD: usize = 1024;
+
+pub struct JetStreamKv {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    replicas: usize,
+    max_bytes: u64,
+    max_payload: usize,
+    buckets: Mutex<HashMap<String, stream::Stream>>,
+}
+
+/// The last message on a key's subject, whatever it says.
+struct Last {
+    revision: u64,
+    /// A live value (not a delete marker, not expired).
+    live: Option<Bytes>,
+}
+
+impl JetStreamKv {
+    /// `replicas`: servers keeping each bucket (1, or 3 on a three-node
+    /// NATS cluster); `max_bytes`: each new bucket's quota.
+    pub fn new(client: async_nats::Client, replicas: usize, max_bytes: u64) -> Self {
+        let max_payload = client.server_info().max_payload;
+        JetStreamKv {
+            js: jetstream::new(client.clone()),
+            client,
+            replicas,
+            max_bytes,
+            max_payload,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bucket's stream, made on first use. Workers opening a bucket
+    /// together race to create it; the loser finds the winner's.
+    async fn stream(&self, bucket: &str) -> Result<stream::Stream, KvError> {
+        valid_bucket(bucket)?;
+        if let Some(s) = self.buckets.lock().get(bucket) {
+            return Ok(s.clone());
+        }
+        let name = js_bucket(bucket);
+        let mut tries = 0;
+        let stream = loop {
+            let found = match self.js.get_stream(format!("KV_{name}")).await {
+                Ok(s) => Ok(s),
+                Err(_) => self.js.create_stream(self.config(bucket)).await.map_err(|e| e.to_string()),
+            };
+            match found {
+                Ok(s) => break s,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(bucket, "opening the bucket: {e}");
+                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                }
+                Err(e) => return Err(KvError::Unavailable(format!("cannot open bucket {bucket}: {e}"))),
+            }
+        };
+        self.buckets.lock().insert(bucket.to_string(), stream.clone());
+        Ok(stream)
+    }
+
+    /// The stream a JetStream key-value bucket is (what `nats kv add`
+    /// makes), created directly: the client's `create_key_value` first
+    /// queries account limits in a shape nats-server 2.9 does not answer.
+    fn config(&self, bucket: &str) -> stream::Config {
+        let name = js_bucket(bucket);
+        stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(format!("Tern bucket {bucket}")),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_bytes: self.max_bytes as i64,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        }
+    }
+
+    async fn last(&self, bucket: &str, key: &str) -> Result<Option<Last>, KvError> {
+        let stream = self.stream(bucket).await?;
+        let msg = match stream.direct_get_last_for_subject(subject(bucket, key)).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(KvError::Unavailable(format!("reading {bucket}: {e}"))),
+        };
+        let deleted = header(Some(&msg.headers), OPERATION_HEADER).is_some();
+        let expires = header(Some(&msg.headers), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let live = (!deleted && !expired(expires)).then_some(msg.payload);
+        Ok(Some(Last { revision: msg.sequence, live }))
+    }
+
+    /// Publishes one message on the key's subject and waits for the
+    /// server's ack; `expected` makes it revision-checked (`Ok(None)`: the
+    /// key moved on).
+    async fn publish(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut headers: HeaderMap,
+        value: Bytes,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>, KvError> {
+        if value.len() + MESSAGE_OVERHEAD > self.max_payload {
+            return Err(KvError::Unavailable(format!(
+                "the NATS server's max_payload ({} bytes) is too small for a {} byte value; raise it to at least 2MB",
+                self.max_payload,
+                value.len()
+            )));
+        }
+        if let Some(rev) = expected {
+            headers.insert(EXPECTED_HEADER, rev.to_string().as_str());
+        }
+        let sent = self.js.publish_with_headers(subject(bucket, key), headers, value).await;
+        let acked = match sent {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) if e.to_string().contains("maximum bytes") => {
+                Err(KvError::QuotaExceeded { bucket: bucket.to_string(), limit: self.max_bytes })
+            }
+            Err(e) => Err(KvError::Unavailable(format!("writing to {bucket}: {e}"))),
+        }
+    }
+
+    fn value_headers(ttl: Option<Duration>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if ttl.is_some() {
+            h.insert(EXPIRES_HEADER, expiry(ttl).to_string().as_str());
+        }
+        h
+    }
+
+    fn delete_marker() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(OPERATION_HEADER, "DEL");
+        h
+    }
+}
+
+#[async_trait]
+impl KvStore for JetStreamKv {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
+        check_read(bucket, key)?;
+        let last = self.last(bucket, key).await?;
+        Ok(last.and_then(|l| Some(Entry { value: l.live?, revision: l.revision })))
+    }
+
+    async fn set(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<u64, KvError> {
+        check_write(bucket, key, &value)?;
+        self.stream(bucket).await?;
+        let rev = self.publish(bucket, key, Self::value_headers(ttl), value, None).await?;
+        Ok(rev.expect("an unchecked write is not refused"))
+    }
+
+    async fn swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expect: Expect,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, KvError> {
+        check_write(bucket, key, &value)?;
+        let last = self.last(bucket, key).await?;
+        let expected = match (expect, last) {
+            // 0: no message on the subject at all.
+            (Expect::Absent, None) => 0,
+            // A delete marker or an expired entry: absent, at that revision.
+            (Expect::Absent, Some(Last { revision, live: None })) => revision,
+            (Expect::Revision(want), Some(Last { revision, live: Some(_) })) if want == revision => revision,
+            _ => return Ok(None),
+        };
+        self.publish(bucket, key, Self::value_headers(ttl), value, Some(expected)).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
+        check_read(bucket, key)?;
+        self.stream(bucket).await?;
+        self.publish(bucket, key, Self::delete_marker(), Bytes::new(), None).await?;
+        Ok(())
+    }
+
+    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<bool, KvError> {
+        check_read(bucket, key)?;
+        match self.last(bucket, key).await? {
+            Some(Last { revision: r, live: Some(_) }) if r == revision => {}
+            _ => return Ok(false),
+        }
+        let done = self.publish(bucket, key, Self::delete_marker(), Bytes::new(), Some(revision)).await?;
+        Ok(done.is_some())
+    }
+
+    async fn keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        let stream = self.stream(bucket).await?;
+        let unavailable = |e: &dyn std::fmt::Display| KvError::Unavailable(format!("listing {bucket}: {e}"));
+        // The last message of every key, headers only: what the key-value
+        // layer's own key listing reads, plus the expiry header it drops.
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject: format!("$KV.{}.>", js_bucket(bucket)),
+                headers_only: true,
+                replay_policy: consumer::ReplayPolicy::Instant,
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut keys = Vec::new();
+        if consumer.cached_info().num_pending > 0 {
+            let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+            let strip = format!("$KV.{}.", js_bucket(bucket));
+            while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .map_err(|_| unavailable(&"timed out"))?
+            {
+                let msg = msg.map_err(|e| unavailable(&e))?;
+                let pending = msg.info().map(|i| i.pending).unwrap_or(0);
+                let deleted = header(msg.headers.as_ref(), OPERATION_HEADER).is_some();
+                let expires =
+                    header(msg.headers.as_ref(), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+                if !deleted && !expired(expires) {
+                    if let Some(key) = msg.subject.strip_prefix(strip.as_str()).and_then(decode_key) {
+                        keys.push(key);
+                    }
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+        }
+        keys.retain(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a));
+        keys.sort();
+        keys.truncate(limit);
+        Ok(keys)
+    }
+}
+
+fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
+    headers?.get(name).map(|v| v.as_str().to_string())
+}
+
+fn js_bucket(bucket: &str) -> String {
+    format!("tern_{bucket}")
+}
+
+fn subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{}.{}", js_bucket(bucket), encode_key(key))
+}
+
+/// A key as a subject suffix: as it is when NATS takes it and it cannot be
+/// mistaken for an encoded one, else `_` and hex.
+fn encode_key(key: &str) -> String {
+    let plain = !key.starts_with(['_', '.'])
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b));
+    if plain { key.to_string() } else { format!("_{}", hex::encode(key)) }
+}
+
+fn decode_key(stored: &str) -> Option<String> {
+    match stored.strip_prefix('_') {
+        Some(h) => String::from_utf8(hex::decode(h).ok()?).ok(),
+        None => Some(stored.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_subjects() {
+        for key in
+            ["plain", "a/b=c-d_e.f", "_leading", ".dot", "dot.", "a..b", "sp ace", "*", ">", "ünï", "a\nb"]
+        {
+            let stored = encode_key(key);
+            assert!(
+                stored.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)),
+                "{key:?} → {stored}"
+            );
+            assert_eq!(decode_key(&stored).as_deref(), Some(key));
+        }
+        assert_eq!(encode_key("user/1"), "user/1", "ordinary keys stay readable");
+    }
+}

@@ -1,0 +1,259 @@
+//! Buckets for `tern up`: one sled tree per bucket in the data dir.
+//!
+//! Each stored value is an envelope: the revision that wrote it, when it
+//! expires (0: never), then the value. Writes are made under one lock (a
+//! read-check-write is then atomic, and the bucket's byte count exact) and
+//! made durable after it, by a flush shared with the writers around them.
+//! Reads take no lock.
+//!
+//! An expired entry reads as absent; its bytes count against the quota until
+//! it is overwritten or deleted.
+
+use crate::{Entry, Expect, KvError, KvStore, check_read, check_write, expired, expiry, valid_bucket};
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tern_disk::GroupFlush;
+
+const HEADER: usize = 16;
+
+pub struct SledKv {
+    db: sled::Db,
+    dir: PathBuf,
+    max_bytes: u64,
+    /// Bytes of keys and values per bucket, counted when a bucket is first
+    /// written after start. Held across every read-check-write.
+    usage: Mutex<HashMap<String, u64>>,
+    flush: GroupFlush,
+}
+
+impl SledKv {
+    /// Opens (or makes) the store in `dir`; each bucket may hold `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, KvError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            KvError::Unavailable(format!("cannot open the key-value store in {}: {e}", dir.display()))
+        })?;
+        let flusher = db.clone();
+        let flush = GroupFlush::new("tern-kv-flush", move || {
+            flusher.flush().map(|_| ()).map_err(std::io::Error::other)
+        })
+        .map_err(|e| KvError::Unavailable(format!("cannot start the flushing thread: {e}")))?;
+        Ok(SledKv { db, dir: dir.to_path_buf(), max_bytes, usage: Mutex::new(HashMap::new()), flush })
+    }
+
+    fn tree(&self, bucket: &str) -> Result<sled::Tree, KvError> {
+        valid_bucket(bucket)?;
+        self.db.open_tree(format!("kv/{bucket}")).map_err(unavailable)
+    }
+
+    /// Changes one key under the write lock: `decide` sees the live entry
+    /// and returns the new value (or `None` to leave it), `Some(None)` to
+    /// delete. Returns what `decide` returned alongside the new revision.
+    fn write<T>(
+        &self,
+        bucket: &str,
+        key: &str,
+        decide: impl FnOnce(Option<(u64, &[u8])>) -> Result<(Option<Change>, T), KvError>,
+    ) -> Result<(T, Option<u64>), KvError> {
+        let tree = self.tree(bucket)?;
+        let mut usage = self.usage.lock();
+        if !usage.contains_key(bucket) {
+            let used = tree.iter().filter_map(Result::ok).map(|(k, v)| stored_size(&k, &v)).sum();
+            usage.insert(bucket.to_string(), used);
+        }
+        let old = tree.get(key.as_bytes()).map_err(unavailable)?;
+        let live =
+            old.as_deref().and_then(decode).filter(|(_, exp, _)| !expired(*exp)).map(|(rev, _, v)| (rev, v));
+        let (change, out) = decide(live)?;
+        let old_size = old.as_ref().map_or(0, |o| stored_size(key.as_bytes(), o));
+        let used = usage[bucket];
+        let revision = match change {
+            None => None,
+            Some(Change::Delete) => {
+                if old.is_some() {
+                    tree.remove(key.as_bytes()).map_err(unavailable)?;
+                }
+                usage.insert(bucket.to_string(), used - old_size);
+                None
+            }
+            Some(Change::Set(value, ttl)) => {
+                let revision = self.db.generate_id().map_err(unavailable)? + 1;
+                let stored = encode(revision, expiry(ttl), &value);
+                let new_size = stored_size(key.as_bytes(), &stored);
+                let after = used - old_size + new_size;
+                if new_size > old_size && after > self.max_bytes {
+                    return Err(KvError::QuotaExceeded { bucket: bucket.to_string(), limit: self.max_bytes });
+                }
+                tern_disk::ensure_room(&self.dir, new_size)
+                    .map_err(|e| KvError::Unavailable(e.to_string()))?;
+                tree.insert(key.as_bytes(), stored).map_err(unavailable)?;
+                usage.insert(bucket.to_string(), after);
+                Some(revision)
+            }
+        };
+        Ok((out, revision))
+    }
+
+    async fn durable(&self) -> Result<(), KvError> {
+        self.flush.flushed().await.map_err(|e| KvError::Unavailable(e.to_string()))
+    }
+}
+
+enum Change {
+    Set(Bytes, Option<Duration>),
+    Delete,
+}
+
+#[async_trait]
+impl KvStore for SledKv {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
+        check_read(bucket, key)?;
+        let raw = self.tree(bucket)?.get(key.as_bytes()).map_err(unavailable)?;
+        Ok(raw
+            .as_deref()
+            .and_then(decode)
+            .filter(|(_, exp, _)| !expired(*exp))
+            .map(|(revision, _, v)| Entry { value: Bytes::copy_from_slice(v), revision }))
+    }
+
+    async fn set(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<u64, KvError> {
+        check_write(bucket, key, &value)?;
+        let ((), revision) = self.write(bucket, key, |_| Ok((Some(Change::Set(value, ttl)), ())))?;
+        self.durable().await?;
+        Ok(revision.expect("a set writes"))
+    }
+
+    async fn swap(
+        &self,
+        bucket: &str,
+        key: &str,
+        expect: Expect,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<Option<u64>, KvError> {
+        check_write(bucket, key, &value)?;
+        let ((), revision) = self.write(bucket, key, |live| {
+            let matches = match (expect, live) {
+                (Expect::Absent, None) => true,
+                (Expect::Revision(r), Some((rev, _))) => r == rev,
+                _ => false,
+            };
+            Ok((matches.then_some(Change::Set(value, ttl)), ()))
+        })?;
+        if revision.is_some() {
+            self.durable().await?;
+        }
+        Ok(revision)
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
+        check_read(bucket, key)?;
+        self.write(bucket, key, |_| Ok((Some(Change::Delete), ())))?;
+        self.durable().await
+    }
+
+    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<bool, KvError> {
+        check_read(bucket, key)?;
+        let (deleted, _) = self.write(bucket, key, |live| {
+            let matches = live.is_some_and(|(rev, _)| rev == revision);
+            Ok((matches.then_some(Change::Delete), matches))
+        })?;
+        if deleted {
+            self.durable().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        let tree = self.tree(bucket)?;
+        let start = match after {
+            // The smallest key greater than `after`.
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                let mut s = a.as_bytes().to_vec();
+                s.push(0);
+                s
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let mut keys = Vec::new();
+        for item in tree.range(start..) {
+            let (k, v) = item.map_err(unavailable)?;
+            if !k.starts_with(prefix.as_bytes()) || keys.len() >= limit {
+                break;
+            }
+            let live = decode(&v).is_some_and(|(_, exp, _)| !expired(exp));
+            if let (true, Ok(k)) = (live, std::str::from_utf8(&k)) {
+                keys.push(k.to_string());
+            }
+        }
+        Ok(keys)
+    }
+}
+
+fn encode(revision: u64, expires_ms: u64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + value.len());
+    v.extend_from_slice(&revision.to_be_bytes());
+    v.extend_from_slice(&expires_ms.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+fn decode(raw: &[u8]) -> Option<(u64, u64, &[u8])> {
+    if raw.len() < HEADER {
+        return None;
+    }
+    let revision = u64::from_be_bytes(raw[..8].try_into().ok()?);
+    let expires = u64::from_be_bytes(raw[8..16].try_into().ok()?);
+    Some((revision, expires, &raw[HEADER..]))
+}
+
+/// What an entry counts against its bucket's quota: key and value (the
+/// envelope is Tern's overhead, not the user's).
+fn stored_size(key: &[u8], stored: &[u8]) -> u64 {
+    (key.len() + stored.len().saturating_sub(HEADER)) as u64
+}
+
+fn unavailable(e: sled::Error) -> KvError {
+    KvError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledKv::open(dir.path(), crate::conformance::QUOTA).unwrap();
+        crate::conformance::run(&store).await;
+        crate::conformance::concurrent_increments(std::sync::Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn entries_and_quota_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledKv::open(dir.path(), 100).unwrap();
+            store.set("b", "k", Bytes::from(vec![1; 60]), None).await.unwrap();
+        }
+        let store = SledKv::open(dir.path(), 100).unwrap();
+        assert_eq!(store.get("b", "k").await.unwrap().unwrap().value.len(), 60);
+        let e = store.set("b", "k2", Bytes::from(vec![1; 60]), None).await.unwrap_err();
+        assert!(matches!(e, KvError::QuotaExceeded { .. }), "{e}");
+    }
+}
