@@ -129,6 +129,12 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
         }
         println!("dead:     {} (tern dlq list {})", d.dead_letters, d.name);
     }
+    if !s.kv.is_empty() {
+        println!("buckets:  {}", s.kv.join(" "));
+    }
+    if !s.secrets.is_empty() {
+        println!("secrets:  {}", s.secrets.join(" "));
+    }
     println!("memory:   {} MiB", s.memory_mib);
     println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
     if !s.env.is_empty() {

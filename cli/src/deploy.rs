@@ -75,6 +75,12 @@ pub struct DeployArgs {
     /// Delay before the first retry of a failed event, doubling for each next one, like 500ms, 2s
     #[arg(long, default_value_t = Millis(DEFAULT_BACKOFF_MS))]
     pub backoff: Millis,
+    /// Let the function open this key-value bucket (repeatable); functions granted the same name share it
+    #[arg(long = "kv", value_name = "BUCKET")]
+    pub kv: Vec<String>,
+    /// Let the function read this secret as the wasi:config key of its name (repeatable; set it with `tern secret set`)
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -102,6 +108,8 @@ impl DeployArgs {
             schedule: self.schedule.clone(),
             max_attempts: self.max_attempts,
             backoff_ms: self.backoff.0,
+            kv: self.kv.clone(),
+            secrets: self.secrets.clone(),
             ..FunctionSpec::new(&self.name)
         }
     }
@@ -151,6 +159,12 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     for r in &v.spec.routes {
         println!("  {}{}", api.url, r);
+    }
+    if !v.spec.kv.is_empty() {
+        println!("  buckets: {}", v.spec.kv.join(", "));
+    }
+    if !v.spec.secrets.is_empty() {
+        println!("  secrets: {}", v.spec.secrets.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,9 +36,17 @@ pub struct NatsArgs {
     /// Refuse a NATS connection without TLS
     #[arg(long)]
     pub nats_require_tls: bool,
-    /// Servers that keep each JetStream stream (events, dead letters): 1, or 3 on a three-node NATS cluster
+    /// Servers that keep each JetStream stream (events, dead letters, key-value buckets): 1, or 3 on a three-node NATS cluster
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub js_replicas: usize,
+}
+
+/// Functions' key-value buckets.
+#[derive(Args, Clone)]
+pub struct KvArgs {
+    /// Quota of each key-value bucket (keys and values), in bytes; applies to buckets made from now on
+    #[arg(long, default_value_t = tern_kv::DEFAULT_BUCKET_MAX_BYTES, value_name = "BYTES")]
+    kv_max_bytes: u64,
 }
 
 /// The autoscaler's windows (the scheduler's; the same for every function).
@@ -123,6 +131,8 @@ pub struct UpArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     activator: ActivatorArgs,
+    #[command(flatten)]
+    kv: KvArgs,
 }
 
 #[derive(Args)]
@@ -154,6 +164,8 @@ pub struct WorkerArgs {
     /// A label for node selectors, like zone=a (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = crate::parse_key_value)]
     labels: Vec<(String, String)>,
+    #[command(flatten)]
+    kv: KvArgs,
 }
 
 #[derive(Args)]
@@ -241,6 +253,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let events = tern_roles::open_events(nats.as_deref(), &data_dir, args.nats.js_replicas).await?;
+    let kv = tern_roles::open_kv(nats.as_deref(), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
         None => "local".into(),
@@ -257,7 +270,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         activator: args.activator.config(),
         keep_versions: args.registry.keep_versions as usize,
     };
-    let platform = tern_roles::up(bus, events, config).await?;
+    let platform = tern_roles::up(bus, events, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     serve(platform.gateway).await?;
     // Dropping the scheduler flushes and closes the registry.
@@ -296,7 +309,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         },
         labels: args.labels.into_iter().collect(),
     };
-    let worker = tern_roles::worker(bus, &data_dir, config).await?;
+    let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
+    let worker = tern_roles::worker(bus, &data_dir, config, kv).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)

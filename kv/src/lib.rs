@@ -24,8 +24,6 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Default quota of one bucket: its keys and values together.
 pub const DEFAULT_BUCKET_MAX_BYTES: u64 = 64 << 20;
-/// Longest bucket name.
-pub const MAX_BUCKET_NAME: usize = 64;
 
 /// A value and the revision that wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +43,9 @@ pub enum Expect {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
-    #[error(
-        "bucket name {0:?} is not valid: use 1 to {MAX_BUCKET_NAME} lowercase letters, digits, '-' or '_', starting with a letter or digit"
-    )]
-    BadBucket(String),
+    /// The name and what is wrong with it.
+    #[error("{1}")]
+    BadBucket(String, String),
     #[error("keys must not be empty")]
     EmptyKey,
     #[error("key is {0} bytes, over the {MAX_KEY_BYTES} byte limit; nothing was stored")]
@@ -134,11 +131,7 @@ fn parse_counter(key: &str, value: &[u8]) -> Result<u64, KvError> {
 /// Checks a bucket name: the same rules in both stores, and safe as part of
 /// a JetStream bucket name and a sled tree name.
 pub fn valid_bucket(name: &str) -> Result<(), KvError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_BUCKET_NAME
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok { Ok(()) } else { Err(KvError::BadBucket(name.to_string())) }
+    tern_protocol::validate_bucket_name(name).map_err(|e| KvError::BadBucket(name.to_string(), e))
 }
 
 pub(crate) fn check_key(key: &str) -> Result<(), KvError> {
@@ -187,7 +180,7 @@ mod tests {
         for ok in ["a", "counters", "user-sessions_2", "0"] {
             valid_bucket(ok).unwrap();
         }
-        for bad in ["", "-a", "_a", "A", "a.b", "a b", "a/b", "a*", &"x".repeat(65)] {
+        for bad in ["", "-a", "_a", "A", "a.b", "a b", "a/b", "a*", &"x".repeat(64)] {
             assert!(valid_bucket(bad).is_err(), "{bad:?}");
         }
     }

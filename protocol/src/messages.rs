@@ -191,6 +191,12 @@ pub struct Assign {
     pub env: BTreeMap<String, String>,
     pub memory_mib: u32,
     pub timeout_ms: u64,
+    /// Buckets the function may open.
+    #[serde(default)]
+    pub kv: Vec<String>,
+    /// Names of the secrets it may read (the worker asks for the values).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl Assign {
@@ -203,6 +209,8 @@ impl Assign {
             env: v.spec.env.clone(),
             memory_mib: v.spec.memory_mib,
             timeout_ms: v.spec.timeout_ms,
+            kv: v.spec.kv.clone(),
+            secrets: v.spec.secrets.clone(),
         }
     }
 }

@@ -85,6 +85,15 @@ pub struct FunctionSpec {
     /// Delay before the first retry; it doubles with each further one.
     #[serde(default = "default_backoff")]
     pub backoff_ms: u64,
+    /// Key-value buckets the function may open (`wasi:keyvalue/store.open`);
+    /// any other is access-denied. Functions granted a name share it.
+    #[serde(default)]
+    pub kv: Vec<String>,
+    /// Secrets the function may read, each as the `wasi:config` key of its
+    /// name. The version keeps the names; the values are looked up when an
+    /// instance is made, so a rotated secret needs no redeploy.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -125,6 +134,8 @@ impl FunctionSpec {
             schedule: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_ms: DEFAULT_BACKOFF_MS,
+            kv: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -213,6 +224,23 @@ impl FunctionSpec {
             return Err(format!("idle window {} ms is out of range (1 s ..= 7 days)", self.idle_ms));
         }
         let mut seen = std::collections::HashSet::new();
+        for b in &self.kv {
+            validate_bucket_name(b)?;
+            if !seen.insert(b) {
+                return Err(format!("bucket {b:?} is granted twice"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.secrets {
+            validate_secret_name(s)?;
+            if !seen.insert(s) {
+                return Err(format!("secret {s:?} is granted twice"));
+            }
+            if self.env.contains_key(s) {
+                return Err(format!("config key {s:?} is both an --env value and a --secret; rename one"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
         for s in &self.on_event {
             crate::nats_subject::check_trigger(s)?;
             if !seen.insert(s) {
@@ -255,6 +283,32 @@ pub fn validate_function_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "function name {name:?} is not valid: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// A key-value bucket's name: the same rule as a function's, so it is safe
+/// in a sled tree name and a JetStream bucket name.
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    validate_function_name(name).map_err(|_| {
+        format!(
+            "bucket name {name:?} is not valid: use 1-63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        )
+    })
+}
+
+/// A secret's name, which is also its config key: 1-128 characters of
+/// letters, digits, '_', '-' and '.', starting with a letter or '_'.
+pub fn validate_secret_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        && (name.as_bytes()[0].is_ascii_alphabetic() || name.as_bytes()[0] == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "secret name {name:?} is not valid: use 1-128 letters, digits, '_', '-' and '.', starting with a letter or '_'"
         ))
     }
 }

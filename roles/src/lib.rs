@@ -10,6 +10,7 @@ use std::time::Duration;
 use tern_bus::{Bus, NatsBus};
 use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
+use tern_kv::{JetStreamKv, KvStore, SledKv};
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
 use tern_scheduler::{ScaleConfig, Scheduler};
@@ -95,6 +96,25 @@ pub async fn open_events(
     })
 }
 
+/// Functions' key-value buckets: JetStream key-value over the cluster's
+/// NATS, else sled in the data dir. `max_bytes`: each bucket's quota.
+pub fn open_kv(
+    nats: Option<&NatsBus>,
+    data_dir: &Path,
+    js_replicas: usize,
+    max_bytes: u64,
+) -> Result<Arc<dyn KvStore>, StartError> {
+    Ok(match nats {
+        Some(bus) => Arc::new(JetStreamKv::new(bus.client().clone(), js_replicas, max_bytes)),
+        None => {
+            let dir = data_dir.join("kv");
+            let what =
+                format!("cannot open the key-value store in {} (is another tern using it?)", dir.display());
+            Arc::new(SledKv::open(&dir, max_bytes).map_err(fail(what))?)
+        }
+    })
+}
+
 pub async fn scheduler(
     bus: Arc<dyn Bus>,
     events: Arc<dyn EventLog>,
@@ -115,11 +135,12 @@ pub async fn worker(
     bus: Arc<dyn Bus>,
     data_dir: &Path,
     config: WorkerConfig,
+    kv: Arc<dyn KvStore>,
 ) -> Result<Arc<Worker>, StartError> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
-    let worker = Worker::new(config, bus, runtime);
+    let worker = Worker::new(config, bus, runtime, Some(kv));
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
 }
@@ -207,6 +228,7 @@ pub struct UpConfig {
 pub async fn up(
     bus: Arc<dyn Bus>,
     events: Arc<dyn EventLog>,
+    kv: Arc<dyn KvStore>,
     config: UpConfig,
 ) -> Result<Platform, StartError> {
     let scheduler =
@@ -216,7 +238,7 @@ pub async fn up(
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
         labels: Default::default(),
     };
-    let worker = worker(bus.clone(), &config.data_dir, worker_config).await?;
+    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv).await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
     let gateway = gateway(bus, events, &config.data_dir, config.listen, config.activator.clone()).await?;

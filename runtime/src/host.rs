@@ -2,6 +2,7 @@
 //! the hooks that decide what a function may reach.
 
 use crate::output::CappedOutput;
+use crate::state::{State, StateView};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::ResourceTable;
@@ -17,6 +18,7 @@ pub struct Host {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: DenyOutbound,
+    state: State,
     pub(crate) limits: MemoryLimit,
 }
 
@@ -26,6 +28,7 @@ impl Host {
         memory_bytes: usize,
         stdout: CappedOutput,
         stderr: CappedOutput,
+        state: State,
     ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
@@ -35,8 +38,15 @@ impl Host {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: DenyOutbound,
+            state,
             limits: MemoryLimit::new(memory_bytes),
         }
+    }
+}
+
+impl Host {
+    pub(crate) fn state(&mut self) -> StateView<'_> {
+        StateView { state: &mut self.state, table: &mut self.table }
     }
 }
 

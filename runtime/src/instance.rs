@@ -7,6 +7,8 @@
 
 use crate::host::{Host, LOG_CAPTURE_BYTES};
 use crate::output::CappedOutput;
+use crate::state::{Grants, State};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,10 @@ pub(crate) struct Settings {
     pub env: Vec<(String, String)>,
     pub memory_mib: u32,
     pub timeout: Duration,
+    /// Buckets it may open, and the store they are in.
+    pub grants: Arc<Grants>,
+    /// Its `wasi:config` keys.
+    pub config: Arc<BTreeMap<String, String>>,
 }
 
 /// How one world instantiates and calls its guests.
@@ -72,7 +78,8 @@ impl<W: World> Function<W> {
         let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
         let deadline = Instant::now() + s.timeout;
-        let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone());
+        let state = State::new(s.grants.clone(), s.config.clone());
+        let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state);
         let memory_hit = host.limits.hit.clone();
         let mut store = Store::new(self.world.engine(), host);
         store.limiter(|h| &mut h.limits);

@@ -20,6 +20,7 @@ mod load;
 mod log_limit;
 mod lru;
 mod output;
+pub mod state;
 pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};
@@ -91,6 +92,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Link(e.to_string()))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Link(e.to_string()))?;
+        state::add_to_linker(&mut linker, Host::state).map_err(|e| RuntimeError::Link(e.to_string()))?;
         let cache = ArtifactCache::open(engine.clone(), config.cache_dir.clone())?;
         spawn_epoch_ticker(&engine);
         Ok(Arc::new(Runtime { engine, linker, cache }))

@@ -12,6 +12,7 @@ use crate::http::{Http, HttpFunction};
 use crate::instance::Settings;
 use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
+use crate::state::Grants;
 use crate::{Runtime, fetch, host::Host};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
+use tern_kv::KvStore;
 use tern_protocol::{
     ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, Unassign, World, encode_reply,
     subject,
@@ -43,6 +45,8 @@ pub struct Worker {
     config: WorkerConfig,
     bus: Arc<dyn Bus>,
     runtime: Arc<Runtime>,
+    /// Where functions' buckets live; `None`: no function here may open one.
+    kv: Option<Arc<dyn KvStore>>,
     body_limit: usize,
     functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -102,10 +106,16 @@ impl Handler {
 }
 
 impl Worker {
-    pub fn new(config: WorkerConfig, bus: Arc<dyn Bus>, runtime: Arc<Runtime>) -> Arc<Self> {
+    pub fn new(
+        config: WorkerConfig,
+        bus: Arc<dyn Bus>,
+        runtime: Arc<Runtime>,
+        kv: Option<Arc<dyn KvStore>>,
+    ) -> Arc<Self> {
         Arc::new(Worker {
             config,
             runtime,
+            kv,
             body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
                 boot: format!("{:016x}", tern_protocol::id::random_u64()),
@@ -224,6 +234,8 @@ impl Worker {
             env: a.env.clone().into_iter().collect(),
             memory_mib: a.memory_mib,
             timeout: Duration::from_millis(a.timeout_ms),
+            grants: Arc::new(Grants { store: self.kv.clone(), buckets: a.kv.clone() }),
+            config: Arc::new(a.env.clone()),
         };
         let function = match a.world {
             World::Http => {

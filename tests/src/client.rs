@@ -94,7 +94,8 @@ impl Client {
         self.try_request(method, path, body).unwrap_or_else(|e| panic!("request {path}: {e}"))
     }
 
-    fn try_request(
+    /// A request that may fail to connect (the platform being killed).
+    pub fn try_request(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -57,6 +57,8 @@ impl InProcess {
         let data_dir = dir.path().to_path_buf();
         let mut platform = runtime.block_on(async {
             let events = tern_roles::open_events(None, &data_dir, 1).await.expect("open the event log");
+            let kv = tern_roles::open_kv(None, &data_dir, 1, tern_kv::DEFAULT_BUCKET_MAX_BYTES)
+                .expect("open the buckets");
             let config = UpConfig {
                 data_dir,
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -65,7 +67,7 @@ impl InProcess {
                 activator: options.activator,
                 keep_versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
             };
-            tern_roles::up(Arc::new(InProcessBus::new()), events, config).await.expect("start every role")
+            tern_roles::up(Arc::new(InProcessBus::new()), events, kv, config).await.expect("start every role")
         });
         let url = format!("http://{}", platform.gateway.addr);
         let token = std::fs::read_to_string(&platform.gateway.token_path).unwrap().trim().to_string();

@@ -1,0 +1,233 @@
+//! `wasi:keyvalue` store, atomics and batch, and `tern:kv/revisions`, over
+//! the node's [`KvStore`]. A bucket handle is only ever made by `open` of a
+//! granted bucket, so every other call can trust the name it carries.
+
+use super::StateView;
+use super::bindings::tern::kv::revisions;
+use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Error, KeyResponse};
+use tern_kv::{Expect, KvError, KvStore};
+use wasmtime::component::Resource;
+
+/// Keys per `list-keys` page, and the most `list-prefix` returns.
+const PAGE: usize = 1000;
+/// Keys one batch call may name.
+const MAX_BATCH: usize = 1000;
+/// Cursors one instance may hold; a guest paging through a huge bucket
+/// past this starts again from the first page.
+const MAX_CURSORS: usize = 10_000;
+
+/// An open bucket: its name, checked against the grants at `open`.
+pub struct Bucket {
+    name: String,
+}
+
+type KvResult<T> = wasmtime::Result<Result<T, Error>>;
+
+fn other(e: KvError) -> Error {
+    Error::Other(e.to_string())
+}
+
+impl StateView<'_> {
+    /// The store and the bucket's name behind a handle.
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn KvStore>, String)> {
+        let name = self.table.get(bucket)?.name.clone();
+        // A handle exists only if `open` found a store.
+        let store = self.state.grants.store.clone().expect("a bucket handle implies a store");
+        Ok((store, name))
+    }
+}
+
+impl store::Host for StateView<'_> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<Bucket>> {
+        if !self.state.grants.buckets.contains(&identifier) {
+            return Ok(Err(Error::AccessDenied));
+        }
+        if self.state.grants.store.is_none() {
+            return Ok(Err(Error::Other("this node has no key-value store".into())));
+        }
+        Ok(Ok(self.table.push(Bucket { name: identifier })?))
+    }
+}
+
+impl store::HostBucket for StateView<'_> {
+    async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.get(&name, &key).await.map(|e| e.map(|e| e.value.to_vec())).map_err(other))
+    }
+
+    async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.set(&name, &key, Bytes::from(value), None).await.map(|_| ()).map_err(other))
+    }
+
+    async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.delete(&name, &key).await.map_err(other))
+    }
+
+    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.get(&name, &key).await.map(|e| e.is_some()).map_err(other))
+    }
+
+    async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<KeyResponse> {
+        let (store, name) = self.bucket(&bucket)?;
+        let after = match cursor {
+            None => None,
+            Some(c) => match self.state.cursors.get(c as usize) {
+                Some(k) => Some(k.clone()),
+                None => {
+                    return Ok(Err(Error::Other(format!("cursor {c} is not one this instance was given"))));
+                }
+            },
+        };
+        let keys = match store.keys(&name, "", after.as_deref(), PAGE).await {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(other(e))),
+        };
+        let cursor = match keys.last() {
+            Some(last) if keys.len() == PAGE && self.state.cursors.len() < MAX_CURSORS => {
+                self.state.cursors.push(last.clone());
+                Some(self.state.cursors.len() as u64 - 1)
+            }
+            _ => None,
+        };
+        Ok(Ok(KeyResponse { keys, cursor }))
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for StateView<'_> {
+    async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.increment(&name, &key, delta).await.map_err(other))
+    }
+}
+
+impl batch::Host for StateView<'_> {
+    async fn get_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        keys: Vec<String>,
+    ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
+        let (store, name) = self.bucket(&bucket)?;
+        if let Err(e) = batch_size(keys.len()) {
+            return Ok(Err(e));
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            match store.get(&name, &key).await {
+                Ok(entry) => out.push(entry.map(|e| (key, e.value.to_vec()))),
+                Err(e) => return Ok(Err(other(e))),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    async fn set_many(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> KvResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        if let Err(e) = batch_size(key_values.len()) {
+            return Ok(Err(e));
+        }
+        // Not a transaction (the draft does not promise one): the writes
+        // are made in order, and the first to fail stops the rest.
+        for (key, value) in key_values {
+            if let Err(e) = store.set(&name, &key, Bytes::from(value), None).await {
+                return Ok(Err(other(e)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
+        let (store, name) = self.bucket(&bucket)?;
+        if let Err(e) = batch_size(keys.len()) {
+            return Ok(Err(e));
+        }
+        for key in keys {
+            if let Err(e) = store.delete(&name, &key).await {
+                return Ok(Err(other(e)));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn batch_size(n: usize) -> Result<(), Error> {
+    if n > MAX_BATCH {
+        return Err(Error::Other(format!("a batch names {n} keys; the most is {MAX_BATCH}")));
+    }
+    Ok(())
+}
+
+impl revisions::Host for StateView<'_> {
+    async fn get_entry(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> KvResult<Option<revisions::Entry>> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store
+            .get(&name, &key)
+            .await
+            .map(|e| e.map(|e| revisions::Entry { value: e.value.to_vec(), revision: e.revision }))
+            .map_err(other))
+    }
+
+    async fn set_with_ttl(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> KvResult<u64> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store
+            .set(&name, &key, Bytes::from(value), Some(Duration::from_millis(ttl_ms)))
+            .await
+            .map_err(other))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        expected: Option<u64>,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> KvResult<Option<u64>> {
+        let (store, name) = self.bucket(&bucket)?;
+        let expect = expected.map_or(Expect::Absent, Expect::Revision);
+        let ttl = ttl_ms.map(Duration::from_millis);
+        Ok(store.swap(&name, &key, expect, Bytes::from(value), ttl).await.map_err(other))
+    }
+
+    async fn delete_if(&mut self, bucket: Resource<Bucket>, key: String, revision: u64) -> KvResult<bool> {
+        let (store, name) = self.bucket(&bucket)?;
+        Ok(store.delete_if(&name, &key, revision).await.map_err(other))
+    }
+
+    async fn list_prefix(
+        &mut self,
+        bucket: Resource<Bucket>,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> KvResult<Vec<String>> {
+        let (store, name) = self.bucket(&bucket)?;
+        let limit = (limit as usize).min(PAGE);
+        Ok(store.keys(&name, &prefix, after.as_deref(), limit).await.map_err(other))
+    }
+}

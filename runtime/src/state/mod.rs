@@ -1,0 +1,81 @@
+//! State a function was granted at deploy: key-value buckets
+//! (`wasi:keyvalue@0.2.0-draft` store, atomics and batch, plus Tern's
+//! `tern:kv/revisions` for compare-and-swap and time to live) and config
+//! (`wasi:config@0.2.0-rc.1`: its `--env` values and granted secrets).
+//! The WIT is the `state` world in `sdk/wit`.
+//!
+//! Everything here is denied unless granted: `open` of a bucket not in the
+//! function's `--kv` list is `access-denied`, and a function with no
+//! buckets never reaches the store.
+
+mod config;
+mod keyvalue;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tern_kv::KvStore;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "tern:function/state",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:keyvalue/store.bucket": super::keyvalue::Bucket,
+        },
+    });
+}
+
+/// What one function version may reach, shared by all its instances.
+pub struct Grants {
+    /// The node's store; `None` on a node without one (every open fails).
+    pub store: Option<Arc<dyn KvStore>>,
+    /// Buckets the function may open.
+    pub buckets: Vec<String>,
+}
+
+/// One instance's view of its grants.
+pub(crate) struct State {
+    pub grants: Arc<Grants>,
+    /// `wasi:config` keys: `--env` values and granted secrets, as they were
+    /// when the instance was made.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Where each `list-keys` cursor handed out continues: the last key of
+    /// its page. A cursor is an index here, so it is only good in the
+    /// instance that got it.
+    cursors: Vec<String>,
+}
+
+impl State {
+    pub(crate) fn new(grants: Arc<Grants>, config: Arc<BTreeMap<String, String>>) -> Self {
+        State { grants, config, cursors: Vec::new() }
+    }
+}
+
+/// The host side of the `state` world: an instance's state and its
+/// resource table.
+pub(crate) struct StateView<'a> {
+    pub state: &'a mut State,
+    pub table: &'a mut ResourceTable,
+}
+
+struct HasState;
+
+impl HasData for HasState {
+    type Data<'a> = StateView<'a>;
+}
+
+/// Adds every interface of the `state` world to `linker`.
+pub(crate) fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> StateView<'_>,
+) -> wasmtime::Result<()> {
+    use bindings::{tern, wasi};
+    wasi::keyvalue::store::add_to_linker::<T, HasState>(linker, view)?;
+    wasi::keyvalue::atomics::add_to_linker::<T, HasState>(linker, view)?;
+    wasi::keyvalue::batch::add_to_linker::<T, HasState>(linker, view)?;
+    wasi::config::store::add_to_linker::<T, HasState>(linker, view)?;
+    tern::kv::revisions::add_to_linker::<T, HasState>(linker, view)?;
+    Ok(())
+}
