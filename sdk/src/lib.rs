@@ -32,12 +32,22 @@
 //! tern_sdk::event_function!(handle);
 //! ```
 
+//! State: [`kv`] opens the key-value buckets the function was granted
+//! (`tern deploy … --kv NAME`), with counters, compare-and-swap, time to
+//! live and a lock; [`config`] reads its `--env` values and granted secrets
+//! (`--secret NAME`). Both are the standard `wasi:keyvalue` and
+//! `wasi:config` interfaces underneath, plus `tern:kv/revisions` (in
+//! `wit/deps/tern-kv`) for what the keyvalue draft lacks.
+
 pub use http;
 pub use wasi;
 
+pub mod config;
 pub mod event;
+pub mod kv;
 mod router;
 mod serve;
+pub mod state;
 
 pub use event::Event;
 pub use router::{Params, Router};

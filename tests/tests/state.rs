@@ -145,3 +145,43 @@ fn every_acknowledged_write_survives_kill_9_of_tern_up() {
         "an acknowledged increment was lost: {highest} acknowledged, {after} after restart"
     );
 }
+
+#[test]
+fn the_sdk_lock_serialises_writers_and_expires_when_its_holder_traps() {
+    let (_dir, up) = TernUp::start_temp();
+    up.deploy(&guest("kv_lock"), "locker", &["--route", "/lock/*", "--kv", "locks"]);
+    // 50 read-modify-writes of a plain key, each under the lock: none lost.
+    let statuses = concurrently(&up, 50, Method::POST, "/lock/rmw");
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let r = up.post("/lock/rmw", "");
+    assert_eq!(r.body, "51", "50 concurrent updates and this one, none lost");
+
+    // A holder that traps leaves the lock held until its ttl passes.
+    let r = up.post("/lock/trap?ttl_ms=1500", "");
+    assert_eq!(r.status, 500, "{}", r.body);
+    let trapped = std::time::Instant::now();
+    assert_eq!(up.get("/lock/try").status, 409, "held by the trapped instance");
+    let freed = tern_tests::eventually(Duration::from_secs(5), || up.get("/lock/try").status == 200);
+    let after = trapped.elapsed();
+    assert!(freed, "the lock never expired");
+    assert!(after >= Duration::from_millis(1300), "expired after {after:?}, before its 1.5 s ttl");
+}
+
+#[test]
+fn the_shortener_example_keeps_links_and_counts_visits() {
+    let (_dir, up) = TernUp::start_temp();
+    up.deploy(&guest("shortener"), "shortener", &["--route", "/s", "--route", "/s/*", "--kv", "links"]);
+    let made = up.post("/s", "https://example.com/a/long/path");
+    assert_eq!(made.status, 201, "{}", made.body);
+    let link = made.json();
+    let code = link["code"].as_str().unwrap();
+    let no_redirects =
+        reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirects.get(format!("{}/s/{code}", up.url)).send().unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "https://example.com/a/long/path");
+    let stats = up.get(&format!("/s/{code}/stats")).json();
+    assert_eq!(stats["visits"], 1, "{stats}");
+    assert_eq!(up.post("/s", "not a url").status, 400);
+    assert_eq!(up.get("/s/nope").status, 404);
+}
