@@ -1,0 +1,83 @@
+//! Functions' buckets in a cluster: JetStream key-value on a real
+//! nats-server (with the shipped users and permissions), shared by every
+//! worker, surviving the worker that wrote.
+
+use reqwest::Method;
+use std::time::Duration;
+use tern_tests::{Cluster, ClusterOptions, eventually, guest, nats_password};
+
+#[test]
+fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
+    let mut c = Cluster::start_opts(ClusterOptions { workers: 2, nats_users: true, ..Default::default() });
+    let file = guest("kv_wit");
+    let file = file.to_str().unwrap();
+    c.tern_ok(&["deploy", file, "--name", "kv", "--route", "/kv/*", "--kv", "counters", "--min-scale", "2"]);
+    assert_eq!(c.replicas("kv").len(), 2);
+
+    // 200 concurrent increments, served by both workers: exactly 200.
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let client = (*c).clone();
+            std::thread::spawn(move || {
+                client.request(Method::POST, "/kv/incr?b=counters&k=hits", None).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(c.get("/kv/get?b=counters&k=hits").body, "200");
+    let served_by = |c: &Cluster| -> usize {
+        c.status()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["load"]["kv"]["completed"].as_u64().unwrap_or(0) > 0)
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || served_by(&c) == 2),
+        "one worker served all: {}",
+        c.status()
+    );
+
+    // Any NATS client sees the bucket: it is JetStream key-value.
+    let url = c.nats.url();
+    let seen = tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            "scheduler".into(),
+            nats_password("scheduler"),
+        )
+        .custom_inbox_prefix("_TERN.scheduler")
+        .connect(url)
+        .await
+        .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("KV_tern_counters").await.unwrap();
+        stream.direct_get_last_for_subject("$KV.tern_counters.hits").await.unwrap().payload
+    });
+    assert_eq!(&seen[..], b"200");
+
+    // Written through one worker, killed with kill -9: the other has it.
+    c.tern_ok(&[
+        "deploy",
+        file,
+        "--name",
+        "one",
+        "--route",
+        "/one/*",
+        "--kv",
+        "counters",
+        "--min-scale",
+        "1",
+    ]);
+    let writer_id = c.replicas("one")[0].clone();
+    let writer = (0..2).find(|i| c.node_id(*i) == writer_id).unwrap();
+    let r = c.request(Method::PUT, "/one/set?b=counters&k=written-by", Some(writer_id.clone().into_bytes()));
+    assert_eq!(r.status, 204, "{}", r.body);
+    c.workers[writer].kill();
+    let moved = eventually(Duration::from_secs(30), || {
+        c.try_get("/one/get?b=counters&k=written-by").is_ok_and(|r| r.status == 200 && r.body == writer_id)
+    });
+    assert!(moved, "the value written through the killed worker is not served by the other");
+    assert_eq!(c.get("/one/get?b=counters&k=hits").body, "200");
+}
