@@ -49,7 +49,7 @@ impl Api {
     }
 
     /// Sends, and turns an error reply into an error with the server's message.
-    async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
+    pub(crate) async fn send(&self, req: RequestBuilder) -> anyhow::Result<Response> {
         let resp = req
             .send()
             .await

@@ -2,6 +2,7 @@
 
 mod client;
 mod deploy;
+mod state;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -111,6 +112,16 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Key-value buckets: list, get, set and delete keys
+    Kv {
+        #[command(subcommand)]
+        command: state::KvCommand,
+    },
+    /// Secrets functions read through wasi:config: set, list, delete
+    Secret {
+        #[command(subcommand)]
+        command: state::SecretCommand,
     },
     /// Show a function's logs (stdout, stderr, and Tern's notes on failures)
     Logs {
@@ -228,6 +239,8 @@ fn main() -> ExitCode {
             Command::Dlq { command: DlqCommand::Replay { name, id, json, conn } } => {
                 client::dlq_replay(&conn, &name, id, json).await
             }
+            Command::Kv { command } => state::kv(command).await,
+            Command::Secret { command } => state::secret(command).await,
             Command::Logs { name, follow, tail, json, conn } => {
                 client::logs(&conn, &name, follow, tail, json).await
             }

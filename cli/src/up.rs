@@ -180,6 +180,8 @@ pub struct GatewayArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     activator: ActivatorArgs,
+    #[command(flatten)]
+    kv: KvArgs,
 }
 
 fn init_logging() {
@@ -321,7 +323,9 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
     let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
-    serve(tern_roles::gateway(bus, events, &data_dir, args.listen, args.activator.config()).await?).await?;
+    let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
+    serve(tern_roles::gateway(bus, events, kv, &data_dir, args.listen, args.activator.config()).await?)
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 

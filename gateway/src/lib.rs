@@ -89,7 +89,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(bus: Arc<dyn Bus>, events: Arc<dyn EventLog>, config: GatewayConfig) -> Arc<Self> {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        events: Arc<dyn EventLog>,
+        kv: Option<Arc<dyn tern_kv::KvStore>>,
+        config: GatewayConfig,
+    ) -> Arc<Self> {
         let scheduler = scheduler_client::SchedulerClient::new(bus.clone());
         let activator = Arc::new(activator::Activator::new(
             scheduler.clone(),
@@ -107,6 +112,7 @@ impl Gateway {
             dispatch,
             bus: bus.clone(),
             body_limit: config.body_limit,
+            kv,
         };
         Arc::new(Gateway { config, bus, scheduler, serving, invoker, admin })
     }

@@ -13,6 +13,7 @@ pub mod id;
 mod messages;
 pub mod nats_subject;
 pub mod route;
+mod secrets;
 mod spec;
 mod spec_query;
 mod status;
@@ -20,5 +21,6 @@ pub mod subject;
 
 pub use frame::{Frame, FrameError, decode_reply, encode_reply};
 pub use messages::*;
+pub use secrets::*;
 pub use spec::*;
 pub use status::*;

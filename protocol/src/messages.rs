@@ -1,7 +1,7 @@
 //! Messages between the roles on the bus: control requests and replies,
 //! invocations, node state, artifacts.
 
-use crate::{FunctionLoad, FunctionSpec, Trigger, Version, World};
+use crate::{FunctionLoad, FunctionSpec, SecretValue, Trigger, Version, World};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -194,9 +194,13 @@ pub struct Assign {
     /// Buckets the function may open.
     #[serde(default)]
     pub kv: Vec<String>,
-    /// Names of the secrets it may read (the worker asks for the values).
+    /// Names of the secrets it may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Their current values (one absent: deleted since the deploy). Only
+    /// the worker that will run the function is sent them.
+    #[serde(default)]
+    pub secret_values: BTreeMap<String, SecretValue>,
 }
 
 impl Assign {
@@ -211,6 +215,7 @@ impl Assign {
             timeout_ms: v.spec.timeout_ms,
             kv: v.spec.kv.clone(),
             secrets: v.spec.secrets.clone(),
+            secret_values: BTreeMap::new(),
         }
     }
 }

@@ -34,10 +34,13 @@ pub enum SchedulerOp {
     Status,
     /// From a gateway's activator: a function at zero has requests waiting.
     Wake,
+    SecretSet,
+    SecretList,
+    SecretDelete,
 }
 
 impl SchedulerOp {
-    pub const ALL: [SchedulerOp; 9] = [
+    pub const ALL: [SchedulerOp; 12] = [
         SchedulerOp::Deploy,
         SchedulerOp::List,
         SchedulerOp::Describe,
@@ -47,6 +50,9 @@ impl SchedulerOp {
         SchedulerOp::Routes,
         SchedulerOp::Status,
         SchedulerOp::Wake,
+        SchedulerOp::SecretSet,
+        SchedulerOp::SecretList,
+        SchedulerOp::SecretDelete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +66,9 @@ impl SchedulerOp {
             SchedulerOp::Routes => "routes",
             SchedulerOp::Status => "status",
             SchedulerOp::Wake => "wake",
+            SchedulerOp::SecretSet => "secret-set",
+            SchedulerOp::SecretList => "secret-list",
+            SchedulerOp::SecretDelete => "secret-delete",
         }
     }
 }
@@ -113,6 +122,11 @@ pub fn worker_assign(node: &str) -> String {
 
 pub fn worker_unassign(node: &str) -> String {
     format!("{PREFIX}.worker.{node}.unassign")
+}
+
+/// New values of a function's secrets, to a worker running it.
+pub fn worker_secrets(node: &str) -> String {
+    format!("{PREFIX}.worker.{node}.secrets")
 }
 
 /// Artifact fetch by digest, answered by the scheduler.

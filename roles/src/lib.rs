@@ -158,6 +158,7 @@ pub struct GatewayRole {
 pub async fn gateway(
     bus: Arc<dyn Bus>,
     events: Arc<dyn EventLog>,
+    kv: Arc<dyn KvStore>,
     data_dir: &Path,
     listen: SocketAddr,
     activator: ActivatorConfig,
@@ -182,7 +183,7 @@ pub async fn gateway(
         max_connections: activator.max_connections,
         tls,
     };
-    let gateway = Gateway::new(bus, events, config);
+    let gateway = Gateway::new(bus, events, Some(kv), config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
     let listener = tern_gateway::bind(listen).await.map_err(fail("cannot start the gateway"))?;
     let addr = listener.local_addr().map_err(fail("cannot start the gateway"))?;
@@ -238,10 +239,10 @@ pub async fn up(
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
         labels: Default::default(),
     };
-    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv).await?;
+    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv.clone()).await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
-    let gateway = gateway(bus, events, &config.data_dir, config.listen, config.activator.clone()).await?;
+    let gateway = gateway(bus, events, kv, &config.data_dir, config.listen, config.activator.clone()).await?;
     Ok(Platform { scheduler, worker, gateway })
 }
 

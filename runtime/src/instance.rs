@@ -8,6 +8,7 @@
 use crate::host::{Host, LOG_CAPTURE_BYTES};
 use crate::output::CappedOutput;
 use crate::state::{Grants, State};
+use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,8 +28,9 @@ pub(crate) struct Settings {
     pub timeout: Duration,
     /// Buckets it may open, and the store they are in.
     pub grants: Arc<Grants>,
-    /// Its `wasi:config` keys.
-    pub config: Arc<BTreeMap<String, String>>,
+    /// Its `wasi:config` keys (`--env` values and secrets), replaced when
+    /// a secret rotates; each instance takes them as they are when it starts.
+    pub config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
 }
 
 /// How one world instantiates and calls its guests.
@@ -78,7 +80,7 @@ impl<W: World> Function<W> {
         let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
         let deadline = Instant::now() + s.timeout;
-        let state = State::new(s.grants.clone(), s.config.clone());
+        let state = State::new(s.grants.clone(), s.config.read().clone());
         let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state);
         let memory_hit = host.limits.hit.clone();
         let mut store = Store::new(self.world.engine(), host);

@@ -23,8 +23,8 @@ use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_kv::KvStore;
 use tern_protocol::{
-    ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, Unassign, World, encode_reply,
-    subject,
+    ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, SecretsUpdate, Unassign, World,
+    encode_reply, subject,
 };
 use tern_task::guarded;
 use tokio::task::JoinHandle;
@@ -76,6 +76,9 @@ impl Functions {
 struct Loaded {
     version: u64,
     current: Arc<RwLock<Handler>>,
+    /// The current version's config, and which of its keys are secrets.
+    config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
+    secret_names: Vec<String>,
     load: Arc<LoadCounters>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -138,6 +141,7 @@ impl Worker {
         let mut assign = self.bus.subscribe(&subject::worker_assign(node)).await?;
         let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
+        let mut secrets = self.bus.subscribe(&subject::worker_secrets(node)).await?;
 
         let me = self.clone();
         // Control messages are handled one at a time, so two versions of a
@@ -158,6 +162,13 @@ impl Worker {
                             Ok(u) => guarded("worker-control", async { me.unassign(&u.function) }).await.ok_or_else(||
                                 ApiError::internal("the worker failed to unload it; see its log")),
                             Err(e) => Err(ApiError::bad_request(format!("malformed unassign: {e}"))),
+                        };
+                        me.reply(&msg, &reply).await;
+                    }
+                    Some(msg) = secrets.next() => {
+                        let reply: Reply<()> = match serde_json::from_slice::<SecretsUpdate>(&msg.payload) {
+                            Ok(u) => me.update_secrets(u),
+                            Err(_) => Err(ApiError::bad_request("malformed secrets update")),
                         };
                         me.reply(&msg, &reply).await;
                     }
@@ -228,6 +239,7 @@ impl Worker {
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
         let component = fetch::component(&self.runtime, &*self.bus, &a.digest).await.map_err(internal)?;
+        let config = Arc::new(RwLock::new(Arc::new(config_of(&a))));
         let settings = Settings {
             name: a.function.clone(),
             version: a.version,
@@ -235,7 +247,7 @@ impl Worker {
             memory_mib: a.memory_mib,
             timeout: Duration::from_millis(a.timeout_ms),
             grants: Arc::new(Grants { store: self.kv.clone(), buckets: a.kv.clone() }),
-            config: Arc::new(a.env.clone()),
+            config: config.clone(),
         };
         let function = match a.world {
             World::Http => {
@@ -253,6 +265,8 @@ impl Worker {
             if let Some(loaded) = functions.loaded.get_mut(&a.function) {
                 *loaded.current.write() = function;
                 loaded.version = a.version;
+                loaded.config = config;
+                loaded.secret_names = a.secrets.clone();
                 functions.changes += 1;
                 tracing::info!(function = %a.function, version = a.version, "switched version");
                 return Ok(functions.generation());
@@ -267,7 +281,14 @@ impl Worker {
         let load = Arc::new(LoadCounters::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone()));
-        let loaded = Loaded { version: a.version, current, load, _stop: stop };
+        let loaded = Loaded {
+            version: a.version,
+            current,
+            config,
+            secret_names: a.secrets.clone(),
+            load,
+            _stop: stop,
+        };
         let generation = {
             let mut functions = self.functions.lock();
             functions.loaded.insert(a.function.clone(), loaded);
@@ -276,6 +297,24 @@ impl Worker {
         };
         tracing::info!(function = %a.function, version = a.version, "loaded");
         Ok(generation)
+    }
+
+    /// New values of a loaded function's secrets: the next instance reads
+    /// them. A secret left out was deleted; its key goes.
+    fn update_secrets(&self, update: SecretsUpdate) -> Result<(), ApiError> {
+        let functions = self.functions.lock();
+        let Some(loaded) = functions.loaded.get(&update.function) else {
+            return Err(ApiError::not_found(format!("{} is not loaded here", update.function)));
+        };
+        let mut config = (**loaded.config.read()).clone();
+        for name in &loaded.secret_names {
+            match update.values.get(name) {
+                Some(v) => config.insert(name.clone(), v.0.clone()),
+                None => config.remove(name),
+            };
+        }
+        *loaded.config.write() = Arc::new(config);
+        Ok(())
     }
 
     fn unassign(&self, function: &str) -> Generation {
@@ -298,6 +337,14 @@ impl Worker {
         let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
         ProxyPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
+}
+
+/// A function's `wasi:config` keys: its `--env` values and its secrets
+/// (names never collide: deploy refuses a secret named like an env key).
+fn config_of(a: &Assign) -> BTreeMap<String, String> {
+    let mut config = a.env.clone();
+    config.extend(a.secret_values.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+    config
 }
 
 impl Drop for Worker {

@@ -18,6 +18,7 @@ impl Scheduler {
         let mut spec = req.spec;
         spec.normalise_routes();
         spec.validate().map_err(ApiError::bad_request)?;
+        self.check_secrets_exist(&spec.secrets).await?;
         if component.len() > tern_protocol::MAX_COMPONENT_BYTES {
             return Err(ApiError::bad_request(format!(
                 "component is {} bytes; the limit is {} bytes",

@@ -9,7 +9,8 @@ use tern_bus::{Message, respond};
 use tern_protocol::subject::SchedulerOp;
 use tern_protocol::{
     ApiError, ClusterStatus, DeployRequest, Frame, FunctionDetail, LogsRequest, NameRequest, Reply,
-    RollbackRequest, TriggerStatus, WakeReply, WakeRequest, encode_reply,
+    RollbackRequest, SecretDeleteRequest, SecretSetRequest, TriggerStatus, WakeReply, WakeRequest,
+    encode_reply,
 };
 
 fn parse<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, ApiError> {
@@ -49,6 +50,15 @@ impl Scheduler {
             },
             SchedulerOp::Routes => encode_reply(&self.registry.run(|r| r.serving_table()).await),
             SchedulerOp::Status => encode_reply(&self.status().await),
+            SchedulerOp::SecretSet => match parse::<SecretSetRequest>(&msg) {
+                Ok(req) => encode_reply(&self.set_secret(req).await),
+                Err(e) => encode_reply::<()>(&Err(e)),
+            },
+            SchedulerOp::SecretList => encode_reply(&self.list_secrets().await),
+            SchedulerOp::SecretDelete => match parse::<SecretDeleteRequest>(&msg) {
+                Ok(req) => encode_reply(&self.delete_secret(req).await),
+                Err(e) => encode_reply::<()>(&Err(e)),
+            },
         };
         if let Err(e) = respond(&*self.bus, &msg, reply).await {
             tracing::warn!("could not answer {}: {e}", msg.subject);

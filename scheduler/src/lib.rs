@@ -24,6 +24,8 @@ pub mod placement;
 mod reconcile;
 pub mod registry;
 pub mod scaling;
+mod sealed;
+mod secrets;
 pub mod store;
 pub mod triggers;
 
@@ -63,10 +65,14 @@ pub enum SchedulerError {
     Bus(#[from] BusError),
     #[error("event triggers: {0}")]
     Triggers(#[from] tern_events::EventError),
+    #[error("the secret key in {0}: {1}")]
+    SecretKey(String, std::io::Error),
 }
 
 pub struct Scheduler {
     registry: RegistryHandle,
+    /// Sealed secrets, in the registry's database.
+    secrets: Arc<secrets::SecretStore>,
     bus: Arc<dyn Bus>,
     /// Validates and precompiles components at deploy.
     runtime: Arc<Runtime>,
@@ -93,8 +99,11 @@ impl Scheduler {
         events: Arc<dyn EventLog>,
         keep_versions: usize,
     ) -> Result<Arc<Self>, SchedulerError> {
+        let registry = RegistryHandle::open(&data_dir.join("registry"))?;
+        let secrets = Arc::new(secrets::SecretStore::open(registry.registry(), data_dir)?);
         Ok(Arc::new(Scheduler {
-            registry: RegistryHandle::open(&data_dir.join("registry"))?,
+            registry,
+            secrets,
             bus,
             runtime,
             nodes: Nodes::default(),

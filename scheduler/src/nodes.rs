@@ -97,6 +97,17 @@ impl Nodes {
         nodes.values().filter(|n| n.alive(now) && n.loaded.contains_key(function)).count() as u32
     }
 
+    /// Live nodes serving any version of `function`, by id.
+    pub fn serving(&self, function: &str) -> Vec<String> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        nodes
+            .iter()
+            .filter(|(_, n)| n.alive(now) && n.loaded.contains_key(function))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// Every node as placement sees it. Logs a node that died since the
     /// last call, once.
     pub fn views(&self) -> Vec<NodeView> {

@@ -80,7 +80,9 @@ impl Scheduler {
         match command {
             Command::Assign { node, function } => {
                 let v = versions[function.as_str()];
-                let body = serde_json::to_vec(&Assign::for_version(v)).expect("serialise");
+                let mut assign = Assign::for_version(v);
+                assign.secret_values = self.secret_values(&v.spec.secrets).await?;
+                let body = serde_json::to_vec(&assign).expect("serialise");
                 let generation = self.ask(node, &subject::worker_assign(node), body.into()).await?;
                 self.nodes.placed(node, function, v.number, &v.digest, generation);
                 tracing::info!(node, function, version = v.number, "placed");

@@ -96,6 +96,12 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Another tree in the registry's database (its writes are made durable
+    /// by the registry's flushes, and the other way round).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, RegistryError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Makes the route index match the active versions, keyed by shape.
     /// Registries written before routes were indexed by shape kept raw
     /// patterns, and may hold two spellings of one route (`/a`, `/a/`) for

@@ -19,6 +19,12 @@ impl RegistryHandle {
         Ok(RegistryHandle { registry: Arc::new(Registry::open(path)?), path: Arc::new(path.to_path_buf()) })
     }
 
+    /// The registry itself, for what is opened beside it at start (the
+    /// secret store's tree). Async code goes through [`RegistryHandle::run`].
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Refuses a change of about `bytes` while the registry's disk is
     /// nearly full (see `tern_events::disk`): sled does not come back well
     /// from a write that failed for room, so none is started.

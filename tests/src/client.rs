@@ -37,6 +37,22 @@ impl Client {
             .expect("run tern")
     }
 
+    /// Runs the CLI with `input` on its stdin.
+    pub fn tern_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(tern_bin())
+            .args(args)
+            .env("TERN_URL", &self.url)
+            .env("TERN_TOKEN", &self.token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run tern");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().expect("run tern")
+    }
+
     /// Runs the CLI and insists that it succeeds; returns its stdout.
     pub fn tern_ok(&self, args: &[&str]) -> String {
         let out = self.tern(args);

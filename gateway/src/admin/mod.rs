@@ -14,6 +14,11 @@
 //! | POST | /api/v1/events/{subject} | publish an event (body: its data); 202 once durable |
 //! | GET | /api/v1/functions/{name}/dead-letters | the function's dead letters |
 //! | POST | /api/v1/functions/{name}/dead-letters/replay[?id=ID] | deliver them again; removed once handled |
+//! | GET | /api/v1/kv/{bucket}[?prefix=P] | the bucket's keys (up to 10,000) |
+//! | GET, PUT, DELETE | /api/v1/kv/{bucket}/{key} | one key: its value (`tern-revision` header), set it to the body, delete it. `/api/v1/kv/{bucket}?key=K` is the same for any key, exactly (a path normalises `.`, `..` and `//`) |
+//! | GET | /api/v1/secrets | secrets' names and the functions granted each, never values |
+//! | PUT | /api/v1/secrets/{name} | set (or rotate) a secret: the body is its value |
+//! | DELETE | /api/v1/secrets/{name}[?force=true] | delete; refused while a function is granted it unless forced |
 //!
 //! Errors are `{"error": {"kind": …, "message": …}}` with a matching status.
 //!
@@ -24,6 +29,7 @@
 mod deploy;
 mod events;
 mod logs;
+mod state;
 
 use crate::body::{Body, full, text};
 use crate::dispatch::EventDispatch;
@@ -53,6 +59,8 @@ pub struct Admin {
     pub bus: Arc<dyn Bus>,
     /// Largest request body or event data.
     pub body_limit: usize,
+    /// Functions' buckets, for `/api/v1/kv`.
+    pub kv: Option<Arc<dyn tern_kv::KvStore>>,
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
@@ -93,6 +101,27 @@ fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
 
 fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// A key from a path: its `%XX` escapes decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_num<T: std::str::FromStr>(q: &[(String, String)], key: &str) -> Result<Option<T>, ApiError> {
@@ -174,6 +203,34 @@ impl Admin {
                 let id = param(&query(&req), "id").map(str::to_string);
                 self.replay(name, id).await
             }
+            (Method::GET, ["kv", bucket]) => self.kv_bucket(bucket, &req).await,
+            (Method::PUT, ["kv", bucket]) | (Method::DELETE, ["kv", bucket]) => {
+                let bucket = bucket.to_string();
+                let Some(key) = param(&query(&req), "key").map(str::to_string) else {
+                    return error(ApiError::bad_request(
+                        "name the key: /api/v1/kv/{bucket}/{key}, or ?key=K",
+                    ));
+                };
+                match req.method() {
+                    &Method::PUT => self.kv_set(&bucket, &key, req).await,
+                    _ => self.kv_delete(&bucket, &key).await,
+                }
+            }
+            (method, ["kv", bucket, key @ ..]) if !key.is_empty() => {
+                let (bucket, key) = (bucket.to_string(), percent_decode(&key.join("/")));
+                match method {
+                    Method::GET => self.kv_get(&bucket, &key).await,
+                    Method::PUT => self.kv_set(&bucket, &key, req).await,
+                    Method::DELETE => self.kv_delete(&bucket, &key).await,
+                    _ => error(ApiError::bad_request("use GET, PUT or DELETE on a key")),
+                }
+            }
+            (Method::GET, ["secrets"]) => self.secret_list().await,
+            (Method::PUT, ["secrets", name]) => {
+                let name = name.to_string();
+                self.secret_set(&name, req).await
+            }
+            (Method::DELETE, ["secrets", name]) => self.secret_delete(name, &req).await,
             _ => error(ApiError::not_found(format!("no admin endpoint {} {path}", req.method()))),
         }
     }
