@@ -80,4 +80,17 @@ fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
     });
     assert!(moved, "the value written through the killed worker is not served by the other");
     assert_eq!(c.get("/one/get?b=counters&k=hits").body, "200");
+
+    // A secret over the bus: read by the granted function on whichever
+    // worker runs it, rotated without a redeploy.
+    let out = c.tern_with_stdin(&["secret", "set", "token"], b"cluster-secret-1");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.tern_ok(&["deploy", file, "--name", "reader", "--route", "/reader/*", "--secret", "token"]);
+    assert_eq!(c.get("/reader/config?k=token").body, "cluster-secret-1");
+    let out = c.tern_with_stdin(&["secret", "set", "token"], b"cluster-secret-2");
+    assert!(out.status.success());
+    assert_eq!(c.get("/reader/config?k=token").body, "cluster-secret-2");
+    assert_eq!(c.get("/one/config?k=token").status, 404, "not granted");
+    // Operators reach the cluster's buckets through the gateway.
+    assert_eq!(c.tern_ok(&["kv", "get", "counters", "hits"]), "200");
 }
