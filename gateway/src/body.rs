@@ -111,7 +111,6 @@ mod tests {
     async fn a_body_past_its_limit_is_413_and_names_itself() {
         let ok = read(Full::new(Bytes::from_static(b"abc")), 3, "event data").await.unwrap();
         assert_eq!(&ok[..], b"abc");
-        use futures::StreamExt;
         let chunks = ["ab", "c", "de"].map(|c| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(c))));
         let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
         assert_eq!(&read(body, 10, "request body").await.unwrap()[..], b"abcde", "chunks in order");

@@ -8,19 +8,24 @@
 //! addition: an entry with a time to live carries a `Tern-Expires` header (ms
 //! since the epoch), because nats-server 2.9 has no per-message TTL. The
 //! revision is the message's stream sequence, and a revision-checked write
-//! is a publish with `Nats-Expected-Last-Subject-Sequence`.
+//! is a publish with `Nats-Expected-Last-Subject-Sequence`. (So a swap or
+//! delete naming the revision of an entry that has since expired, with no
+//! write after it, still succeeds here; sled refuses it. Either way no
+//! other writer's entry is touched.)
 //!
 //! Keys NATS accepts as subject tokens are stored as they are; any other key
 //! (spaces, wildcards, a leading `_`…) as `_` and its bytes in hex.
 
-use crate::{Entry, Expect, KvError, KvStore, check_read, check_write, expired, expiry, valid_bucket};
+use crate::{
+    Entry, Expect, KvBucket, KvError, KvStore, check_key, check_write, expired, expiry, valid_bucket,
+};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 const EXPIRES_HEADER: &str = "Tern-Expires";
@@ -30,12 +35,24 @@ const EXPECTED_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
 const MESSAGE_OVERHEAD: usize = 1024;
 
 pub struct JetStreamKv {
+    shared: Arc<Shared>,
+    buckets: parking_lot::Mutex<HashMap<String, Arc<JsBucket>>>,
+}
+
+struct Shared {
     js: jetstream::Context,
     client: async_nats::Client,
     replicas: usize,
     max_bytes: u64,
     max_payload: usize,
-    buckets: Mutex<HashMap<String, stream::Stream>>,
+}
+
+pub struct JsBucket {
+    name: String,
+    stream: stream::Stream,
+    /// `$KV.tern_<name>.`: a key's subject is this and the stored key.
+    prefix: String,
+    shared: Arc<Shared>,
 }
 
 /// The last message on a key's subject, whatever it says.
@@ -50,42 +67,11 @@ impl JetStreamKv {
     /// NATS cluster); `max_bytes`: each new bucket's quota.
     pub fn new(client: async_nats::Client, replicas: usize, max_bytes: u64) -> Self {
         let max_payload = client.server_info().max_payload;
+        let js = jetstream::new(client.clone());
         JetStreamKv {
-            js: jetstream::new(client.clone()),
-            client,
-            replicas,
-            max_bytes,
-            max_payload,
-            buckets: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared { js, client, replicas, max_bytes, max_payload }),
+            buckets: parking_lot::Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The bucket's stream, made on first use. Workers opening a bucket
-    /// together race to create it; the loser finds the winner's.
-    async fn stream(&self, bucket: &str) -> Result<stream::Stream, KvError> {
-        valid_bucket(bucket)?;
-        if let Some(s) = self.buckets.lock().get(bucket) {
-            return Ok(s.clone());
-        }
-        let name = js_bucket(bucket);
-        let mut tries = 0;
-        let stream = loop {
-            let found = match self.js.get_stream(format!("KV_{name}")).await {
-                Ok(s) => Ok(s),
-                Err(_) => self.js.create_stream(self.config(bucket)).await.map_err(|e| e.to_string()),
-            };
-            match found {
-                Ok(s) => break s,
-                Err(e) if tries < 5 => {
-                    tries += 1;
-                    tracing::debug!(bucket, "opening the bucket: {e}");
-                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
-                }
-                Err(e) => return Err(KvError::Unavailable(format!("cannot open bucket {bucket}: {e}"))),
-            }
-        };
-        self.buckets.lock().insert(bucket.to_string(), stream.clone());
-        Ok(stream)
     }
 
     /// The stream a JetStream key-value bucket is (what `nats kv add`
@@ -98,9 +84,9 @@ impl JetStreamKv {
             description: Some(format!("Tern bucket {bucket}")),
             subjects: vec![format!("$KV.{name}.>")],
             max_messages_per_subject: 1,
-            max_bytes: self.max_bytes as i64,
+            max_bytes: self.shared.max_bytes as i64,
             storage: stream::StorageType::File,
-            num_replicas: self.replicas,
+            num_replicas: self.shared.replicas,
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
@@ -108,13 +94,56 @@ impl JetStreamKv {
             ..Default::default()
         }
     }
+}
 
-    async fn last(&self, bucket: &str, key: &str) -> Result<Option<Last>, KvError> {
-        let stream = self.stream(bucket).await?;
-        let msg = match stream.direct_get_last_for_subject(subject(bucket, key)).await {
+#[async_trait]
+impl KvStore for JetStreamKv {
+    /// The bucket's stream, made on first use. Workers opening a bucket
+    /// together race to create it; the loser finds the winner's.
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError> {
+        if let Some(b) = self.buckets.lock().get(name) {
+            return Ok(b.clone());
+        }
+        valid_bucket(name)?;
+        let js = &self.shared.js;
+        let stream_name = format!("KV_{}", js_bucket(name));
+        let mut tries = 0;
+        let stream = loop {
+            let found = match js.get_stream(&stream_name).await {
+                Ok(s) => Ok(s),
+                Err(_) => js.create_stream(self.config(name)).await.map_err(|e| e.to_string()),
+            };
+            match found {
+                Ok(s) => break s,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    tracing::debug!(bucket = name, "opening the bucket: {e}");
+                    tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+                }
+                Err(e) => return Err(KvError::Unavailable(format!("cannot open bucket {name}: {e}"))),
+            }
+        };
+        let bucket = Arc::new(JsBucket {
+            name: name.to_string(),
+            stream,
+            prefix: format!("$KV.{}.", js_bucket(name)),
+            shared: self.shared.clone(),
+        });
+        // Two first opens may both get here: the first handle kept wins.
+        Ok(self.buckets.lock().entry(name.to_string()).or_insert(bucket).clone())
+    }
+}
+
+impl JsBucket {
+    fn subject(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, encode_key(key))
+    }
+
+    async fn last(&self, key: &str) -> Result<Option<Last>, KvError> {
+        let msg = match self.stream.direct_get_last_for_subject(self.subject(key)).await {
             Ok(m) => m,
             Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => return Ok(None),
-            Err(e) => return Err(KvError::Unavailable(format!("reading {bucket}: {e}"))),
+            Err(e) => return Err(KvError::Unavailable(format!("reading {}: {e}", self.name))),
         };
         let deleted = header(Some(&msg.headers), OPERATION_HEADER).is_some();
         let expires = header(Some(&msg.headers), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
@@ -127,23 +156,22 @@ impl JetStreamKv {
     /// key moved on).
     async fn publish(
         &self,
-        bucket: &str,
         key: &str,
         mut headers: HeaderMap,
         value: Bytes,
         expected: Option<u64>,
     ) -> Result<Option<u64>, KvError> {
-        if value.len() + MESSAGE_OVERHEAD > self.max_payload {
+        let max_payload = self.shared.max_payload;
+        if value.len() + MESSAGE_OVERHEAD > max_payload {
             return Err(KvError::Unavailable(format!(
-                "the NATS server's max_payload ({} bytes) is too small for a {} byte value; raise it to at least 2MB",
-                self.max_payload,
+                "the NATS server's max_payload ({max_payload} bytes) is too small for a {} byte value; raise it to at least 2MB",
                 value.len()
             )));
         }
         if let Some(rev) = expected {
             headers.insert(EXPECTED_HEADER, rev.to_string().as_str());
         }
-        let sent = self.js.publish_with_headers(subject(bucket, key), headers, value).await;
+        let sent = self.shared.js.publish_with_headers(self.subject(key), headers, value).await;
         let acked = match sent {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
@@ -152,9 +180,9 @@ impl JetStreamKv {
             Ok(ack) => Ok(Some(ack.sequence)),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
             Err(e) if e.to_string().contains("maximum bytes") => {
-                Err(KvError::QuotaExceeded { bucket: bucket.to_string(), limit: self.max_bytes })
+                Err(KvError::QuotaExceeded { bucket: self.name.clone(), limit: self.shared.max_bytes })
             }
-            Err(e) => Err(KvError::Unavailable(format!("writing to {bucket}: {e}"))),
+            Err(e) => Err(KvError::Unavailable(format!("writing to {}: {e}", self.name))),
         }
     }
 
@@ -174,79 +202,70 @@ impl JetStreamKv {
 }
 
 #[async_trait]
-impl KvStore for JetStreamKv {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
-        check_read(bucket, key)?;
-        let last = self.last(bucket, key).await?;
+impl KvBucket for JsBucket {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
+        check_key(key)?;
+        let last = self.last(key).await?;
         Ok(last.and_then(|l| Some(Entry { value: l.live?, revision: l.revision })))
     }
 
-    async fn set(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<u64, KvError> {
-        check_write(bucket, key, &value)?;
-        self.stream(bucket).await?;
-        let rev = self.publish(bucket, key, Self::value_headers(ttl), value, None).await?;
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
+        check_write(key, &value)?;
+        let rev = self.publish(key, Self::value_headers(ttl), value, None).await?;
         Ok(rev.expect("an unchecked write is not refused"))
     }
 
     async fn swap(
         &self,
-        bucket: &str,
         key: &str,
         expect: Expect,
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, KvError> {
-        check_write(bucket, key, &value)?;
-        let last = self.last(bucket, key).await?;
-        let expected = match (expect, last) {
-            // 0: no message on the subject at all.
-            (Expect::Absent, None) => 0,
-            // A delete marker or an expired entry: absent, at that revision.
-            (Expect::Absent, Some(Last { revision, live: None })) => revision,
-            (Expect::Revision(want), Some(Last { revision, live: Some(_) })) if want == revision => revision,
-            _ => return Ok(None),
+        check_write(key, &value)?;
+        let expected = match expect {
+            // The server checks the revision: no read first, so an update
+            // is one round trip and its window for a conflict is short.
+            Expect::Revision(r) => r,
+            Expect::Absent => match self.last(key).await? {
+                // 0: no message on the subject at all.
+                None => 0,
+                // A delete marker or an expired entry: absent, at that revision.
+                Some(Last { revision, live: None }) => revision,
+                Some(Last { live: Some(_), .. }) => return Ok(None),
+            },
         };
-        self.publish(bucket, key, Self::value_headers(ttl), value, Some(expected)).await
+        self.publish(key, Self::value_headers(ttl), value, Some(expected)).await
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
-        check_read(bucket, key)?;
-        self.stream(bucket).await?;
-        self.publish(bucket, key, Self::delete_marker(), Bytes::new(), None).await?;
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        check_key(key)?;
+        self.publish(key, Self::delete_marker(), Bytes::new(), None).await?;
         Ok(())
     }
 
-    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<bool, KvError> {
-        check_read(bucket, key)?;
-        match self.last(bucket, key).await? {
-            Some(Last { revision: r, live: Some(_) }) if r == revision => {}
-            _ => return Ok(false),
-        }
-        let done = self.publish(bucket, key, Self::delete_marker(), Bytes::new(), Some(revision)).await?;
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool, KvError> {
+        check_key(key)?;
+        // A revision only ever names a value (a delete marker's is never
+        // handed out), so the server's check is the whole condition.
+        let done = self.publish(key, Self::delete_marker(), Bytes::new(), Some(revision)).await?;
         Ok(done.is_some())
     }
 
-    async fn keys(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, KvError> {
-        let stream = self.stream(bucket).await?;
-        let unavailable = |e: &dyn std::fmt::Display| KvError::Unavailable(format!("listing {bucket}: {e}"));
+    async fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, KvError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| KvError::Unavailable(format!("listing {}: {e}", self.name));
         // The last message of every key, headers only: what the key-value
         // layer's own key listing reads, plus the expiry header it drops.
-        let consumer = stream
+        let consumer = self
+            .stream
             .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: self.client.new_inbox(),
-                filter_subject: format!("$KV.{}.>", js_bucket(bucket)),
+                deliver_subject: self.shared.client.new_inbox(),
+                filter_subject: format!("{}>", self.prefix),
                 headers_only: true,
                 replay_policy: consumer::ReplayPolicy::Instant,
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
@@ -257,7 +276,6 @@ impl KvStore for JetStreamKv {
         let mut keys = Vec::new();
         if consumer.cached_info().num_pending > 0 {
             let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-            let strip = format!("$KV.{}.", js_bucket(bucket));
             while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), messages.next())
                 .await
                 .map_err(|_| unavailable(&"timed out"))?
@@ -268,7 +286,7 @@ impl KvStore for JetStreamKv {
                 let expires =
                     header(msg.headers.as_ref(), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
                 if !deleted && !expired(expires) {
-                    if let Some(key) = msg.subject.strip_prefix(strip.as_str()).and_then(decode_key) {
+                    if let Some(key) = msg.subject.strip_prefix(self.prefix.as_str()).and_then(decode_key) {
                         keys.push(key);
                     }
                 }
@@ -290,10 +308,6 @@ fn header(headers: Option<&HeaderMap>, name: &str) -> Option<String> {
 
 fn js_bucket(bucket: &str) -> String {
     format!("tern_{bucket}")
-}
-
-fn subject(bucket: &str, key: &str) -> String {
-    format!("$KV.{}.{}", js_bucket(bucket), encode_key(key))
 }
 
 /// A key as a subject suffix: as it is when NATS takes it and it cannot be

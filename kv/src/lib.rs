@@ -16,6 +16,7 @@ pub use sled_kv::SledKv;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Longest key, in bytes.
@@ -66,19 +67,27 @@ pub enum KvError {
 /// name is the same bucket for every function granted it.
 #[async_trait]
 pub trait KvStore: Send + Sync + 'static {
+    /// The bucket `name`, made if it is new. Checks the name; every
+    /// operation on the handle then goes straight to the bucket.
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError>;
+}
+
+/// One bucket.
+#[async_trait]
+pub trait KvBucket: Send + Sync + 'static {
+    fn name(&self) -> &str;
+
     /// The live entry under `key`, if any.
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError>;
+    async fn get(&self, key: &str) -> Result<Option<Entry>, KvError>;
 
     /// Writes `value` under `key`, expiring after `ttl` if given; returns the
     /// new revision.
-    async fn set(&self, bucket: &str, key: &str, value: Bytes, ttl: Option<Duration>)
-    -> Result<u64, KvError>;
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError>;
 
     /// Writes only if the entry is still as `expect`ed: the new revision, or
     /// `None` if another writer got there first.
     async fn swap(
         &self,
-        bucket: &str,
         key: &str,
         expect: Expect,
         value: Bytes,
@@ -86,33 +95,27 @@ pub trait KvStore: Send + Sync + 'static {
     ) -> Result<Option<u64>, KvError>;
 
     /// Deletes `key` (no error if it is absent).
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError>;
+    async fn delete(&self, key: &str) -> Result<(), KvError>;
 
     /// Deletes `key` only if `revision` wrote its live entry; false if not.
-    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<bool, KvError>;
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool, KvError>;
 
     /// Live keys starting with `prefix`, in byte order, after `after` (if
     /// given), at most `limit` of them.
-    async fn keys(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, KvError>;
+    async fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, KvError>;
 
     /// Adds `delta` to the decimal counter under `key` (absent counts as 0)
     /// and returns the new value. Atomic: a compare-and-swap loop.
-    async fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64, KvError> {
+    async fn increment(&self, key: &str, delta: u64) -> Result<u64, KvError> {
         loop {
-            let current = self.get(bucket, key).await?;
+            let current = self.get(key).await?;
             let (now, expect) = match &current {
                 None => (0, Expect::Absent),
                 Some(e) => (parse_counter(key, &e.value)?, Expect::Revision(e.revision)),
             };
             let next = now.checked_add(delta).ok_or_else(|| KvError::Overflow(key.to_string()))?;
             let value = Bytes::from(next.to_string());
-            if self.swap(bucket, key, expect, value, None).await?.is_some() {
+            if self.swap(key, expect, value, None).await?.is_some() {
                 return Ok(next);
             }
         }
@@ -142,18 +145,12 @@ pub(crate) fn check_key(key: &str) -> Result<(), KvError> {
     }
 }
 
-pub(crate) fn check_write(bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
-    valid_bucket(bucket)?;
+pub(crate) fn check_write(key: &str, value: &[u8]) -> Result<(), KvError> {
     check_key(key)?;
     if value.len() > MAX_VALUE_BYTES {
         return Err(KvError::ValueTooLarge(value.len()));
     }
     Ok(())
-}
-
-pub(crate) fn check_read(bucket: &str, key: &str) -> Result<(), KvError> {
-    valid_bucket(bucket)?;
-    check_key(key)
 }
 
 /// When an entry written now with `ttl` expires, in ms since the epoch
@@ -167,6 +164,8 @@ pub(crate) fn expiry(ttl: Option<Duration>) -> u64 {
     }
 }
 
+/// Whether an entry expiring at `expires_ms` (0: never) has; reads the
+/// clock only for entries that expire.
 pub(crate) fn expired(expires_ms: u64) -> bool {
     expires_ms != 0 && expires_ms <= tern_protocol::clock::now_ms()
 }
@@ -187,11 +186,11 @@ mod tests {
 
     #[test]
     fn limits_are_checked_before_anything_is_written() {
-        assert_eq!(check_write("b", "", b""), Err(KvError::EmptyKey));
-        assert_eq!(check_write("b", &"k".repeat(257), b""), Err(KvError::KeyTooLong(257)));
-        check_write("b", &"k".repeat(256), &vec![0; MAX_VALUE_BYTES]).unwrap();
+        assert_eq!(check_write("", b""), Err(KvError::EmptyKey));
+        assert_eq!(check_write(&"k".repeat(257), b""), Err(KvError::KeyTooLong(257)));
+        check_write(&"k".repeat(256), &vec![0; MAX_VALUE_BYTES]).unwrap();
         assert_eq!(
-            check_write("b", "k", &vec![0; MAX_VALUE_BYTES + 1]),
+            check_write("k", &vec![0; MAX_VALUE_BYTES + 1]),
             Err(KvError::ValueTooLarge(MAX_VALUE_BYTES + 1))
         );
     }

@@ -9,25 +9,42 @@
 //! An expired entry reads as absent; its bytes count against the quota until
 //! it is overwritten or deleted.
 
-use crate::{Entry, Expect, KvError, KvStore, check_read, check_write, expired, expiry, valid_bucket};
+use crate::{
+    Entry, Expect, KvBucket, KvError, KvStore, check_key, check_write, expired, expiry, valid_bucket,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tern_disk::GroupFlush;
 
 const HEADER: usize = 16;
 
 pub struct SledKv {
+    shared: Arc<Shared>,
+    /// One handle per bucket, so its write lock and byte count are shared
+    /// by every user of the bucket.
+    buckets: Mutex<HashMap<String, Arc<SledBucket>>>,
+}
+
+/// What every bucket of the store shares.
+struct Shared {
     db: sled::Db,
     dir: PathBuf,
     max_bytes: u64,
-    /// Bytes of keys and values per bucket, counted when a bucket is first
-    /// written after start. Held across every read-check-write.
-    usage: Mutex<HashMap<String, u64>>,
     flush: GroupFlush,
+}
+
+pub struct SledBucket {
+    name: String,
+    tree: sled::Tree,
+    shared: Arc<Shared>,
+    /// Bytes of keys and values, counted at first write after start. Held
+    /// across every read-check-write.
+    used: Mutex<Option<u64>>,
 }
 
 impl SledKv {
@@ -41,64 +58,82 @@ impl SledKv {
             flusher.flush().map(|_| ()).map_err(std::io::Error::other)
         })
         .map_err(|e| KvError::Unavailable(format!("cannot start the flushing thread: {e}")))?;
-        Ok(SledKv { db, dir: dir.to_path_buf(), max_bytes, usage: Mutex::new(HashMap::new()), flush })
+        let shared = Arc::new(Shared { db, dir: dir.to_path_buf(), max_bytes, flush });
+        Ok(SledKv { shared, buckets: Mutex::new(HashMap::new()) })
     }
+}
 
-    fn tree(&self, bucket: &str) -> Result<sled::Tree, KvError> {
-        valid_bucket(bucket)?;
-        self.db.open_tree(format!("kv/{bucket}")).map_err(unavailable)
+#[async_trait]
+impl KvStore for SledKv {
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError> {
+        let mut buckets = self.buckets.lock();
+        if let Some(b) = buckets.get(name) {
+            return Ok(b.clone());
+        }
+        valid_bucket(name)?;
+        let tree = self.shared.db.open_tree(format!("kv/{name}")).map_err(unavailable)?;
+        let bucket = Arc::new(SledBucket {
+            name: name.to_string(),
+            tree,
+            shared: self.shared.clone(),
+            used: Mutex::new(None),
+        });
+        buckets.insert(name.to_string(), bucket.clone());
+        Ok(bucket)
     }
+}
 
+impl SledBucket {
     /// Changes one key under the write lock: `decide` sees the live entry
-    /// and returns the new value (or `None` to leave it), `Some(None)` to
-    /// delete. Returns what `decide` returned alongside the new revision.
+    /// and returns the change (or `None` to leave it) and what to answer.
+    /// Returns that answer and the new revision, if a value was written.
     fn write<T>(
         &self,
-        bucket: &str,
         key: &str,
         decide: impl FnOnce(Option<(u64, &[u8])>) -> Result<(Option<Change>, T), KvError>,
     ) -> Result<(T, Option<u64>), KvError> {
-        let tree = self.tree(bucket)?;
-        let mut usage = self.usage.lock();
-        if !usage.contains_key(bucket) {
-            let used = tree.iter().filter_map(Result::ok).map(|(k, v)| stored_size(&k, &v)).sum();
-            usage.insert(bucket.to_string(), used);
-        }
-        let old = tree.get(key.as_bytes()).map_err(unavailable)?;
+        let mut used = self.used.lock();
+        let total = match *used {
+            Some(n) => n,
+            None => self.tree.iter().filter_map(Result::ok).map(|(k, v)| stored_size(&k, &v)).sum(),
+        };
+        let old = self.tree.get(key.as_bytes()).map_err(unavailable)?;
         let live =
             old.as_deref().and_then(decode).filter(|(_, exp, _)| !expired(*exp)).map(|(rev, _, v)| (rev, v));
         let (change, out) = decide(live)?;
         let old_size = old.as_ref().map_or(0, |o| stored_size(key.as_bytes(), o));
-        let used = usage[bucket];
-        let revision = match change {
-            None => None,
+        let (after, revision) = match change {
+            None => (total, None),
             Some(Change::Delete) => {
                 if old.is_some() {
-                    tree.remove(key.as_bytes()).map_err(unavailable)?;
+                    self.tree.remove(key.as_bytes()).map_err(unavailable)?;
                 }
-                usage.insert(bucket.to_string(), used - old_size);
-                None
+                (total - old_size, None)
             }
             Some(Change::Set(value, ttl)) => {
-                let revision = self.db.generate_id().map_err(unavailable)? + 1;
+                let revision = self.shared.db.generate_id().map_err(unavailable)? + 1;
                 let stored = encode(revision, expiry(ttl), &value);
                 let new_size = stored_size(key.as_bytes(), &stored);
-                let after = used - old_size + new_size;
-                if new_size > old_size && after > self.max_bytes {
-                    return Err(KvError::QuotaExceeded { bucket: bucket.to_string(), limit: self.max_bytes });
+                let after = total - old_size + new_size;
+                if new_size > old_size && after > self.shared.max_bytes {
+                    *used = Some(total);
+                    return Err(KvError::QuotaExceeded {
+                        bucket: self.name.clone(),
+                        limit: self.shared.max_bytes,
+                    });
                 }
-                tern_disk::ensure_room(&self.dir, new_size)
+                tern_disk::ensure_room(&self.shared.dir, new_size)
                     .map_err(|e| KvError::Unavailable(e.to_string()))?;
-                tree.insert(key.as_bytes(), stored).map_err(unavailable)?;
-                usage.insert(bucket.to_string(), after);
-                Some(revision)
+                self.tree.insert(key.as_bytes(), stored).map_err(unavailable)?;
+                (after, Some(revision))
             }
         };
+        *used = Some(after);
         Ok((out, revision))
     }
 
     async fn durable(&self) -> Result<(), KvError> {
-        self.flush.flushed().await.map_err(|e| KvError::Unavailable(e.to_string()))
+        self.shared.flush.flushed().await.map_err(|e| KvError::Unavailable(e.to_string()))
     }
 }
 
@@ -108,10 +143,14 @@ enum Change {
 }
 
 #[async_trait]
-impl KvStore for SledKv {
-    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, KvError> {
-        check_read(bucket, key)?;
-        let raw = self.tree(bucket)?.get(key.as_bytes()).map_err(unavailable)?;
+impl KvBucket for SledBucket {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
+        check_key(key)?;
+        let raw = self.tree.get(key.as_bytes()).map_err(unavailable)?;
         Ok(raw
             .as_deref()
             .and_then(decode)
@@ -119,29 +158,22 @@ impl KvStore for SledKv {
             .map(|(revision, _, v)| Entry { value: Bytes::copy_from_slice(v), revision }))
     }
 
-    async fn set(
-        &self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<u64, KvError> {
-        check_write(bucket, key, &value)?;
-        let ((), revision) = self.write(bucket, key, |_| Ok((Some(Change::Set(value, ttl)), ())))?;
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
+        check_write(key, &value)?;
+        let ((), revision) = self.write(key, |_| Ok((Some(Change::Set(value, ttl)), ())))?;
         self.durable().await?;
         Ok(revision.expect("a set writes"))
     }
 
     async fn swap(
         &self,
-        bucket: &str,
         key: &str,
         expect: Expect,
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<Option<u64>, KvError> {
-        check_write(bucket, key, &value)?;
-        let ((), revision) = self.write(bucket, key, |live| {
+        check_write(key, &value)?;
+        let ((), revision) = self.write(key, |live| {
             let matches = match (expect, live) {
                 (Expect::Absent, None) => true,
                 (Expect::Revision(r), Some((rev, _))) => r == rev,
@@ -155,15 +187,15 @@ impl KvStore for SledKv {
         Ok(revision)
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
-        check_read(bucket, key)?;
-        self.write(bucket, key, |_| Ok((Some(Change::Delete), ())))?;
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        check_key(key)?;
+        self.write(key, |_| Ok((Some(Change::Delete), ())))?;
         self.durable().await
     }
 
-    async fn delete_if(&self, bucket: &str, key: &str, revision: u64) -> Result<bool, KvError> {
-        check_read(bucket, key)?;
-        let (deleted, _) = self.write(bucket, key, |live| {
+    async fn delete_if(&self, key: &str, revision: u64) -> Result<bool, KvError> {
+        check_key(key)?;
+        let (deleted, _) = self.write(key, |live| {
             let matches = live.is_some_and(|(rev, _)| rev == revision);
             Ok((matches.then_some(Change::Delete), matches))
         })?;
@@ -173,14 +205,7 @@ impl KvStore for SledKv {
         Ok(deleted)
     }
 
-    async fn keys(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, KvError> {
-        let tree = self.tree(bucket)?;
+    async fn keys(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, KvError> {
         let start = match after {
             // The smallest key greater than `after`.
             Some(a) if a.as_bytes() >= prefix.as_bytes() => {
@@ -191,7 +216,7 @@ impl KvStore for SledKv {
             _ => prefix.as_bytes().to_vec(),
         };
         let mut keys = Vec::new();
-        for item in tree.range(start..) {
+        for item in self.tree.range(start..) {
             let (k, v) = item.map_err(unavailable)?;
             if !k.starts_with(prefix.as_bytes()) || keys.len() >= limit {
                 break;
@@ -241,7 +266,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledKv::open(dir.path(), crate::conformance::QUOTA).unwrap();
         crate::conformance::run(&store).await;
-        crate::conformance::concurrent_increments(std::sync::Arc::new(store)).await;
+        crate::conformance::concurrent_increments(&store).await;
     }
 
     #[tokio::test]
@@ -249,11 +274,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = SledKv::open(dir.path(), 100).unwrap();
-            store.set("b", "k", Bytes::from(vec![1; 60]), None).await.unwrap();
+            store.bucket("b").await.unwrap().set("k", Bytes::from(vec![1; 60]), None).await.unwrap();
         }
         let store = SledKv::open(dir.path(), 100).unwrap();
-        assert_eq!(store.get("b", "k").await.unwrap().unwrap().value.len(), 60);
-        let e = store.set("b", "k2", Bytes::from(vec![1; 60]), None).await.unwrap_err();
+        let b = store.bucket("b").await.unwrap();
+        assert_eq!(b.get("k").await.unwrap().unwrap().value.len(), 60);
+        let e = b.set("k2", Bytes::from(vec![1; 60]), None).await.unwrap_err();
         assert!(matches!(e, KvError::QuotaExceeded { .. }), "{e}");
     }
 }

@@ -26,8 +26,12 @@ fn kv_error(e: KvError) -> Response<Body> {
 }
 
 impl Admin {
-    fn kv(&self) -> Result<&dyn tern_kv::KvStore, Response<Body>> {
-        self.kv.as_deref().ok_or_else(|| error(ApiError::unavailable("this gateway has no key-value store")))
+    async fn bucket(&self, name: &str) -> Result<std::sync::Arc<dyn tern_kv::KvBucket>, Response<Body>> {
+        let kv = self
+            .kv
+            .as_deref()
+            .ok_or_else(|| error(ApiError::unavailable("this gateway has no key-value store")))?;
+        kv.bucket(name).await.map_err(kv_error)
     }
 
     /// `GET /kv/{bucket}[?prefix=P]`: keys; with `?key=K`, that key's value.
@@ -36,23 +40,23 @@ impl Admin {
         if let Some(key) = param(&q, "key") {
             return self.kv_get(bucket, key).await;
         }
-        let kv = match self.kv() {
-            Ok(kv) => kv,
+        let b = match self.bucket(bucket).await {
+            Ok(b) => b,
             Err(r) => return r,
         };
         let prefix = param(&q, "prefix").unwrap_or("");
-        match kv.keys(bucket, prefix, None, MAX_LIST).await {
+        match b.keys(prefix, None, MAX_LIST).await {
             Ok(keys) => json(StatusCode::OK, &serde_json::json!({ "bucket": bucket, "keys": keys })),
             Err(e) => kv_error(e),
         }
     }
 
     pub(super) async fn kv_get(&self, bucket: &str, key: &str) -> Response<Body> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
+        let b = match self.bucket(bucket).await {
+            Ok(b) => b,
             Err(r) => return r,
         };
-        match kv.get(bucket, key).await {
+        match b.get(key).await {
             Ok(Some(entry)) => {
                 let mut r = full(StatusCode::OK, "application/octet-stream", entry.value.to_vec());
                 r.headers_mut().insert("tern-revision", entry.revision.into());
@@ -65,15 +69,15 @@ impl Admin {
 
     /// `PUT /kv/{bucket}/{key}` (or `?key=K`): the body is the value.
     pub(super) async fn kv_set(&self, bucket: &str, key: &str, req: Request<Incoming>) -> Response<Body> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
+        let b = match self.bucket(bucket).await {
+            Ok(b) => b,
             Err(r) => return r,
         };
         let value = match body::read(req.into_body(), MAX_VALUE_BYTES, "value").await {
             Ok(v) => v,
             Err(e) => return error_with(e.status(), ApiError::bad_request(e.to_string())),
         };
-        match kv.set(bucket, key, value, None).await {
+        match b.set(key, value, None).await {
             Ok(revision) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "bucket": bucket, "key": key, "revision": revision }),
@@ -83,11 +87,11 @@ impl Admin {
     }
 
     pub(super) async fn kv_delete(&self, bucket: &str, key: &str) -> Response<Body> {
-        let kv = match self.kv() {
-            Ok(kv) => kv,
+        let b = match self.bucket(bucket).await {
+            Ok(b) => b,
             Err(r) => return r,
         };
-        match kv.delete(bucket, key).await {
+        match b.delete(key).await {
             Ok(()) => {
                 json(StatusCode::OK, &serde_json::json!({ "bucket": bucket, "key": key, "deleted": true }))
             }

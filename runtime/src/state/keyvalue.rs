@@ -9,7 +9,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Error, KeyResponse};
-use tern_kv::{Expect, KvError, KvStore};
+use tern_kv::{Expect, KvBucket, KvError};
 use wasmtime::component::Resource;
 
 /// Keys per `list-keys` page, and the most `list-prefix` returns.
@@ -20,10 +20,8 @@ const MAX_BATCH: usize = 1000;
 /// past this starts again from the first page.
 const MAX_CURSORS: usize = 10_000;
 
-/// An open bucket: its name, checked against the grants at `open`.
-pub struct Bucket {
-    name: String,
-}
+/// An open bucket, made only by `open` of a granted one.
+pub struct Bucket(Arc<dyn KvBucket>);
 
 type KvResult<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -32,12 +30,9 @@ fn other(e: KvError) -> Error {
 }
 
 impl StateView<'_> {
-    /// The store and the bucket's name behind a handle.
-    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<(Arc<dyn KvStore>, String)> {
-        let name = self.table.get(bucket)?.name.clone();
-        // A handle exists only if `open` found a store.
-        let store = self.state.grants.store.clone().expect("a bucket handle implies a store");
-        Ok((store, name))
+    /// The bucket behind a handle.
+    fn bucket(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<Arc<dyn KvBucket>> {
+        Ok(self.table.get(bucket)?.0.clone())
     }
 }
 
@@ -46,36 +41,39 @@ impl store::Host for StateView<'_> {
         if !self.state.grants.buckets.contains(&identifier) {
             return Ok(Err(Error::AccessDenied));
         }
-        if self.state.grants.store.is_none() {
+        let Some(store) = self.state.grants.store.clone() else {
             return Ok(Err(Error::Other("this node has no key-value store".into())));
+        };
+        match store.bucket(&identifier).await {
+            Ok(bucket) => Ok(Ok(self.table.push(Bucket(bucket))?)),
+            Err(e) => Ok(Err(other(e))),
         }
-        Ok(Ok(self.table.push(Bucket { name: identifier })?))
     }
 }
 
 impl store::HostBucket for StateView<'_> {
     async fn get(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.get(&name, &key).await.map(|e| e.map(|e| e.value.to_vec())).map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.get(&key).await.map(|e| e.map(|e| e.value.to_vec())).map_err(other))
     }
 
     async fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> KvResult<()> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.set(&name, &key, Bytes::from(value), None).await.map(|_| ()).map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.set(&key, Bytes::from(value), None).await.map(|_| ()).map_err(other))
     }
 
     async fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<()> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.delete(&name, &key).await.map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.delete(&key).await.map_err(other))
     }
 
     async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> KvResult<bool> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.get(&name, &key).await.map(|e| e.is_some()).map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.get(&key).await.map(|e| e.is_some()).map_err(other))
     }
 
     async fn list_keys(&mut self, bucket: Resource<Bucket>, cursor: Option<u64>) -> KvResult<KeyResponse> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         let after = match cursor {
             None => None,
             Some(c) => match self.state.cursors.get(c as usize) {
@@ -85,7 +83,7 @@ impl store::HostBucket for StateView<'_> {
                 }
             },
         };
-        let keys = match store.keys(&name, "", after.as_deref(), PAGE).await {
+        let keys = match b.keys("", after.as_deref(), PAGE).await {
             Ok(k) => k,
             Err(e) => return Ok(Err(other(e))),
         };
@@ -107,8 +105,8 @@ impl store::HostBucket for StateView<'_> {
 
 impl atomics::Host for StateView<'_> {
     async fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: u64) -> KvResult<u64> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.increment(&name, &key, delta).await.map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.increment(&key, delta).await.map_err(other))
     }
 }
 
@@ -118,13 +116,13 @@ impl batch::Host for StateView<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         if let Err(e) = batch_size(keys.len()) {
             return Ok(Err(e));
         }
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            match store.get(&name, &key).await {
+            match b.get(&key).await {
                 Ok(entry) => out.push(entry.map(|e| (key, e.value.to_vec()))),
                 Err(e) => return Ok(Err(other(e))),
             }
@@ -137,14 +135,14 @@ impl batch::Host for StateView<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         if let Err(e) = batch_size(key_values.len()) {
             return Ok(Err(e));
         }
         // Not a transaction (the draft does not promise one): the writes
         // are made in order, and the first to fail stops the rest.
         for (key, value) in key_values {
-            if let Err(e) = store.set(&name, &key, Bytes::from(value), None).await {
+            if let Err(e) = b.set(&key, Bytes::from(value), None).await {
                 return Ok(Err(other(e)));
             }
         }
@@ -152,12 +150,12 @@ impl batch::Host for StateView<'_> {
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         if let Err(e) = batch_size(keys.len()) {
             return Ok(Err(e));
         }
         for key in keys {
-            if let Err(e) = store.delete(&name, &key).await {
+            if let Err(e) = b.delete(&key).await {
                 return Ok(Err(other(e)));
             }
         }
@@ -178,9 +176,8 @@ impl revisions::Host for StateView<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> KvResult<Option<revisions::Entry>> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store
-            .get(&name, &key)
+        let b = self.bucket(&bucket)?;
+        Ok(b.get(&key)
             .await
             .map(|e| e.map(|e| revisions::Entry { value: e.value.to_vec(), revision: e.revision }))
             .map_err(other))
@@ -193,11 +190,8 @@ impl revisions::Host for StateView<'_> {
         value: Vec<u8>,
         ttl_ms: u64,
     ) -> KvResult<u64> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store
-            .set(&name, &key, Bytes::from(value), Some(Duration::from_millis(ttl_ms)))
-            .await
-            .map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.set(&key, Bytes::from(value), Some(Duration::from_millis(ttl_ms))).await.map_err(other))
     }
 
     async fn compare_and_swap(
@@ -208,15 +202,15 @@ impl revisions::Host for StateView<'_> {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> KvResult<Option<u64>> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         let expect = expected.map_or(Expect::Absent, Expect::Revision);
         let ttl = ttl_ms.map(Duration::from_millis);
-        Ok(store.swap(&name, &key, expect, Bytes::from(value), ttl).await.map_err(other))
+        Ok(b.swap(&key, expect, Bytes::from(value), ttl).await.map_err(other))
     }
 
     async fn delete_if(&mut self, bucket: Resource<Bucket>, key: String, revision: u64) -> KvResult<bool> {
-        let (store, name) = self.bucket(&bucket)?;
-        Ok(store.delete_if(&name, &key, revision).await.map_err(other))
+        let b = self.bucket(&bucket)?;
+        Ok(b.delete_if(&key, revision).await.map_err(other))
     }
 
     async fn list_prefix(
@@ -226,8 +220,8 @@ impl revisions::Host for StateView<'_> {
         after: Option<String>,
         limit: u32,
     ) -> KvResult<Vec<String>> {
-        let (store, name) = self.bucket(&bucket)?;
+        let b = self.bucket(&bucket)?;
         let limit = (limit as usize).min(PAGE);
-        Ok(store.keys(&name, &prefix, after.as_deref(), limit).await.map_err(other))
+        Ok(b.keys(&prefix, after.as_deref(), limit).await.map_err(other))
     }
 }
