@@ -12,7 +12,8 @@
 # operations from C threads (sled, in a data dir on the same disk) or C
 # tasks (the JetStream key-value client, on the same nats-server).
 # Increments are durable when they return on both sides (sled flushes,
-# JetStream acks).
+# JetStream acks). Each rate is the median of three runs, tern and direct
+# alternating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=${C:-16}
@@ -31,6 +32,18 @@ BENCH=target/release/kv-bench
 source bench/procs.sh
 export RUST_LOG=warn
 
+# pair TERN_CMD... -- DIRECT_CMD...: three runs of each, alternating (so a
+# slow spell of the machine does not land on one side only); prints each
+# side's median rate.
+pair() {
+  local t=() d=() split
+  for split in "$@"; do [[ $split == -- ]] && break; t+=("$split"); done
+  d=("${@:$((${#t[@]} + 2))}")
+  local ts=() ds=()
+  for _ in 1 2 3; do ts+=("$("${t[@]}")"); ds+=("$("${d[@]}")"); done
+  printf '%s\n' "${ts[@]}" | sort -n | sed -n 2p
+  printf '%s\n' "${ds[@]}" | sort -n | sed -n 2p
+}
 row() { printf '%-28s %12s %12s %8s\n' "$1" "$2" "$3" "$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.2f", a / b }')"; }
 
 echo "tern $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%F), C=$C"
@@ -41,13 +54,12 @@ start_embedded $TERN $UP_ADDR
 export TERN_URL=http://$UP_ADDR TERN_TOKEN=$(cat "$tmp/embedded/admin-token")
 $TERN deploy $WASM --name kvbench --route '/kvbench/*' --kv bench --min-scale 1 > /dev/null 2>&1
 $TERN kv set bench k "$(head -c 64 /dev/zero | tr '\0' x)" 2>/dev/null
-get=$($BENCH tern "$TERN_URL" get 2000 1000 "$C")
-incr=$($BENCH tern "$TERN_URL" incr 200 100 "$C")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-direct_get=$($BENCH sled "$tmp/direct-sled" get 2000000 "$C")
-direct_incr=$($BENCH sled "$tmp/direct-sled" incr 20000 "$C")
+# (tern up stays up, idle, while the direct client runs.)
+read -r get direct_get < <(pair $BENCH tern "$TERN_URL" get 2000 1000 "$C" -- $BENCH sled "$tmp/direct-sled" get 2000000 "$C" | paste -sd' ')
+read -r incr direct_incr < <(pair $BENCH tern "$TERN_URL" incr 200 100 "$C" -- $BENCH sled "$tmp/direct-sled" incr 20000 "$C" | paste -sd' ')
 row "embedded get (sled)" "$get" "$direct_get"
 row "embedded increment (sled)" "$incr" "$direct_incr"
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 # Cluster: buckets are JetStream key-value on one nats-server.
 start_nats $NATS_PORT
@@ -56,9 +68,7 @@ export TERN_URL=http://$CLUSTER_ADDR TERN_TOKEN=$(cat "$tmp/gateway/admin-token"
 $TERN deploy $WASM --name kvbench --route '/kvbench/*' --kv bench --min-scale 1 > /dev/null 2>&1
 $TERN kv set bench k "$(head -c 64 /dev/zero | tr '\0' x)" 2>/dev/null
 $TERN kv set direct k x 2>/dev/null   # makes the direct client's bucket (tern_direct)
-get=$($BENCH tern "$TERN_URL" get 200 1000 "$C")
-incr=$($BENCH tern "$TERN_URL" incr 20 100 "$C")
-direct_get=$($BENCH jetstream "$NATS" tern_direct get 200000 "$C")
-direct_incr=$($BENCH jetstream "$NATS" tern_direct incr 2000 "$C")
+read -r get direct_get < <(pair $BENCH tern "$TERN_URL" get 200 1000 "$C" -- $BENCH jetstream "$NATS" tern_direct get 200000 "$C" | paste -sd' ')
+read -r incr direct_incr < <(pair $BENCH tern "$TERN_URL" incr 20 100 "$C" -- $BENCH jetstream "$NATS" tern_direct incr 2000 "$C" | paste -sd' ')
 row "cluster get (JetStream)" "$get" "$direct_get"
 row "cluster increment (JetStream)" "$incr" "$direct_incr"

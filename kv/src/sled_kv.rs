@@ -150,12 +150,16 @@ impl KvBucket for SledBucket {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
-        let raw = self.tree.get(key.as_bytes()).map_err(unavailable)?;
-        Ok(raw
-            .as_deref()
-            .and_then(decode)
-            .filter(|(_, exp, _)| !expired(*exp))
-            .map(|(revision, _, v)| Entry { value: Bytes::copy_from_slice(v), revision }))
+        let Some(raw) = self.tree.get(key.as_bytes()).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        match decode(&raw) {
+            // The value shares sled's buffer rather than being copied.
+            Some((revision, exp, _)) if !expired(exp) => {
+                Ok(Some(Entry { value: Bytes::from_owner(raw).slice(HEADER..), revision }))
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
