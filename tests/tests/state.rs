@@ -86,6 +86,15 @@ fn counters_buckets_grants_and_config_in_tern_up() {
     assert_eq!(up.get("/kvb/keys?b=b").body, "mine\n");
     assert_eq!(up.get("/kv/keys?b=counters").body, "hits\n", "buckets do not share keys");
 
+    // Handles are host memory: an instance may hold 256 at once.
+    let r = up.get("/kv/open-many?b=a&k=1000");
+    assert!(
+        r.body.starts_with("opened 256: Error::Other(") && r.body.contains("the most it may"),
+        "{}",
+        r.body
+    );
+    assert_eq!(up.get("/kv/open-many?b=a&k=256").body, "opened 256");
+
     // wasi:config: the function's --env values; keys not granted are absent.
     assert_eq!(up.get("/kv/config?k=GREETING").body, "hi there");
     assert_eq!(up.get("/kvb/config?k=GREETING").status, 404);

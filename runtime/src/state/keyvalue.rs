@@ -16,6 +16,8 @@ use wasmtime::component::Resource;
 const PAGE: usize = 1000;
 /// Keys one batch call may name.
 const MAX_BATCH: usize = 1000;
+/// Bucket handles one instance may hold open at once.
+pub(crate) const MAX_OPEN_BUCKETS: usize = 256;
 /// Cursors one instance may hold; a guest paging through a huge bucket
 /// past this starts again from the first page.
 const MAX_CURSORS: usize = 10_000;
@@ -47,11 +49,19 @@ impl store::Host for StateView<'_> {
         if !self.state.grants.buckets.contains(&identifier) {
             return Ok(Err(Error::AccessDenied));
         }
+        if self.state.open_buckets >= MAX_OPEN_BUCKETS {
+            return Ok(Err(Error::Other(format!(
+                "this instance holds {MAX_OPEN_BUCKETS} open buckets, the most it may; drop some first"
+            ))));
+        }
         let Some(store) = self.state.grants.store.clone() else {
             return Ok(Err(Error::Other("this node has no key-value store".into())));
         };
         match store.bucket(&identifier).await {
-            Ok(bucket) => Ok(Ok(self.table.push(Bucket(bucket))?)),
+            Ok(bucket) => {
+                self.state.open_buckets += 1;
+                Ok(Ok(self.table.push(Bucket(bucket))?))
+            }
             Err(e) => Ok(Err(other(e))),
         }
     }
@@ -105,6 +115,7 @@ impl store::HostBucket for StateView<'_> {
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
         self.table.delete(bucket)?;
+        self.state.open_buckets -= 1;
         Ok(())
     }
 }

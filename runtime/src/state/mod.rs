@@ -45,11 +45,14 @@ pub(crate) struct State {
     /// its page. A cursor is an index here, so it is only good in the
     /// instance that got it.
     cursors: Vec<String>,
+    /// Bucket handles this instance holds: each is host memory the guest's
+    /// `--memory` does not count, so their number is capped.
+    open_buckets: usize,
 }
 
 impl State {
     pub(crate) fn new(grants: Arc<Grants>, config: Arc<BTreeMap<String, String>>) -> Self {
-        State { grants, config, cursors: Vec::new() }
+        State { grants, config, cursors: Vec::new(), open_buckets: 0 }
     }
 }
 

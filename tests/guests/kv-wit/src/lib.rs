@@ -9,7 +9,8 @@
 //! - `GET /keys?b` → every key via `list-keys` cursors, one per line;
 //! - `POST /get-many?b` (keys, one per line) → `key<TAB>hex` or `key<TAB>-`;
 //!   `POST /set-many?b` (`key<TAB>hex` lines); `POST /delete-many?b` (keys);
-//! - `GET /config?k` → the config value or 404; `GET /config-all`.
+//! - `GET /config?k` → the config value or 404; `GET /config-all`;
+//! - `GET /open-many?b&k=N`: opens the bucket N times, holding every handle.
 //!
 //! A store error answers 403 for access-denied, 500 otherwise, with the
 //! error's text.
@@ -66,7 +67,21 @@ fn run(
         let all = cfg::get_all().map_err(|e| store::Error::Other(format!("{e:?}")))?;
         return Ok((200, all.iter().map(|(k, v)| format!("{k}={v}\n")).collect::<String>().into_bytes()));
     }
-    let b = store::open(&bucket.unwrap_or_default())?;
+    let bucket = bucket.unwrap_or_default();
+    if route == "open-many" {
+        // Opens the bucket `k` times without dropping a handle (a guest
+        // trying to fill host memory with handles).
+        let n: usize = key.as_deref().unwrap_or("0").parse().unwrap_or(0);
+        let mut held = Vec::new();
+        for _ in 0..n {
+            match store::open(&bucket) {
+                Ok(b) => held.push(b),
+                Err(e) => return Ok((200, format!("opened {}: {e:?}", held.len()).into_bytes())),
+            }
+        }
+        return Ok((200, format!("opened {}", held.len()).into_bytes()));
+    }
+    let b = store::open(&bucket)?;
     let key = key.unwrap_or_default();
     let text = String::from_utf8_lossy(&body).into_owned();
     Ok(match (method, route) {
