@@ -11,8 +11,9 @@
 use crate::FunctionSpec;
 use serde_json::{Map, Value};
 
-/// Query names kept for what users already type (`route=` for `routes`).
-const ALIASES: &[(&str, &str)] = &[("route", "routes")];
+/// Query names as the CLI spells its flags (`route=` for `routes`,
+/// `secret=` for `secrets`).
+const ALIASES: &[(&str, &str)] = &[("route", "routes"), ("secret", "secrets")];
 
 impl FunctionSpec {
     /// Builds a spec for `name` from query pairs, defaults for the rest.
