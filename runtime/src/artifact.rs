@@ -252,8 +252,10 @@ pub(crate) fn validate_blocking(
         Some(c) => (c, true),
         None => (cache.compile_uncached(&digest, bytes).map_err(ValidateError::Invalid)?, false),
     };
-    let world = world_of(engine, &component)?;
+    // Imports first: a component asking for what Tern lacks hears that,
+    // whatever else is wrong with it.
     let pre = linker.instantiate_pre(&component).map_err(|e| ValidateError::Imports(format!("{e:#}")))?;
+    let world = world_of(engine, &component)?;
     if world == World::Http {
         ProxyPre::new(pre).map_err(|e| ValidateError::Invalid(format!("{e:#}")))?;
     }

@@ -194,3 +194,16 @@ fn the_shortener_example_keeps_links_and_counts_visits() {
     assert_eq!(up.post("/s", "not a url").status, 400);
     assert_eq!(up.get("/s/nope").status, 404);
 }
+
+#[test]
+fn a_component_importing_what_tern_lacks_is_refused_at_deploy() {
+    let (_dir, up) = TernUp::start_temp();
+    let file = tern_tests::wat_component("imports-blobstore");
+    let e = up.tern_err(&["deploy", file.to_str().unwrap(), "--name", "blob", "--route", "/blob"]);
+    assert!(
+        e.contains("the component needs something Tern does not provide")
+            && e.contains("wasi:blobstore/blobstore"),
+        "{e}"
+    );
+    assert!(up.tern_ok(&["list"]).lines().all(|l| !l.starts_with("blob")), "nothing was recorded");
+}
