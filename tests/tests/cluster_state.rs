@@ -81,15 +81,69 @@ fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
     assert!(moved, "the value written through the killed worker is not served by the other");
     assert_eq!(c.get("/one/get?b=counters&k=hits").body, "200");
 
-    // A secret over the bus: read by the granted function on whichever
-    // worker runs it, rotated without a redeploy.
+    // A secret over the bus: read by the granted function on the worker
+    // running it, rotated without a redeploy, and sent to no other worker.
+    // A spy with the worker user's rights sees every worker's commands.
+    c.workers[writer].restart();
+    c.wait_for_nodes(2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let spy = {
+        let (url, seen) = (c.nats.url(), seen.clone());
+        rt.block_on(async move {
+            let client =
+                async_nats::ConnectOptions::with_user_and_password("worker".into(), nats_password("worker"))
+                    .custom_inbox_prefix("_TERN.worker")
+                    .connect(url)
+                    .await
+                    .unwrap();
+            let mut sub = client.subscribe("tern.v1.worker.>").await.unwrap();
+            client.flush().await.unwrap();
+            tokio::spawn(async move {
+                use futures::StreamExt;
+                while let Some(m) = sub.next().await {
+                    seen.lock().unwrap().push((m.subject.to_string(), m.payload.to_vec()));
+                }
+            })
+        })
+    };
     let out = c.tern_with_stdin(&["secret", "set", "token"], b"cluster-secret-1");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    c.tern_ok(&["deploy", file, "--name", "reader", "--route", "/reader/*", "--secret", "token"]);
+    c.tern_ok(&[
+        "deploy",
+        file,
+        "--name",
+        "reader",
+        "--route",
+        "/reader/*",
+        "--secret",
+        "token",
+        "--min-scale",
+        "1",
+        "--max-scale",
+        "1",
+    ]);
     assert_eq!(c.get("/reader/config?k=token").body, "cluster-secret-1");
     let out = c.tern_with_stdin(&["secret", "set", "token"], b"cluster-secret-2");
     assert!(out.status.success());
     assert_eq!(c.get("/reader/config?k=token").body, "cluster-secret-2");
+    let runs_it = c.replicas("reader");
+    assert_eq!(runs_it.len(), 1, "{runs_it:?}");
+    spy.abort();
+    let carried: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, payload)| payload.windows(14).any(|w| w == b"cluster-secret"))
+        .map(|(subject, _)| subject.clone())
+        .collect();
+    let to_it = format!("tern.v1.worker.{}.", runs_it[0]);
+    assert!(carried.iter().any(|s| s.ends_with(".assign")), "the assign carried the value: {carried:?}");
+    assert!(carried.iter().any(|s| s.ends_with(".secrets")), "the rotation was pushed: {carried:?}");
+    assert!(
+        carried.iter().all(|s| s.starts_with(&to_it)),
+        "a secret went to a worker not running it: {carried:?}"
+    );
     assert_eq!(c.get("/one/config?k=token").status, 404, "not granted");
     // Operators reach the cluster's buckets through the gateway.
     assert_eq!(c.tern_ok(&["kv", "get", "counters", "hits"]), "200");
