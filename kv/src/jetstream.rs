@@ -285,10 +285,11 @@ impl KvBucket for JsBucket {
                 let deleted = header(msg.headers.as_ref(), OPERATION_HEADER).is_some();
                 let expires =
                     header(msg.headers.as_ref(), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
-                if !deleted && !expired(expires) {
-                    if let Some(key) = msg.subject.strip_prefix(self.prefix.as_str()).and_then(decode_key) {
-                        keys.push(key);
-                    }
+                if !deleted
+                    && !expired(expires)
+                    && let Some(key) = msg.subject.strip_prefix(self.prefix.as_str()).and_then(decode_key)
+                {
+                    keys.push(key);
                 }
                 if pending == 0 {
                     break;
