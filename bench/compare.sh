@@ -2,7 +2,9 @@
 # Warm HTTP requests/s of the hello example: this tree's `tern up` beside
 # the same at an earlier revision, in one run, to see what a change did to
 # the request path. Both are release builds; the earlier one is built in a
-# worktree sharing this target dir.
+# worktree, into target/compare-base (not this tree's target/release: the
+# workspace crates have the same names in both trees, and cargo would take
+# one tree's build of a crate for the other's).
 #
 #   bench/compare.sh REV              # e.g. bench/compare.sh main~5
 #   DURATION=30s bench/compare.sh REV
@@ -29,8 +31,8 @@ trap cleanup EXIT
 
 target=$(pwd)/target
 git worktree add -q "$tmp/base" "$REV"
-(cd "$tmp/base" && CARGO_TARGET_DIR=$target cargo build --release -p tern-cli)
-cp "$target/release/tern" "$tmp/tern-base"
+(cd "$tmp/base" && CARGO_TARGET_DIR=$target/compare-base cargo build --release -p tern-cli)
+cp "$target/compare-base/release/tern" "$tmp/tern-base"
 cargo build --release -p tern-cli
 cargo build --target wasm32-wasip2 --profile guest -p hello
 WASM=target/wasm32-wasip2/guest/hello.wasm
