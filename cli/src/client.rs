@@ -135,6 +135,9 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     if !s.secrets.is_empty() {
         println!("secrets:  {}", s.secrets.join(" "));
     }
+    if !s.allow_publish.is_empty() {
+        println!("publish:  {}", s.allow_publish.join(" "));
+    }
     println!("memory:   {} MiB", s.memory_mib);
     println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
     if !s.env.is_empty() {

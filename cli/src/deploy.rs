@@ -81,6 +81,9 @@ pub struct DeployArgs {
     /// Let the function read this secret as the wasi:config key of its name (repeatable; set it with `tern secret set`)
     #[arg(long = "secret", value_name = "NAME")]
     pub secrets: Vec<String>,
+    /// Let the function publish events on subjects this pattern matches, NATS wildcards allowed (repeatable)
+    #[arg(long = "allow-publish", value_name = "SUBJECT")]
+    pub allow_publish: Vec<String>,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -110,6 +113,7 @@ impl DeployArgs {
             backoff_ms: self.backoff.0,
             kv: self.kv.clone(),
             secrets: self.secrets.clone(),
+            allow_publish: self.allow_publish.clone(),
             ..FunctionSpec::new(&self.name)
         }
     }
@@ -165,6 +169,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     if !v.spec.secrets.is_empty() {
         println!("  secrets: {}", v.spec.secrets.join(", "));
+    }
+    if !v.spec.allow_publish.is_empty() {
+        println!("  publishes on: {}", v.spec.allow_publish.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

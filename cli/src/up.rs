@@ -312,7 +312,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels.into_iter().collect(),
     };
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
-    let worker = tern_roles::worker(bus, &data_dir, config, kv).await?;
+    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
+    let worker = tern_roles::worker(bus, &data_dir, config, kv, events).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)

@@ -201,6 +201,9 @@ pub struct Assign {
     /// the worker that will run the function is sent them.
     #[serde(default)]
     pub secret_values: BTreeMap<String, SecretValue>,
+    /// Subjects it may publish events on.
+    #[serde(default)]
+    pub allow_publish: Vec<String>,
 }
 
 impl Assign {
@@ -216,6 +219,7 @@ impl Assign {
             kv: v.spec.kv.clone(),
             secrets: v.spec.secrets.clone(),
             secret_values: BTreeMap::new(),
+            allow_publish: v.spec.allow_publish.clone(),
         }
     }
 }

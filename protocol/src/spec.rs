@@ -94,6 +94,10 @@ pub struct FunctionSpec {
     /// instance is made, so a rotated secret needs no redeploy.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Event subjects the function may publish on (`tern:events/publisher`),
+    /// NATS wildcards allowed; any other subject is denied.
+    #[serde(default)]
+    pub allow_publish: Vec<String>,
 }
 
 fn default_max_attempts() -> u32 {
@@ -136,6 +140,7 @@ impl FunctionSpec {
             backoff_ms: DEFAULT_BACKOFF_MS,
             kv: Vec::new(),
             secrets: Vec::new(),
+            allow_publish: Vec::new(),
         }
     }
 
@@ -239,6 +244,9 @@ impl FunctionSpec {
             if self.env.contains_key(s) {
                 return Err(format!("config key {s:?} is both an --env value and a --secret; rename one"));
             }
+        }
+        for p in &self.allow_publish {
+            crate::nats_subject::check_trigger(p).map_err(|e| format!("--allow-publish {p:?}: {e}"))?;
         }
         let mut seen = std::collections::HashSet::new();
         for s in &self.on_event {

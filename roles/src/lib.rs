@@ -136,11 +136,12 @@ pub async fn worker(
     data_dir: &Path,
     config: WorkerConfig,
     kv: Arc<dyn KvStore>,
+    events: Arc<dyn EventLog>,
 ) -> Result<Arc<Worker>, StartError> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
-    let worker = Worker::new(config, bus, runtime, Some(kv));
+    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events));
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
 }
@@ -239,7 +240,7 @@ pub async fn up(
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
         labels: Default::default(),
     };
-    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv.clone()).await?;
+    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv.clone(), events.clone()).await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
     let gateway = gateway(bus, events, kv, &config.data_dir, config.listen, config.activator.clone()).await?;

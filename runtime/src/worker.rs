@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
+use tern_events::EventLog;
 use tern_kv::KvStore;
+use tern_protocol::nats_subject::SubjectPattern;
 use tern_protocol::{
     ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, SecretsUpdate, Unassign, World,
     encode_reply, subject,
@@ -47,6 +49,8 @@ pub struct Worker {
     runtime: Arc<Runtime>,
     /// Where functions' buckets live; `None`: no function here may open one.
     kv: Option<Arc<dyn KvStore>>,
+    /// Where functions publish events; `None`: none here may.
+    events: Option<Arc<dyn EventLog>>,
     body_limit: usize,
     functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -114,11 +118,13 @@ impl Worker {
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
         kv: Option<Arc<dyn KvStore>>,
+        events: Option<Arc<dyn EventLog>>,
     ) -> Arc<Self> {
         Arc::new(Worker {
             config,
             runtime,
             kv,
+            events,
             body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
                 boot: format!("{:016x}", tern_protocol::id::random_u64()),
@@ -246,7 +252,14 @@ impl Worker {
             env: a.env.clone().into_iter().collect(),
             memory_mib: a.memory_mib,
             timeout: Duration::from_millis(a.timeout_ms),
-            grants: Arc::new(Grants { store: self.kv.clone(), buckets: a.kv.clone() }),
+            grants: Arc::new(Grants {
+                store: self.kv.clone(),
+                buckets: a.kv.clone(),
+                events: self.events.clone(),
+                // Validated at deploy; a pattern that no longer parses grants nothing.
+                publish: a.allow_publish.iter().filter_map(|p| SubjectPattern::parse(p).ok()).collect(),
+                max_event_bytes: self.body_limit,
+            }),
             config: config.clone(),
         };
         let function = match a.world {

@@ -38,6 +38,9 @@
 //! (`--secret NAME`). Both are the standard `wasi:keyvalue` and
 //! `wasi:config` interfaces underneath, plus `tern:kv/revisions` (in
 //! `wit/deps/tern-kv`) for what the keyvalue draft lacks.
+//!
+//! Events: [`publish`] publishes on the subjects the function was granted
+//! (`--allow-publish SUBJECT`), through `tern:events/publisher`.
 
 pub use http;
 pub use wasi;
@@ -45,6 +48,7 @@ pub use wasi;
 pub mod config;
 pub mod event;
 pub mod kv;
+pub mod publish;
 mod router;
 mod serve;
 pub mod state;

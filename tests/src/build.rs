@@ -12,8 +12,18 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Guest crates the tests deploy.
-const GUESTS: &[&str] =
-    &["hello", "json-api", "audit", "plain-wasi", "hostile", "plain-event", "kv-wit", "kv-lock", "shortener"];
+const GUESTS: &[&str] = &[
+    "hello",
+    "json-api",
+    "audit",
+    "plain-wasi",
+    "hostile",
+    "plain-event",
+    "kv-wit",
+    "kv-lock",
+    "shortener",
+    "publisher",
+];
 
 /// Builds the `tern` binary and the guests once per test binary, so the
 /// tests never run against stale builds. (`cargo test` builds neither: the

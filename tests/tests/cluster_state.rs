@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 use std::time::Duration;
-use tern_tests::{Cluster, ClusterOptions, eventually, guest, nats_password};
+use tern_tests::{Cluster, ClusterOptions, Deliveries, eventually, guest, nats_password};
 
 #[test]
 fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
@@ -145,6 +145,28 @@ fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
         "a secret went to a worker not running it: {carried:?}"
     );
     assert_eq!(c.get("/one/config?k=token").status, 404, "not granted");
+    // A function publishes an event from its worker into JetStream; the
+    // event function triggered by it gets it.
+    let sink = guest("plain_event");
+    c.tern_ok(&["deploy", sink.to_str().unwrap(), "--name", "sink", "--on-event", "orders.>"]);
+    let publisher = guest("publisher");
+    c.tern_ok(&[
+        "deploy",
+        publisher.to_str().unwrap(),
+        "--name",
+        "pub",
+        "--route",
+        "/pub/*",
+        "--allow-publish",
+        "orders.*",
+    ]);
+    let deliveries = Deliveries::follow(&c.url, &c.token, "sink");
+    let r = c.post("/pub/orders.created", "from a function");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = deliveries.wait(Duration::from_secs(20), |d| d.iter().any(|d| d.id == r.body));
+    assert!(seen.iter().any(|d| d.id == r.body && d.data == "from a function"), "{seen:?}");
+    assert_eq!(c.post("/pub/invoices.created", "x").status, 403);
+
     // Operators reach the cluster's buckets through the gateway.
     assert_eq!(c.tern_ok(&["kv", "get", "counters", "hits"]), "200");
 }

@@ -1,8 +1,9 @@
-//! State a function was granted at deploy: key-value buckets
+//! What a function was granted at deploy beyond WASI: key-value buckets
 //! (`wasi:keyvalue@0.2.0-draft` store, atomics and batch, plus Tern's
-//! `tern:kv/revisions` for compare-and-swap and time to live) and config
-//! (`wasi:config@0.2.0-rc.1`: its `--env` values and granted secrets).
-//! The WIT is the `state` world in `sdk/wit`.
+//! `tern:kv/revisions` for compare-and-swap and time to live), config
+//! (`wasi:config@0.2.0-rc.1`: its `--env` values and granted secrets), and
+//! publishing events (`tern:events/publisher`). The WIT is the `state`
+//! world in `sdk/wit`.
 //!
 //! Everything here is denied unless granted: `open` of a bucket not in the
 //! function's `--kv` list is `access-denied`, and a function with no
@@ -10,6 +11,7 @@
 
 mod config;
 mod keyvalue;
+mod publish;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +35,12 @@ pub struct Grants {
     pub store: Option<Arc<dyn KvStore>>,
     /// Buckets the function may open.
     pub buckets: Vec<String>,
+    /// The node's event log; `None`: publishing is unavailable.
+    pub events: Option<Arc<dyn tern_events::EventLog>>,
+    /// Subjects the function may publish on.
+    pub publish: Vec<tern_protocol::nats_subject::SubjectPattern>,
+    /// Largest event data it may publish (what fits one bus message).
+    pub max_event_bytes: usize,
 }
 
 /// One instance's view of its grants.
@@ -80,5 +88,6 @@ pub(crate) fn add_to_linker<T: Send + 'static>(
     wasi::keyvalue::batch::add_to_linker::<T, HasState>(linker, view)?;
     wasi::config::store::add_to_linker::<T, HasState>(linker, view)?;
     tern::kv::revisions::add_to_linker::<T, HasState>(linker, view)?;
+    tern::events::publisher::add_to_linker::<T, HasState>(linker, view)?;
     Ok(())
 }
