@@ -16,7 +16,7 @@ pub use build::{guest, target_dir, tern_bin, wat_component};
 pub use client::{Client, Resp};
 pub use events::{Delivered, Deliveries, publish};
 pub use in_process::InProcess;
-pub use load::{Load, burst, eventually};
+pub use load::{Load, burst, burst_with, eventually};
 /// The routes the json-api example serves, as `tern deploy` flags.
 pub const JSON_API_ROUTES: &[&str] = &[
     "--route",

@@ -61,16 +61,21 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// `n` GETs of `url` at once (released together); each one's status and
 /// body, and how long it took.
 pub fn burst(url: &str, n: usize) -> Vec<(u16, String, Duration)> {
+    burst_with(reqwest::Method::GET, url, n)
+}
+
+/// [`burst`] with another method (no body).
+pub fn burst_with(method: reqwest::Method, url: &str, n: usize) -> Vec<(u16, String, Duration)> {
     let gate = std::sync::Arc::new(std::sync::Barrier::new(n));
     let threads: Vec<_> = (0..n)
         .map(|_| {
-            let (gate, url) = (gate.clone(), url.to_string());
+            let (gate, url, method) = (gate.clone(), url.to_string(), method.clone());
             std::thread::spawn(move || {
                 let client =
                     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
                 gate.wait();
                 let started = Instant::now();
-                match client.get(&url).send() {
+                match client.request(method, &url).send() {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         (status, r.text().unwrap_or_default(), started.elapsed())

@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 use std::time::Duration;
-use tern_tests::{Cluster, ClusterOptions, Deliveries, eventually, guest, nats_password};
+use tern_tests::{Cluster, ClusterOptions, Deliveries, burst_with, eventually, guest, nats_password};
 
 #[test]
 fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
@@ -15,15 +15,10 @@ fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
     assert_eq!(c.replicas("kv").len(), 2);
 
     // 200 concurrent increments, served by both workers: exactly 200.
-    let threads: Vec<_> = (0..200)
-        .map(|_| {
-            let client = (*c).clone();
-            std::thread::spawn(move || {
-                client.request(Method::POST, "/kv/incr?b=counters&k=hits", None).status
-            })
-        })
+    let statuses: Vec<u16> = burst_with(Method::POST, &format!("{}/kv/incr?b=counters&k=hits", c.url), 200)
+        .into_iter()
+        .map(|(status, _, _)| status)
         .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(c.get("/kv/get?b=counters&k=hits").body, "200");
     let served_by = |c: &Cluster| -> usize {

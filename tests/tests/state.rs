@@ -4,21 +4,15 @@
 
 use reqwest::Method;
 use std::time::Duration;
-use tern_tests::{Client, TernUp, guest};
+use tern_tests::{Client, TernUp, burst_with, guest};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `n` requests at once, each from its own thread; returns the statuses.
+/// `n` requests at once; returns the statuses.
 fn concurrently(client: &Client, n: usize, method: Method, path: &str) -> Vec<u16> {
-    let threads: Vec<_> = (0..n)
-        .map(|_| {
-            let (client, method, path) = (client.clone(), method.clone(), path.to_string());
-            std::thread::spawn(move || client.request(method, &path, None).status)
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
+    burst_with(method, &format!("{}{path}", client.url), n).into_iter().map(|(status, _, _)| status).collect()
 }
 
 #[test]
