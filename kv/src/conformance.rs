@@ -58,6 +58,18 @@ async fn round_trip(store: &dyn KvStore) {
         assert_eq!(got.value, key.as_bytes(), "key {key:?}");
     }
 
+    // Batches: in order, and each key as if set or deleted alone.
+    let pairs =
+        vec![("b1".to_string(), Bytes::from_static(b"1")), ("b2".to_string(), Bytes::from_static(b"2"))];
+    rt.set_many(pairs).await.unwrap();
+    assert_eq!(rt.get("b2").await.unwrap().unwrap().value, &b"2"[..]);
+    let bad = vec![("b3".to_string(), Bytes::from_static(b"3")), (String::new(), Bytes::new())];
+    assert_eq!(rt.set_many(bad).await.unwrap_err(), KvError::EmptyKey, "the first failure is the answer");
+    assert!(rt.get("b3").await.unwrap().is_some(), "what came before it stays");
+    rt.delete_many(&["b1".to_string(), "b2".to_string(), "b3".to_string()]).await.unwrap();
+    assert_eq!(rt.get("b1").await.unwrap(), None);
+    assert_eq!(rt.get("b3").await.unwrap(), None);
+
     // The same key in another bucket is another entry.
     rt_other.set("k", Bytes::from_static(b"other"), None).await.unwrap();
     assert_eq!(rt.get("k").await.unwrap().unwrap().value, Bytes::new());

@@ -203,10 +203,6 @@ impl JsBucket {
 
 #[async_trait]
 impl KvBucket for JsBucket {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
         let last = self.last(key).await?;

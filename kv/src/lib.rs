@@ -75,8 +75,6 @@ pub trait KvStore: Send + Sync + 'static {
 /// One bucket.
 #[async_trait]
 pub trait KvBucket: Send + Sync + 'static {
-    fn name(&self) -> &str;
-
     /// The live entry under `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<Entry>, KvError>;
 
@@ -96,6 +94,23 @@ pub trait KvBucket: Send + Sync + 'static {
 
     /// Deletes `key` (no error if it is absent).
     async fn delete(&self, key: &str) -> Result<(), KvError>;
+
+    /// Sets each pair in order, with no time to live. Not a transaction:
+    /// the first failure stops the rest, and what was set before it stays.
+    async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), KvError> {
+        for (key, value) in pairs {
+            self.set(&key, value, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes each key in order; the first failure stops the rest.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
 
     /// Deletes `key` only if `revision` wrote its live entry; false if not.
     async fn delete_if(&self, key: &str, revision: u64) -> Result<bool, KvError>;

@@ -1,10 +1,10 @@
 //! Buckets for `tern up`: one sled tree per bucket in the data dir.
 //!
 //! Each stored value is an envelope: the revision that wrote it, when it
-//! expires (0: never), then the value. Writes are made under one lock (a
-//! read-check-write is then atomic, and the bucket's byte count exact) and
-//! made durable after it, by a flush shared with the writers around them.
-//! Reads take no lock.
+//! expires (0: never), then the value. Writes are made under their bucket's
+//! lock (a read-check-write is then atomic, and the bucket's byte count
+//! exact) and made durable after it, by a flush shared with the writers
+//! around them (a batch shares one). Reads take no lock.
 //!
 //! An expired entry reads as absent; its bytes count against the quota until
 //! it is overwritten or deleted.
@@ -93,10 +93,9 @@ impl SledBucket {
         decide: impl FnOnce(Option<(u64, &[u8])>) -> Result<(Option<Change>, T), KvError>,
     ) -> Result<(T, Option<u64>), KvError> {
         let mut used = self.used.lock();
-        let total = match *used {
-            Some(n) => n,
-            None => self.tree.iter().filter_map(Result::ok).map(|(k, v)| stored_size(&k, &v)).sum(),
-        };
+        let total = *used.get_or_insert_with(|| {
+            self.tree.iter().filter_map(Result::ok).map(|(k, v)| stored_size(&k, &v)).sum()
+        });
         let old = self.tree.get(key.as_bytes()).map_err(unavailable)?;
         let live =
             old.as_deref().and_then(decode).filter(|(_, exp, _)| !expired(*exp)).map(|(rev, _, v)| (rev, v));
@@ -116,7 +115,6 @@ impl SledBucket {
                 let new_size = stored_size(key.as_bytes(), &stored);
                 let after = total - old_size + new_size;
                 if new_size > old_size && after > self.shared.max_bytes {
-                    *used = Some(total);
                     return Err(KvError::QuotaExceeded {
                         bucket: self.name.clone(),
                         limit: self.shared.max_bytes,
@@ -144,10 +142,6 @@ enum Change {
 
 #[async_trait]
 impl KvBucket for SledBucket {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
         check_key(key)?;
         let Some(raw) = self.tree.get(key.as_bytes()).map_err(unavailable)? else {
@@ -195,6 +189,25 @@ impl KvBucket for SledBucket {
         check_key(key)?;
         self.write(key, |_| Ok((Some(Change::Delete), ())))?;
         self.durable().await
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), KvError> {
+        let written = pairs.into_iter().try_for_each(|(key, value)| {
+            check_write(&key, &value)?;
+            self.write(&key, |_| Ok((Some(Change::Set(value, None)), ()))).map(|_| ())
+        });
+        // One flush for the batch, covering what was written before a failure.
+        self.durable().await?;
+        written
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), KvError> {
+        let written = keys.iter().try_for_each(|key| {
+            check_key(key)?;
+            self.write(key, |_| Ok((Some(Change::Delete), ()))).map(|_| ())
+        });
+        self.durable().await?;
+        written
     }
 
     async fn delete_if(&self, key: &str, revision: u64) -> Result<bool, KvError> {

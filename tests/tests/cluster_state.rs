@@ -83,23 +83,26 @@ fn buckets_are_shared_across_workers_and_outlive_the_worker_that_wrote() {
     c.wait_for_nodes(2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Vec<u8>)>::new()));
+    let url = c.nats.url();
+    let (client, mut sub) = rt.block_on(async move {
+        let client =
+            async_nats::ConnectOptions::with_user_and_password("worker".into(), nats_password("worker"))
+                .custom_inbox_prefix("_TERN.worker")
+                .connect(url)
+                .await
+                .unwrap();
+        let sub = client.subscribe("tern.v1.worker.>").await.unwrap();
+        client.flush().await.unwrap();
+        (client, sub)
+    });
     let spy = {
-        let (url, seen) = (c.nats.url(), seen.clone());
-        rt.block_on(async move {
-            let client =
-                async_nats::ConnectOptions::with_user_and_password("worker".into(), nats_password("worker"))
-                    .custom_inbox_prefix("_TERN.worker")
-                    .connect(url)
-                    .await
-                    .unwrap();
-            let mut sub = client.subscribe("tern.v1.worker.>").await.unwrap();
-            client.flush().await.unwrap();
-            tokio::spawn(async move {
-                use futures::StreamExt;
-                while let Some(m) = sub.next().await {
-                    seen.lock().unwrap().push((m.subject.to_string(), m.payload.to_vec()));
-                }
-            })
+        let seen = seen.clone();
+        rt.spawn(async move {
+            use futures::StreamExt;
+            let _client = client;
+            while let Some(m) = sub.next().await {
+                seen.lock().unwrap().push((m.subject.to_string(), m.payload.to_vec()));
+            }
         })
     };
     let out = c.tern_with_stdin(&["secret", "set", "token"], b"cluster-secret-1");

@@ -1,6 +1,6 @@
 //! `wasi:keyvalue` store, atomics and batch, and `tern:kv/revisions`, over
-//! the node's [`KvStore`]. A bucket handle is only ever made by `open` of a
-//! granted bucket, so every other call can trust the name it carries.
+//! the node's `KvStore`. A bucket handle is only ever made by `open` of a
+//! granted bucket, so every other call goes straight to it.
 
 use super::StateView;
 use super::bindings::tern::kv::revisions;
@@ -17,9 +17,9 @@ const PAGE: usize = 1000;
 /// Keys one batch call may name.
 const MAX_BATCH: usize = 1000;
 /// Bucket handles one instance may hold open at once.
-pub(crate) const MAX_OPEN_BUCKETS: usize = 256;
-/// Cursors one instance may hold; a guest paging through a huge bucket
-/// past this starts again from the first page.
+const MAX_OPEN_BUCKETS: usize = 256;
+/// Cursors one instance may hold (10 million keys' worth); past this a
+/// listing's last page comes without a cursor.
 const MAX_CURSORS: usize = 10_000;
 
 /// An open bucket, made only by `open` of a granted one.
@@ -158,12 +158,8 @@ impl batch::Host for StateView<'_> {
         }
         // Not a transaction (the draft does not promise one): the writes
         // are made in order, and the first to fail stops the rest.
-        for (key, value) in key_values {
-            if let Err(e) = b.set(&key, Bytes::from(value), None).await {
-                return Ok(Err(other(e)));
-            }
-        }
-        Ok(Ok(()))
+        let pairs = key_values.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect();
+        Ok(b.set_many(pairs).await.map_err(other))
     }
 
     async fn delete_many(&mut self, bucket: Resource<Bucket>, keys: Vec<String>) -> KvResult<()> {
@@ -171,12 +167,7 @@ impl batch::Host for StateView<'_> {
         if let Err(e) = batch_size(keys.len()) {
             return Ok(Err(e));
         }
-        for key in keys {
-            if let Err(e) = b.delete(&key).await {
-                return Ok(Err(other(e)));
-            }
-        }
-        Ok(Ok(()))
+        Ok(b.delete_many(&keys).await.map_err(other))
     }
 }
 
