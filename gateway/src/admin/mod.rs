@@ -103,27 +103,6 @@ fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// A key from a path: its `%XX` escapes decoded.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_num<T: std::str::FromStr>(q: &[(String, String)], key: &str) -> Result<Option<T>, ApiError> {
     param(q, key)
         .map(|v| v.parse::<T>().map_err(|_| ApiError::bad_request(format!("{key}={v:?} is not a number"))))
@@ -217,7 +196,10 @@ impl Admin {
                 }
             }
             (method, ["kv", bucket, key @ ..]) if !key.is_empty() => {
-                let (bucket, key) = (bucket.to_string(), percent_decode(&key.join("/")));
+                // A key from a path: its `%XX` escapes decoded.
+                let key =
+                    percent_encoding::percent_decode_str(&key.join("/")).decode_utf8_lossy().into_owned();
+                let bucket = bucket.to_string();
                 match method {
                     Method::GET => self.kv_get(&bucket, &key).await,
                     Method::PUT => self.kv_set(&bucket, &key, req).await,
