@@ -148,15 +148,26 @@ impl Scheduler {
     /// 400 unless every name is set: a deploy must not grant a secret that
     /// is not there.
     pub(crate) async fn check_secrets_exist(&self, names: &[String]) -> Result<(), ApiError> {
-        for name in names {
-            let n = name.clone();
-            if !self.secrets_blocking(move |s| s.exists(&n)).await? {
-                return Err(ApiError::bad_request(format!(
-                    "secret {name:?} is not set; set it first with `tern secret set {name}`"
-                )));
-            }
+        if names.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let names = names.to_vec();
+        let missing = self
+            .secrets_blocking(move |s| {
+                for name in names {
+                    if !s.exists(&name)? {
+                        return Ok(Some(name));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        match missing {
+            Some(name) => Err(ApiError::bad_request(format!(
+                "secret {name:?} is not set; set it first with `tern secret set {name}`"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The current values of a version's secrets, for its assign.
