@@ -138,6 +138,23 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
     if !s.allow_publish.is_empty() {
         println!("publish:  {}", s.allow_publish.join(" "));
     }
+    if !s.allow_outbound.is_empty() {
+        println!("outbound: {} (responses up to {} bytes)", s.allow_outbound.join(" "), s.max_outbound_body);
+    }
+    let o = &d.outbound;
+    if o.calls + o.denied + o.short_circuited > 0 {
+        println!(
+            "  calls {}, errors {}, denied {}, failed fast {}, {} bytes out, {} bytes in",
+            o.calls, o.errors, o.denied, o.short_circuited, o.bytes_out, o.bytes_in
+        );
+    }
+    for b in &o.breakers {
+        let retry = b.retry_in_ms.map_or(String::new(), |ms| format!(", probe in {ms} ms"));
+        println!(
+            "  breaker {} on {}: {:?}, {} failures in a row{retry}",
+            b.upstream, b.node, b.state, b.failures
+        );
+    }
     println!("memory:   {} MiB", s.memory_mib);
     println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
     if !s.env.is_empty() {

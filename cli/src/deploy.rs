@@ -84,6 +84,12 @@ pub struct DeployArgs {
     /// Let the function publish events on subjects this pattern matches, NATS wildcards allowed (repeatable)
     #[arg(long = "allow-publish", value_name = "SUBJECT")]
     pub allow_publish: Vec<String>,
+    /// Let the function send HTTP requests to hosts this pattern matches: scheme://host[:port], like https://api.example.com, https://*.example.com, http://10.0.0.0/8:*, *://*:443, or http://NAME.tern.internal to call function NAME (repeatable)
+    #[arg(long = "allow-outbound", value_name = "PATTERN")]
+    pub allow_outbound: Vec<String>,
+    /// Largest response body one outbound request may bring back, like 512KiB, 8MiB
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::parse_size)]
+    pub max_outbound_body: u64,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -114,6 +120,8 @@ impl DeployArgs {
             kv: self.kv.clone(),
             secrets: self.secrets.clone(),
             allow_publish: self.allow_publish.clone(),
+            allow_outbound: self.allow_outbound.clone(),
+            max_outbound_body: self.max_outbound_body,
             ..FunctionSpec::new(&self.name)
         }
     }
@@ -172,6 +180,9 @@ pub async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     if !v.spec.allow_publish.is_empty() {
         println!("  publishes on: {}", v.spec.allow_publish.join(", "));
+    }
+    if !v.spec.allow_outbound.is_empty() {
+        println!("  reaches: {}", v.spec.allow_outbound.join(", "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,42 @@ pub struct KvArgs {
     kv_max_bytes: u64,
 }
 
+/// Functions' outbound HTTP (the worker's side: trust, breakers, limits).
+#[derive(Args, Clone)]
+pub struct OutboundArgs {
+    /// Also trust the CA certificates in this PEM file for functions' HTTPS requests, beside the platform's root store (repeatable)
+    #[arg(long = "outbound-ca", value_name = "FILE")]
+    outbound_ca: Vec<PathBuf>,
+    /// Failed calls in a row (transport errors, timeouts, 5xx) that open a function's circuit breaker for one upstream
+    #[arg(long, default_value_t = tern_runtime::outbound::BreakerConfig::default().failures, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    breaker_failures: u32,
+    /// How long an open breaker fails calls at once before it lets one probe through
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    breaker_cooldown: Duration,
+    /// Outbound requests one instance may have open at once; past them a request fails with connection-limit-reached
+    #[arg(long, default_value_t = tern_runtime::outbound::DEFAULT_MAX_CONCURRENT as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    max_outbound_concurrency: u64,
+}
+
+impl OutboundArgs {
+    fn config(&self) -> anyhow::Result<tern_runtime::outbound::OutboundConfig> {
+        let mut config = tern_runtime::outbound::OutboundConfig {
+            extra_roots: Vec::new(),
+            breaker: tern_runtime::outbound::BreakerConfig {
+                failures: self.breaker_failures,
+                cooldown: self.breaker_cooldown,
+            },
+            max_concurrent: self.max_outbound_concurrency as usize,
+        };
+        for path in &self.outbound_ca {
+            config.trust_pem_file(path)?;
+        }
+        Ok(config)
+    }
+}
+
 /// The autoscaler's windows (the scheduler's; the same for every function).
 #[derive(Args, Clone)]
 pub struct ScaleArgs {
@@ -133,6 +169,8 @@ pub struct UpArgs {
     activator: ActivatorArgs,
     #[command(flatten)]
     kv: KvArgs,
+    #[command(flatten)]
+    outbound: OutboundArgs,
 }
 
 #[derive(Args)]
@@ -166,6 +204,8 @@ pub struct WorkerArgs {
     labels: Vec<(String, String)>,
     #[command(flatten)]
     kv: KvArgs,
+    #[command(flatten)]
+    outbound: OutboundArgs,
 }
 
 #[derive(Args)]
@@ -249,6 +289,7 @@ async fn serve(role: GatewayRole) -> anyhow::Result<()> {
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    let outbound = args.outbound.config()?;
     let data_dir = data_dir(args.data_dir)?;
     let nats = match &args.nats.url {
         Some(_) => Some(connect(&args.nats, "up").await?),
@@ -271,6 +312,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         scale: args.scale.config()?,
         activator: args.activator.config(),
         keep_versions: args.registry.keep_versions as usize,
+        outbound,
     };
     let platform = tern_roles::up(bus, events, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
@@ -301,6 +343,7 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    let outbound = args.outbound.config()?;
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "worker").await?;
     let config = WorkerConfig {
@@ -310,6 +353,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             slots: args.slots,
         },
         labels: args.labels.into_iter().collect(),
+        outbound,
     };
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
     let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;

@@ -10,12 +10,12 @@
 //! gateway that dies mid-delivery settles nothing, and the log delivers
 //! the event again after its ack wait. Delivery is at least once.
 
-use crate::invoker::{CallError, Invoker};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::BusError;
 use tern_events::{DeadLetter, Delivery, EventLog};
+use tern_invoke::{CallError, Invoker};
 use tern_protocol::{
     BatchedEvent, EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, FunctionSpec,
     TriggerEntry, clock,

@@ -3,26 +3,23 @@
 //!
 //! A request, top to bottom: [`Gateway::handle`] (head limit; admin or data
 //! plane) → [`serving::Serving::route`] (the route table) →
-//! [`proxy::forward`] (request → invoke frame) → [`invoker::Invoker::call`]
+//! [`proxy::forward`] (request → invoke frame) → [`tern_invoke::Invoker::call`]
 //! (request/reply on the function's invoke subject; no replica: wait in the
-//! [`activator::Activator`] while the scheduler wakes one) → response.
+//! [`tern_invoke::Activator`] while the scheduler wakes one) → response.
 //!
 //! An event: [`triggers`] pulls each trigger's consumer → [`dispatch`]
-//! sends a batch through the same [`invoker::Invoker`] and settles each
+//! sends a batch through the same [`tern_invoke::Invoker`] and settles each
 //! delivery (ack, retry, dead letter).
 //!
 //! The serving table (routes and triggers) is pushed by the scheduler and
 //! installed in one place, [`serving::Serving::apply`]. The admin API
 //! ([`admin`]) works through narrow handles, never the gateway itself.
 
-pub mod activator;
 mod admin;
 pub mod body;
 pub mod dispatch;
-pub mod invoker;
 pub mod proxy;
 pub mod router;
-pub mod scheduler_client;
 pub mod serving;
 pub mod tls;
 pub mod token;
@@ -82,9 +79,9 @@ impl std::fmt::Debug for GatewayConfig {
 pub struct Gateway {
     config: GatewayConfig,
     bus: Arc<dyn Bus>,
-    scheduler: scheduler_client::SchedulerClient,
+    scheduler: tern_invoke::SchedulerClient,
     serving: Arc<serving::Serving>,
-    invoker: Arc<invoker::Invoker>,
+    invoker: Arc<tern_invoke::Invoker>,
     admin: admin::Admin,
 }
 
@@ -95,13 +92,13 @@ impl Gateway {
         kv: Option<Arc<dyn tern_kv::KvStore>>,
         config: GatewayConfig,
     ) -> Arc<Self> {
-        let scheduler = scheduler_client::SchedulerClient::new(bus.clone());
-        let activator = Arc::new(activator::Activator::new(
+        let scheduler = tern_invoke::SchedulerClient::new(bus.clone());
+        let activator = Arc::new(tern_invoke::Activator::new(
             scheduler.clone(),
             config.cold_start_buffer,
             config.cold_start_timeout,
         ));
-        let invoker = Arc::new(invoker::Invoker::new(bus.clone(), activator, config.cold_start_bytes));
+        let invoker = Arc::new(tern_invoke::Invoker::new(bus.clone(), activator, config.cold_start_bytes));
         let dispatch = Arc::new(dispatch::EventDispatch::new(invoker.clone(), events));
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
         let admin = admin::Admin {

@@ -3,11 +3,11 @@
 //! and the reply frame becomes the response.
 
 use crate::body::{self, Body, text};
-use crate::invoker::{CallError, Invoker};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tern_invoke::{CallError, Invoker};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
 
 /// Headers the gateway never forwards: they describe one hop, not the
@@ -45,7 +45,7 @@ pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incomin
         .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
-    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri: target.uri, headers };
+    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri: target.uri, headers, hops: 0 };
     let payload = Frame::new(head, body).encode();
     let function = target.function;
     match invoker.call(function, target.timeout_ms, payload).await {

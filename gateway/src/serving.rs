@@ -5,13 +5,13 @@
 //! through this gateway, and by a periodic re-read.
 
 use crate::router::Router;
-use crate::scheduler_client::SchedulerClient;
 use crate::triggers::Triggers;
 use futures::StreamExt;
 use parking_lot::RwLock;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
+use tern_invoke::SchedulerClient;
 use tern_protocol::{RouteEntry, ServingTable, subject};
 use tern_task::guarded;
 

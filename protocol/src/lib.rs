@@ -12,6 +12,7 @@ pub mod host;
 pub mod id;
 mod messages;
 pub mod nats_subject;
+pub mod outbound;
 pub mod route;
 mod secrets;
 mod spec;

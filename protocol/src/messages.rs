@@ -1,7 +1,7 @@
 //! Messages between the roles on the bus: control requests and replies,
 //! invocations, node state, artifacts.
 
-use crate::{FunctionLoad, FunctionSpec, SecretValue, Trigger, Version, World};
+use crate::{FunctionLoad, FunctionSpec, OutboundStatus, SecretValue, Trigger, Version, World};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -98,7 +98,15 @@ pub struct InvokeRequest {
     pub uri: String,
     /// Header values that are not UTF-8 are dropped by the gateway.
     pub headers: Vec<(String, String)>,
+    /// Calls between functions this request has come through: 0 from a
+    /// client, one more for each `NAME.tern.internal` call. Past
+    /// [`MAX_HOPS`] the call is answered 508, so a cycle ends.
+    #[serde(default)]
+    pub hops: u32,
 }
+
+/// The deepest chain of calls between functions.
+pub const MAX_HOPS: u32 = 10;
 
 /// One event as delivered to an event function (inside an [`EventBatch`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +212,11 @@ pub struct Assign {
     /// Subjects it may publish events on.
     #[serde(default)]
     pub allow_publish: Vec<String>,
+    /// Hosts it may send HTTP requests to.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    #[serde(default = "crate::spec::default_outbound_body_bytes")]
+    pub max_outbound_body: u64,
 }
 
 impl Assign {
@@ -220,6 +233,8 @@ impl Assign {
             secrets: v.spec.secrets.clone(),
             secret_values: BTreeMap::new(),
             allow_publish: v.spec.allow_publish.clone(),
+            allow_outbound: v.spec.allow_outbound.clone(),
+            max_outbound_body: v.spec.max_outbound_body,
         }
     }
 }
@@ -262,6 +277,10 @@ pub struct NodeAnnounce {
     /// placement's reply, and must not undo it.
     #[serde(default)]
     pub generation: Generation,
+    /// Per-function outbound calls and circuit breakers, for functions
+    /// that made any.
+    #[serde(default)]
+    pub outbound: BTreeMap<String, OutboundStatus>,
 }
 
 /// A worker's run (random per start) and the count of changes to its loaded

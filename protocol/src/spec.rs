@@ -37,6 +37,9 @@ pub const DEFAULT_BACKOFF_MS: u64 = 1_000;
 pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// Largest component accepted by deploy.
 pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+/// An outbound response body past this is cut (`--max-outbound-body`).
+pub const DEFAULT_OUTBOUND_BODY: u64 = 8 * 1024 * 1024;
+pub const MAX_OUTBOUND_BODY: u64 = 1024 * 1024 * 1024;
 
 /// What a user asks for on deploy. Immutable once stored as a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +101,17 @@ pub struct FunctionSpec {
     /// NATS wildcards allowed; any other subject is denied.
     #[serde(default)]
     pub allow_publish: Vec<String>,
+    /// Hosts the function may send HTTP requests to
+    /// ([`crate::outbound::OutboundPattern`]); any other is denied.
+    #[serde(default)]
+    pub allow_outbound: Vec<String>,
+    /// Largest response body one outbound request may bring back.
+    #[serde(default = "default_outbound_body_bytes")]
+    pub max_outbound_body: u64,
+}
+
+pub(crate) fn default_outbound_body_bytes() -> u64 {
+    DEFAULT_OUTBOUND_BODY
 }
 
 fn default_max_attempts() -> u32 {
@@ -141,6 +155,8 @@ impl FunctionSpec {
             kv: Vec::new(),
             secrets: Vec::new(),
             allow_publish: Vec::new(),
+            allow_outbound: Vec::new(),
+            max_outbound_body: DEFAULT_OUTBOUND_BODY,
         }
     }
 
@@ -247,6 +263,19 @@ impl FunctionSpec {
         }
         for p in &self.allow_publish {
             crate::nats_subject::check_trigger(p).map_err(|e| format!("--allow-publish {p:?}: {e}"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.allow_outbound {
+            crate::outbound::OutboundPattern::parse(p)?;
+            if !seen.insert(p) {
+                return Err(format!("--allow-outbound {p:?} is given twice"));
+            }
+        }
+        if self.max_outbound_body == 0 || self.max_outbound_body > MAX_OUTBOUND_BODY {
+            return Err(format!(
+                "max outbound body {} bytes is out of range (1 byte ..= 1 GiB)",
+                self.max_outbound_body
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &self.on_event {

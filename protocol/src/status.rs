@@ -34,6 +34,69 @@ pub struct FunctionDetail {
     /// Events kept after failing every attempt (`tern dlq list`).
     #[serde(default)]
     pub dead_letters: u64,
+    /// Outbound HTTP calls and circuit breakers, over its live workers.
+    #[serde(default)]
+    pub outbound: OutboundStatus,
+}
+
+/// One function's outbound HTTP (calls to other functions included), on
+/// one worker or summed over several.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundStatus {
+    /// Requests sent (a response came back, or the transport failed).
+    pub calls: u64,
+    /// Calls with no usable answer: a transport error, a timeout, a cut
+    /// body, or a 5xx.
+    pub errors: u64,
+    /// Requests refused before sending: outside the grant, or to a private
+    /// address the grant does not name.
+    pub denied: u64,
+    /// Requests failed fast by an open circuit breaker.
+    pub short_circuited: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Breakers that are not closed, or have failures counted.
+    #[serde(default)]
+    pub breakers: Vec<BreakerStatus>,
+}
+
+impl OutboundStatus {
+    /// Adds `other` (another worker's) into this one.
+    pub fn add(&mut self, other: &OutboundStatus) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.denied += other.denied;
+        self.short_circuited += other.short_circuited;
+        self.bytes_out += other.bytes_out;
+        self.bytes_in += other.bytes_in;
+        self.breakers.extend(other.breakers.iter().cloned());
+    }
+}
+
+/// A circuit breaker for one function's calls to one upstream (host:port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerStatus {
+    /// `host:port`.
+    pub upstream: String,
+    pub state: BreakerState,
+    /// Failures in a row counted toward opening.
+    pub failures: u32,
+    /// While open: milliseconds until a probe call is let through.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
+    /// The worker it is on (filled by the scheduler).
+    #[serde(default)]
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerState {
+    Closed,
+    /// Failing fast until the cool-down ends.
+    Open,
+    /// One probe call is through; its outcome closes or re-opens it.
+    HalfOpen,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_kv::{JetStreamKv, KvStore, SledKv};
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
+use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
 use tern_scheduler::{ScaleConfig, Scheduler};
 use tokio::net::TcpListener;
@@ -141,7 +142,8 @@ pub async fn worker(
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
-    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events));
+    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events))
+        .map_err(fail("cannot set up functions' outbound HTTP"))?;
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
 }
@@ -222,6 +224,7 @@ pub struct UpConfig {
     pub activator: ActivatorConfig,
     /// Versions kept per function.
     pub keep_versions: usize,
+    pub outbound: OutboundConfig,
 }
 
 /// Starts scheduler, worker and gateway on one bus, and loads every
@@ -239,6 +242,7 @@ pub async fn up(
         node_id: config.node_id,
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
         labels: Default::default(),
+        outbound: config.outbound,
     };
     let worker = worker(bus.clone(), &config.data_dir, worker_config, kv.clone(), events.clone()).await?;
     scheduler.observe(worker.state(), true);

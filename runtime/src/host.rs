@@ -1,13 +1,14 @@
 //! The per-request store data: WASI contexts, the resource table, limits and
-//! the hooks that decide what a function may reach.
+//! the hooks that decide what a function may reach ([`crate::outbound`]).
 
+use crate::outbound::OutboundHooks;
 use crate::output::CappedOutput;
 use crate::state::{State, StateView};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Per-invocation cap on captured stdout and stderr (each). A guest that
 /// writes more goes on; the rest is counted and dropped.
@@ -17,7 +18,7 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutbound,
+    hooks: OutboundHooks,
     state: State,
     pub(crate) limits: MemoryLimit,
 }
@@ -29,6 +30,7 @@ impl Host {
         stdout: CappedOutput,
         stderr: CappedOutput,
         state: State,
+        hooks: OutboundHooks,
     ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
@@ -37,7 +39,7 @@ impl Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: DenyOutbound,
+            hooks,
             state,
             limits: MemoryLimit::new(memory_bytes),
         }
@@ -59,28 +61,6 @@ impl WasiView for Host {
 impl WasiHttpView for Host {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
-    }
-}
-
-/// Outbound HTTP is a grant (an allow-list per function, not built yet);
-/// until a function has one, every outgoing request is denied.
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                )>,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -37,6 +37,10 @@ impl World for Http {
         self.pre.engine()
     }
 
+    fn hops((req, _): &Self::Input) -> u32 {
+        req.hops
+    }
+
     async fn call(
         &self,
         mut store: Store<Host>,
@@ -175,7 +179,12 @@ mod tests {
     use super::*;
 
     fn req(host: &str, uri: &str) -> InvokeRequest {
-        InvokeRequest { method: "GET".into(), uri: uri.into(), headers: vec![("host".into(), host.into())] }
+        InvokeRequest {
+            method: "GET".into(),
+            uri: uri.into(),
+            headers: vec![("host".into(), host.into())],
+            hops: 0,
+        }
     }
 
     #[test]

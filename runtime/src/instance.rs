@@ -6,6 +6,7 @@
 //! goes in and comes out) is a [`World`]; [`Function`] is the rest.
 
 use crate::host::{Host, LOG_CAPTURE_BYTES};
+use crate::outbound::{Notes, OutboundGrant, OutboundHooks};
 use crate::output::CappedOutput;
 use crate::state::{Grants, State};
 use parking_lot::RwLock;
@@ -31,6 +32,8 @@ pub(crate) struct Settings {
     /// Its `wasi:config` keys (`--env` values and secrets), replaced when
     /// a secret rotates; each instance takes them as they are when it starts.
     pub config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
+    /// Hosts it may send HTTP requests to, and its outbound counters.
+    pub outbound: Option<Arc<OutboundGrant>>,
 }
 
 /// How one world instantiates and calls its guests.
@@ -39,6 +42,12 @@ pub trait World: Send + Sync + 'static {
     type Output: Send;
 
     fn engine(&self) -> &Engine;
+
+    /// Calls between functions `input` has come through (see
+    /// [`tern_protocol::MAX_HOPS`]); only HTTP requests are ever called.
+    fn hops(_input: &Self::Input) -> u32 {
+        0
+    }
 
     /// Instantiates the guest in `store` and calls it with `input`.
     fn call(
@@ -81,7 +90,10 @@ impl<W: World> Function<W> {
         let s = &self.settings;
         let deadline = Instant::now() + s.timeout;
         let state = State::new(s.grants.clone(), s.config.read().clone());
-        let host = Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state);
+        let notes = Notes::default();
+        let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline, notes.clone());
+        let host =
+            Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state, hooks);
         let memory_hit = host.limits.hit.clone();
         let mut store = Store::new(self.world.engine(), host);
         store.limiter(|h| &mut h.limits);
@@ -100,6 +112,7 @@ impl<W: World> Function<W> {
         let result = self.world.call(store, limits, input).await;
         let log = LogSink { function: &self.name, version: self.version };
         let mut logs = log.output(&stdout, &stderr);
+        logs.extend(notes.take().into_iter().map(|line| log.record(LogStream::Tern, line)));
         let result = result.map_err(|Failed(failure, detail)| {
             let mut line = format!("{}{}", context(), failure.log_line());
             if let Some(d) = detail {

@@ -19,6 +19,7 @@ pub mod instance;
 mod load;
 mod log_limit;
 mod lru;
+pub mod outbound;
 mod output;
 pub mod state;
 pub mod worker;

@@ -12,6 +12,7 @@ use crate::http::{Http, HttpFunction};
 use crate::instance::Settings;
 use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
+use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
 use crate::{Runtime, fetch, host::Host};
 use bytes::Bytes;
@@ -22,8 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
+use tern_invoke::{Activator, Invoker, SchedulerClient};
 use tern_kv::KvStore;
 use tern_protocol::nats_subject::SubjectPattern;
+use tern_protocol::outbound::OutboundPattern;
 use tern_protocol::{
     ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, SecretsUpdate, Unassign, World,
     encode_reply, subject,
@@ -41,7 +44,15 @@ pub struct WorkerConfig {
     pub node_id: String,
     pub capacity: Capacity,
     pub labels: BTreeMap<String, String>,
+    /// TLS trust, circuit breakers and limits for functions' outbound HTTP.
+    pub outbound: OutboundConfig,
 }
+
+/// Requests for functions at zero one worker holds while they start
+/// (calls between functions): per function, and their bytes in all.
+const HELD_CALLS: usize = 1000;
+const HELD_CALL_BYTES: usize = 64 << 20;
+const COLD_START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Worker {
     config: WorkerConfig,
@@ -51,6 +62,8 @@ pub struct Worker {
     kv: Option<Arc<dyn KvStore>>,
     /// Where functions publish events; `None`: none here may.
     events: Option<Arc<dyn EventLog>>,
+    /// Outbound HTTP and calls between functions.
+    outbound: Arc<Outbound>,
     body_limit: usize,
     functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -84,6 +97,8 @@ struct Loaded {
     config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
     secret_names: Vec<String>,
     load: Arc<LoadCounters>,
+    /// Outbound counters and breakers, across versions.
+    net: Arc<FunctionNet>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -119,12 +134,19 @@ impl Worker {
         runtime: Arc<Runtime>,
         kv: Option<Arc<dyn KvStore>>,
         events: Option<Arc<dyn EventLog>>,
-    ) -> Arc<Self> {
-        Arc::new(Worker {
+    ) -> Result<Arc<Self>, OutboundError> {
+        // Calls between functions take the invoke path a gateway's do,
+        // with an activator of the worker's own.
+        let scheduler = SchedulerClient::new(bus.clone());
+        let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT));
+        let invoker = Arc::new(Invoker::new(bus.clone(), activator, HELD_CALL_BYTES));
+        let outbound = Outbound::new(config.outbound.clone(), invoker)?;
+        Ok(Arc::new(Worker {
             config,
             runtime,
             kv,
             events,
+            outbound,
             body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
                 boot: format!("{:016x}", tern_protocol::id::random_u64()),
@@ -133,7 +155,7 @@ impl Worker {
             }),
             tasks: Mutex::new(Vec::new()),
             bus,
-        })
+        }))
     }
 
     pub fn node_id(&self) -> &str {
@@ -212,6 +234,11 @@ impl Worker {
             artifacts,
             load: functions.loaded.iter().map(|(k, l)| (k.clone(), l.load.snapshot())).collect(),
             generation: functions.generation(),
+            outbound: functions
+                .loaded
+                .iter()
+                .filter_map(|(k, l)| Some((k.clone(), l.net.status()?)))
+                .collect(),
         }
     }
 
@@ -246,6 +273,16 @@ impl Worker {
         let internal = |e: LoadError| ApiError::internal(e.to_string());
         let component = fetch::component(&self.runtime, &*self.bus, &a.digest).await.map_err(internal)?;
         let config = Arc::new(RwLock::new(Arc::new(config_of(&a))));
+        let net = self.functions.lock().loaded.get(&a.function).map(|l| l.net.clone());
+        let net = net.unwrap_or_else(|| self.outbound.function_net());
+        let outbound = Arc::new(OutboundGrant {
+            shared: self.outbound.clone(),
+            net: net.clone(),
+            // Validated at deploy; a pattern that no longer parses grants nothing.
+            patterns: a.allow_outbound.iter().filter_map(|p| OutboundPattern::parse(p).ok()).collect(),
+            max_body: a.max_outbound_body,
+            max_internal_body: self.body_limit,
+        });
         let settings = Settings {
             name: a.function.clone(),
             version: a.version,
@@ -261,6 +298,7 @@ impl Worker {
                 max_event_bytes: self.body_limit,
             }),
             config: config.clone(),
+            outbound: Some(outbound),
         };
         let function = match a.world {
             World::Http => {
@@ -300,6 +338,7 @@ impl Worker {
             config,
             secret_names: a.secrets.clone(),
             load,
+            net,
             _stop: stop,
         };
         let generation = {

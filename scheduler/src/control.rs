@@ -107,6 +107,7 @@ impl Scheduler {
         let mut d = self.registry.run(move |r| r.describe(&name)).await?;
         d.replicas = self.nodes.ready(&d.name, d.active_version);
         d.scale = self.scaling.status(&d.name);
+        d.outbound = self.nodes.outbound(&d.name);
         // The event log's view: best effort, a describe never fails on it.
         for t in d.active.spec.triggers() {
             match self.events.stats(&t.consumer).await {

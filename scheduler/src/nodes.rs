@@ -6,7 +6,7 @@ use crate::placement::NodeView;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus};
+use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus, OutboundStatus};
 
 /// Three missed one-second heartbeats and a node is dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
@@ -22,6 +22,7 @@ struct Node {
     loaded: BTreeMap<String, u64>,
     artifacts: Vec<String>,
     load: BTreeMap<String, FunctionLoad>,
+    outbound: BTreeMap<String, OutboundStatus>,
     /// The newest generation heard, from a heartbeat or a command's reply.
     generation: Generation,
     /// Whether the last placement saw it alive (to log the change once).
@@ -76,6 +77,7 @@ impl Nodes {
             loaded,
             artifacts,
             load: state.load,
+            outbound: state.outbound,
             generation,
             was_alive: true,
         };
@@ -95,6 +97,21 @@ impl Nodes {
         let now = Instant::now();
         let nodes = self.nodes.lock();
         nodes.values().filter(|n| n.alive(now) && n.loaded.contains_key(function)).count() as u32
+    }
+
+    /// `function`'s outbound calls and breakers, over the live nodes.
+    pub fn outbound(&self, function: &str) -> OutboundStatus {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        let mut total = OutboundStatus::default();
+        for (id, n) in nodes.iter().filter(|(_, n)| n.alive(now)) {
+            if let Some(o) = n.outbound.get(function) {
+                let mut o = o.clone();
+                o.breakers.iter_mut().for_each(|b| b.node = id.clone());
+                total.add(&o);
+            }
+        }
+        total
     }
 
     /// Live nodes serving any version of `function`, by id.

@@ -352,6 +352,7 @@ impl Registry {
             scale: Default::default(),
             triggers: Vec::new(),
             dead_letters: 0,
+            outbound: Default::default(),
         })
     }
 

@@ -23,6 +23,7 @@ const GUESTS: &[&str] = &[
     "kv-lock",
     "shortener",
     "publisher",
+    "fetch",
 ];
 
 /// Builds the `tern` binary and the guests once per test binary, so the

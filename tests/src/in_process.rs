@@ -66,6 +66,7 @@ impl InProcess {
                 scale: options.scale,
                 activator: options.activator,
                 keep_versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
+                outbound: Default::default(),
             };
             tern_roles::up(Arc::new(InProcessBus::new()), events, kv, config).await.expect("start every role")
         });

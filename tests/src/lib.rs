@@ -11,6 +11,7 @@ pub mod events;
 pub mod in_process;
 pub mod load;
 pub mod process;
+pub mod upstream;
 
 pub use build::{guest, target_dir, tern_bin, wat_component};
 pub use client::{Client, Resp};
@@ -30,3 +31,4 @@ pub const JSON_API_ROUTES: &[&str] = &[
 ];
 
 pub use process::{Cluster, ClusterOptions, NatsServer, Role, TernUp, free_port, nats_password};
+pub use upstream::{Answer, TestCa, Upstream};

@@ -33,15 +33,15 @@ mod state;
 
 use crate::body::{Body, full, text};
 use crate::dispatch::EventDispatch;
-use crate::invoker::Invoker;
 use crate::proxy::{self, Target};
-use crate::scheduler_client::SchedulerClient;
 use crate::serving::Serving;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 use std::sync::Arc;
 use tern_bus::Bus;
+use tern_invoke::Invoker;
+use tern_invoke::SchedulerClient;
 use tern_protocol::subject::SchedulerOp;
 use tern_protocol::{
     ApiError, ChangeReply, ClusterStatus, ErrorKind, FunctionDetail, FunctionSummary, NameRequest, Reply,

@@ -1,0 +1,109 @@
+//! A call to another function, `http://NAME.tern.internal/...`: never the
+//! network, but the invoke path a client's request takes (the bus, the
+//! activator that wakes NAME from zero, its autoscaler). The request
+//! carries its hop count; past [`MAX_HOPS`] it is answered 508 without
+//! being sent, so a cycle (a → a, a → b → a) ends.
+
+use super::{Call, Sent};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use tern_invoke::CallError;
+use tern_protocol::outbound::internal_function;
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS};
+use wasmtime_wasi_http::{Error, WasiBody};
+
+/// Headers that describe one connection, not the message.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+];
+
+pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Result<Sent, Error> {
+    let Some(function) = internal_function(&call.upstream.host) else {
+        call.notes.push(format!(
+            "outbound request to {} failed: {} is not a function's name",
+            call.upstream.authority(),
+            call.upstream.host
+        ));
+        return Err(Error::DestinationNotFound);
+    };
+    let hops = call.hops + 1;
+    if hops > MAX_HOPS {
+        call.notes.push(format!(
+            "call to function {function} answered 508: calls between functions went {MAX_HOPS} deep (a cycle?)"
+        ));
+        return Ok(plain(
+            508,
+            format!(
+                "loop detected: calls between functions went {MAX_HOPS} deep; the last was to {function}\n"
+            ),
+        ));
+    }
+
+    let (parts, body) = request.into_parts();
+    let limit = call.grant.max_internal_body;
+    let body = super::count_request(body, call.grant.net.clone());
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(match e.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(_) => Error::HttpRequestBodySize(Some(limit as u64)),
+            });
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers, hops };
+    let payload = Frame::new(head, body).encode();
+
+    let remaining_ms = call.remaining().as_millis() as u64;
+    match call.grant.shared.invoker.call(function, remaining_ms, payload).await {
+        Ok(reply) => match Frame::<InvokeResponse>::decode(reply.payload) {
+            Ok(f) => response(f.header, f.body),
+            Err(e) => Ok(plain(502, format!("function {function} sent a malformed reply: {e}\n"))),
+        },
+        // What a client of the gateway would be told.
+        Err(e) => {
+            let status = match &e {
+                CallError::Cold(_) => 503,
+                CallError::Timeout { .. } => 504,
+                CallError::Unreachable { .. } => 502,
+            };
+            Ok(plain(status, format!("{e}\n")))
+        }
+    }
+}
+
+fn response(head: InvokeResponse, body: Bytes) -> Result<Sent, Error> {
+    let mut builder = http::Response::builder().status(head.status);
+    for (k, v) in &head.headers {
+        if !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
+            builder = builder.header(k, v);
+        }
+    }
+    let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
+    let resp = builder.body(body).map_err(|_| Error::HttpProtocolError)?;
+    Ok((resp, Box::new(async { Ok(()) })))
+}
+
+fn plain(status: u16, text: String) -> Sent {
+    let body = Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync();
+    let resp = http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body)
+        .expect("a fixed response head is valid");
+    (resp, Box::new(async { Ok(()) }))
+}
