@@ -6,7 +6,7 @@
 //! count their connections.
 
 use std::time::{Duration, Instant};
-use tern_tests::{Answer, TernUp, TestCa, Upstream, eventually, guest};
+use tern_tests::{Answer, Cluster, ClusterOptions, TernUp, TestCa, Upstream, eventually, guest};
 
 fn fetch(up: &TernUp, name: &str, extra: &[&str]) {
     let route = format!("/{name}");
@@ -18,7 +18,11 @@ fn fetch(up: &TernUp, name: &str, extra: &[&str]) {
 
 /// `describe`'s outbound counters once `ready` holds of them (workers
 /// report them in their once-a-second heartbeats).
-fn outbound(up: &TernUp, name: &str, ready: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn outbound(
+    up: &tern_tests::Client,
+    name: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let mut o = serde_json::Value::Null;
     eventually(Duration::from_secs(5), || {
         o = up.describe(name)["outbound"].clone();
@@ -193,4 +197,109 @@ fn a_failing_upstream_trips_the_breaker_until_a_probe_succeeds() {
     assert_eq!(up.get(&url).status, 200);
     let o = outbound(&up, "flaky", |o| o["breakers"].as_array().is_some_and(|b| b.is_empty()));
     assert!(o["breakers"].as_array().unwrap().is_empty(), "{o}");
+}
+
+/// a → b → c over `NAME.tern.internal`, each granted only the next.
+fn deploy_chain(c: &tern_tests::Client) {
+    let f = guest("fetch");
+    c.deploy(&f, "c", &["--env", "NAME=c", "--idle", "1s"]);
+    c.deploy(
+        &f,
+        "b",
+        &[
+            "--env",
+            "NAME=b",
+            "--env",
+            "NEXT=http://c.tern.internal/from-b",
+            "--allow-outbound",
+            "http://c.tern.internal",
+            "--idle",
+            "1s",
+        ],
+    );
+    c.deploy(
+        &f,
+        "a",
+        &[
+            "--route",
+            "/a",
+            "--env",
+            "NAME=a",
+            "--env",
+            "NEXT=http://b.tern.internal/from-a",
+            "--allow-outbound",
+            "http://b.tern.internal",
+        ],
+    );
+    c.deploy(
+        &f,
+        "loop",
+        &[
+            "--route",
+            "/loop",
+            "--env",
+            "NAME=loop",
+            "--env",
+            "NEXT=http://loop.tern.internal/",
+            "--allow-outbound",
+            "http://loop.tern.internal",
+        ],
+    );
+}
+
+/// b and c at zero; one request to a wakes both and comes back through
+/// them; a → a → … ends with 508; a may call only b.
+fn check_chain(c: &tern_tests::Client) {
+    for f in ["b", "c"] {
+        assert!(
+            eventually(Duration::from_secs(10), || c.describe(f)["replicas"] == 0),
+            "{f} did not scale to zero"
+        );
+    }
+    let r = c.get("/a");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "end from c\nvia b\nvia a\n");
+    for f in ["b", "c"] {
+        assert!(c.describe(f)["scale"]["cold_starts"].as_u64().unwrap() >= 1, "{f} was not woken");
+    }
+    let o = outbound(c, "a", |o| o["calls"] == 1);
+    assert_eq!(o["errors"], 0, "{o}");
+
+    let r = c.get("/loop");
+    assert_eq!(r.status, 508, "{}", r.body);
+    assert!(r.body.starts_with("loop detected: calls between functions went 10 deep"), "{}", r.body);
+    assert!(r.body.ends_with("via loop\n".repeat(10).as_str()), "{}", r.body);
+
+    let r = c.get("/a?url=http://c.tern.internal/");
+    assert!(r.body.contains("HttpRequestDenied"), "{}", r.body);
+    let r = c.get("/a?url=http://b.tern.internal/?url=http://nobody.tern.internal/");
+    assert!(r.body.contains("HttpRequestDenied"), "b may call only c: {}", r.body);
+}
+
+#[test]
+fn functions_call_functions_through_the_invoke_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short autoscaler windows: b and c reach zero in seconds.
+    let up = TernUp::start_with(&dir.path().join("data"), &["--stable-window", "2s", "--panic-window", "1s"]);
+    deploy_chain(&up);
+    check_chain(&up);
+}
+
+#[test]
+fn in_a_cluster_workers_reach_out_and_call_functions_with_their_own_permissions() {
+    let c = Cluster::start_opts(ClusterOptions {
+        workers: 2,
+        scheduler_args: &["--stable-window", "2s", "--panic-window", "1s"],
+        nats_users: true,
+        ..Default::default()
+    });
+    deploy_chain(&c);
+    check_chain(&c);
+
+    let upstream = Upstream::start();
+    let grant = upstream.url("http");
+    c.deploy(&guest("fetch"), "out", &["--route", "/out", "--allow-outbound", &grant]);
+    let r = c.get(&format!("/out?url={grant}/x"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.starts_with("upstream saw GET /x"), "{}", r.body);
 }
