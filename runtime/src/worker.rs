@@ -282,6 +282,7 @@ impl Worker {
             patterns: a.allow_outbound.iter().filter_map(|p| OutboundPattern::parse(p).ok()).collect(),
             max_body: a.max_outbound_body,
             max_internal_body: self.body_limit,
+            pool: Default::default(),
         });
         let settings = Settings {
             name: a.function.clone(),

@@ -72,16 +72,22 @@ impl Default for TestCa {
 }
 
 impl Upstream {
+    /// One request per connection.
     pub fn start() -> Upstream {
-        Self::serve(None)
+        Self::serve(None, false)
     }
 
-    /// HTTPS with a certificate from `ca`.
+    /// Connections kept alive for more requests.
+    pub fn start_keep_alive() -> Upstream {
+        Self::serve(None, true)
+    }
+
+    /// HTTPS with a certificate from `ca`, connections kept alive.
     pub fn start_tls(ca: &TestCa) -> Upstream {
-        Self::serve(Some(ca.server_config()))
+        Self::serve(Some(ca.server_config()), true)
     }
 
-    fn serve(tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+    fn serve(tls: Option<Arc<rustls::ServerConfig>>, keep_alive: bool) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -95,15 +101,15 @@ impl Upstream {
                 }
                 let Ok(conn) = conn else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let answer = a.lock().unwrap().clone();
+                let answer = a.clone();
                 let tls = tls.clone();
                 std::thread::spawn(move || {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
                     match tls {
-                        None => handle(conn, answer),
+                        None => handle(conn, answer, keep_alive),
                         Some(config) => {
                             let Ok(session) = rustls::ServerConnection::new(config) else { return };
-                            handle(rustls::StreamOwned::new(session, conn), answer)
+                            handle(rustls::StreamOwned::new(session, conn), answer, keep_alive)
                         }
                     }
                 });
@@ -133,49 +139,61 @@ impl Drop for Upstream {
     }
 }
 
-/// One request, one answer, and the connection closes.
-fn handle(mut conn: impl Read + Write, answer: Answer) {
+/// Requests and answers; the connection closes after one unless the
+/// upstream keeps connections alive.
+fn handle(mut conn: impl Read + Write, answers: Arc<Mutex<Answer>>, keep_alive: bool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+        buf.drain(..head_end + length);
+        let line = head.lines().next().unwrap_or_default().to_string();
+        let answer = answers.lock().unwrap().clone();
+        let (status, body) = match answer {
+            Answer::Status(s) => (s, format!("upstream saw {line} with {length} bytes\n").into_bytes()),
+            Answer::Slow(d) => {
+                std::thread::sleep(d);
+                (200, b"slow\n".to_vec())
+            }
+            Answer::Huge(n) => (200, vec![b'x'; n]),
+        };
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n",
+            body.len()
+        );
+        if conn.write_all(head.as_bytes()).is_err() {
+            return;
         }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        for c in body.chunks(64 * 1024) {
+            if conn.write_all(c).is_err() {
+                return;
+            }
         }
-    }
-    let line = head.lines().next().unwrap_or_default().to_string();
-    let (status, body) = match answer {
-        Answer::Status(s) => (s, format!("upstream saw {line} with {length} bytes\n").into_bytes()),
-        Answer::Slow(d) => {
-            std::thread::sleep(d);
-            (200, b"slow\n".to_vec())
-        }
-        Answer::Huge(n) => (200, vec![b'x'; n]),
-    };
-    let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-    if conn.write_all(head.as_bytes()).is_err() {
-        return;
-    }
-    for c in body.chunks(64 * 1024) {
-        if conn.write_all(c).is_err() {
+        let _ = conn.flush();
+        if !keep_alive {
             return;
         }
     }
-    let _ = conn.flush();
 }

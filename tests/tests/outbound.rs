@@ -114,6 +114,10 @@ fn https_is_verified_against_the_platform_roots_and_outbound_ca() {
     let r = up.get(&format!("/tls?url={}/secure", grant(&trusted)));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.starts_with("upstream saw GET /secure"), "{}", r.body);
+    // The connection is kept alive: a second call reuses it (no second
+    // TCP and TLS handshake).
+    assert_eq!(up.get(&format!("/tls?url={}/again", grant(&trusted))).status, 200);
+    assert_eq!(trusted.connections(), 1, "a kept-alive connection was not reused");
     let r = up.get(&format!("/tls?url={}/secure", grant(&untrusted)));
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("TlsCertificateError"), "{}", r.body);

@@ -15,6 +15,7 @@
 mod address;
 pub mod breaker;
 mod internal;
+mod pool;
 mod send;
 
 pub use breaker::BreakerConfig;
@@ -146,6 +147,8 @@ pub struct OutboundGrant {
     /// Largest request body a call to another function may carry (one
     /// bus message).
     pub(crate) max_internal_body: usize,
+    /// Kept-alive connections to its upstreams.
+    pub(crate) pool: pool::Pool,
 }
 
 /// Lines an invocation's outbound requests add to its log, at most; past

@@ -5,13 +5,14 @@
 //! function's `--max-outbound-body`.
 
 use super::address::is_private;
+use super::pool::Conn;
 use super::{Call, Notes, OutboundError, OutboundGrant, Sent};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -88,8 +89,10 @@ pub(super) async fn resolve(call: &Call) -> Result<Vec<SocketAddr>, Error> {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// Sends `req` to the first of `addrs` that answers; the response comes
-/// back with the future that drives the connection while the body is read.
+/// Sends `req` over a kept-alive connection to the upstream if the
+/// function's pool has one, else a new one to the first of `addrs` that
+/// answers. The response body gives its connection back to the pool when
+/// it has been read to the end.
 pub(super) async fn call(
     call: &Call,
     addrs: Vec<SocketAddr>,
@@ -101,54 +104,35 @@ pub(super) async fn call(
     let connect_timeout = within(options.and_then(|o| o.connect_timeout));
     let first_byte_timeout = within(options.and_then(|o| o.first_byte_timeout));
 
-    let tcp = tokio::time::timeout(connect_timeout, connect(&addrs))
-        .await
-        .map_err(|_| Error::ConnectionTimeout)??;
-    let stream: Box<dyn Stream> = if call.upstream.scheme == "https" {
-        let name = match call.upstream.host.parse::<IpAddr>() {
-            Ok(ip) => ServerName::from(ip),
-            Err(_) => {
-                ServerName::try_from(call.upstream.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?
-            }
-        };
-        let tls = call.grant.shared.tls.connect(name, tcp);
-        Box::new(
-            tokio::time::timeout(connect_timeout, tls)
-                .await
-                .map_err(|_| Error::ConnectionTimeout)?
-                .map_err(tls_error)?,
-        )
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) =
-        tokio::time::timeout(connect_timeout, hyper::client::conn::http1::handshake(TokioIo::new(stream)))
-            .await
-            .map_err(|_| Error::ConnectionTimeout)??;
-
     // The request line carries the path; the authority is in Host.
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
     *req.uri_mut() = http::Uri::try_from(path).map_err(|_| Error::HttpRequestUriInvalid)?;
-    let req = req.map(|b| super::count_request(b, call.grant.net.clone()));
+    let mut req = req.map(|b| super::count_request(b, call.grant.net.clone()));
 
-    // Wait for the response head while driving the connection, as
-    // wasmtime-wasi-http's default sender does.
-    let mut send = pin!(tokio::time::timeout(first_byte_timeout, sender.send_request(req)));
-    let mut conn = Some(conn);
-    let res = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
-        Poll::Ready(r) => Poll::Ready(r),
-        Poll::Pending => {
-            let Some(c) = conn.as_mut() else { return Poll::Pending };
-            let done = ready!(Pin::new(c).poll(cx));
-            conn = None;
-            match done {
-                Ok(()) => send.as_mut().poll(cx),
-                Err(e) => Poll::Ready(Ok(Err(e))),
-            }
+    let key = format!("{}://{}", call.upstream.scheme, call.upstream.authority());
+    let pool = &call.grant.pool;
+    let (conn, res) = loop {
+        let (mut conn, pooled) = match pool.take(&key) {
+            Some(c) => (c, true),
+            None => (open(call, &addrs, connect_timeout).await?, false),
+        };
+        // A kept-alive connection is ready once it has read the end of its
+        // last response; one the upstream closed is not.
+        if pooled && conn.sender.ready().await.is_err() {
+            continue;
         }
-    })
-    .await
-    .map_err(|_| Error::ConnectionReadTimeout)??;
+        let sent = tokio::time::timeout(first_byte_timeout, conn.sender.try_send_request(req)).await;
+        match sent {
+            Err(_) => return Err(Error::ConnectionReadTimeout),
+            Ok(Ok(res)) => break (conn, res),
+            // A kept-alive connection the upstream closed meanwhile, before
+            // the request went out: try again on another.
+            Ok(Err(mut e)) if pooled && e.message().is_some() => {
+                req = e.take_message().expect("checked");
+            }
+            Ok(Err(e)) => return Err(Error::from(e.into_error())),
+        }
+    };
 
     let max = call.grant.max_body;
     if let Some(len) =
@@ -161,13 +145,47 @@ pub(super) async fn call(
         ));
         return Err(Error::HttpResponseBodySize(Some(len)));
     }
-    let io = async move {
-        match conn {
-            Some(c) => c.await.map_err(Error::from),
-            None => Ok(()),
-        }
+    let (parts, body) = res.into_parts();
+    let back = GiveBack {
+        inner: body.map_err(Error::from).boxed_unsync(),
+        conn: Some(conn),
+        grant: call.grant.clone(),
+        key,
     };
-    Ok((res.map(|b| b.map_err(Error::from).boxed_unsync()), Box::new(io)))
+    Ok((http::Response::from_parts(parts, back.boxed_unsync()), Box::new(async { Ok(()) })))
+}
+
+/// A new connection to the first of `addrs` that answers, TLS if https,
+/// driven by a task of its own.
+async fn open(call: &Call, addrs: &[SocketAddr], timeout: std::time::Duration) -> Result<Conn, Error> {
+    let tcp = tokio::time::timeout(timeout, connect(addrs)).await.map_err(|_| Error::ConnectionTimeout)??;
+    let stream: Box<dyn Stream> = if call.upstream.scheme == "https" {
+        let name = match call.upstream.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::from(ip),
+            Err(_) => {
+                ServerName::try_from(call.upstream.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?
+            }
+        };
+        let tls = call.grant.shared.tls.connect(name, tcp);
+        Box::new(
+            tokio::time::timeout(timeout, tls)
+                .await
+                .map_err(|_| Error::ConnectionTimeout)?
+                .map_err(tls_error)?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let (sender, connection) =
+        tokio::time::timeout(timeout, hyper::client::conn::http1::handshake(TokioIo::new(stream)))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)??;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("outbound connection ended: {e}");
+        }
+    });
+    Ok(Conn::new(sender, task))
 }
 
 async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, Error> {
@@ -196,6 +214,46 @@ fn tls_error(e: std::io::Error) -> Error {
             alert_message: Some(format!("{alert:?}")),
         },
         _ => Error::Tls(e),
+    }
+}
+
+/// An upstream's response body that gives its connection back to the
+/// function's pool once read to the end; dropped before that, the
+/// connection is closed.
+struct GiveBack {
+    inner: WasiBody,
+    conn: Option<Conn>,
+    grant: Arc<OutboundGrant>,
+    key: String,
+}
+
+impl Body for GiveBack {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            None => {
+                if let Some(conn) = self.conn.take() {
+                    self.grant.pool.put(&self.key, conn);
+                }
+            }
+            Some(Err(_)) => self.conn = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
