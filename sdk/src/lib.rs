@@ -41,12 +41,17 @@
 //!
 //! Events: [`publish`] publishes on the subjects the function was granted
 //! (`--allow-publish SUBJECT`), through `tern:events/publisher`.
+//!
+//! Reaching out: [`fetch`] sends HTTP requests to the hosts the function
+//! was granted (`--allow-outbound PATTERN`), and calls other functions at
+//! `http://NAME.tern.internal`.
 
 pub use http;
 pub use wasi;
 
 pub mod config;
 pub mod event;
+pub mod fetch;
 pub mod kv;
 pub mod publish;
 mod router;

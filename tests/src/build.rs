@@ -24,6 +24,7 @@ const GUESTS: &[&str] = &[
     "shortener",
     "publisher",
     "fetch",
+    "checkout",
 ];
 
 /// Builds the `tern` binary and the guests once per test binary, so the

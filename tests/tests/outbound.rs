@@ -307,3 +307,28 @@ fn in_a_cluster_workers_reach_out_and_call_functions_with_their_own_permissions(
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.starts_with("upstream saw GET /x"), "{}", r.body);
 }
+
+#[test]
+fn the_checkout_example_calls_the_shortener_and_publishes_an_order() {
+    let (_dir, up) = TernUp::start_temp();
+    up.deploy(&guest("shortener"), "shortener", &["--route", "/s", "--route", "/s/*", "--kv", "links"]);
+    up.deploy(&guest("audit"), "audit", &["--on-event", "orders.>"]);
+    let grants = ["--allow-outbound", "http://shortener.tern.internal", "--allow-publish", "orders.created"];
+    let out = up.deploy(&guest("checkout"), "checkout", &[&["--route", "/checkout"][..], &grants].concat());
+    assert!(out.contains("reaches: http://shortener.tern.internal"), "{out}");
+
+    let r = up.post("/checkout", r#"{"total": 12.5}"#);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let placed = r.json();
+    let id = placed["id"].as_u64().unwrap();
+    let receipt = placed["receipt"].as_str().unwrap();
+    let stats = up.get(&format!("{receipt}/stats")).json();
+    assert_eq!(stats["url"], format!("https://shop.example/orders/{id}"));
+    let line = format!("orders.created order {id} total 12.50");
+    assert!(
+        eventually(Duration::from_secs(10), || up.tern_ok(&["logs", "audit"]).contains(&line)),
+        "audit never logged the order: {}",
+        up.tern_ok(&["logs", "audit"])
+    );
+    assert_eq!(up.post("/checkout", "not json").status, 400);
+}
