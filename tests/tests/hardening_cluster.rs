@@ -102,3 +102,20 @@ fn js_replicas_reaches_jetstream() {
     assert!(!child.wait().unwrap().success());
     assert!(err.contains("--js-replicas"), "{err}");
 }
+
+/// Workers may wake functions for calls between functions, and no other
+/// scheduler operation: a new operation must be denied to them by name
+/// (NATS wildcards cannot say "all but wake").
+#[test]
+fn the_shipped_worker_user_may_ask_the_scheduler_only_to_wake() {
+    use tern_protocol::subject::{SchedulerOp, scheduler};
+    let conf =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats-users.conf")).unwrap();
+    let worker = &conf[conf.find("user: worker").unwrap()..];
+    let deny = &worker[worker.find("deny:").unwrap()..worker.find("subscribe:").unwrap()];
+    for op in SchedulerOp::ALL {
+        let quoted = format!("\"{}\"", scheduler(op));
+        assert_eq!(deny.contains(&quoted), op != SchedulerOp::Wake, "{quoted} in the worker's deny list");
+    }
+    assert!(!deny.contains("\"tern.v1.invoke.>\""), "workers call functions");
+}

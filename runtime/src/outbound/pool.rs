@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use wasmtime_wasi_http::WasiBody;
 
-/// Idle connections kept per upstream, at most.
-const MAX_IDLE_PER_UPSTREAM: usize = 32;
+/// Idle connections kept per upstream, at most: enough for a function
+/// calling one API from 128 instances at once without a new handshake.
+const MAX_IDLE_PER_UPSTREAM: usize = 128;
+/// Idle connections kept over all upstreams, at most (each is a socket).
+const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upstreams with idle connections, at most (a guest picks its hosts).
@@ -42,21 +45,29 @@ impl Drop for Conn {
 
 #[derive(Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<String, Vec<(Conn, Instant)>>>,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_upstream: HashMap<String, Vec<(Conn, Instant)>>,
+    count: usize,
 }
 
 impl Pool {
     /// A live idle connection to `upstream` (`scheme://host:port`), if any.
     pub(crate) fn take(&self, upstream: &str) -> Option<Conn> {
         let mut idle = self.idle.lock();
-        let list = idle.get_mut(upstream)?;
+        let Idle { by_upstream, count } = &mut *idle;
+        let list = by_upstream.get_mut(upstream)?;
         let now = Instant::now();
         while let Some((conn, since)) = list.pop() {
+            *count -= 1;
             if now.duration_since(since) < IDLE_TIMEOUT && !conn.sender.is_closed() {
                 return Some(conn);
             }
         }
-        idle.remove(upstream);
+        by_upstream.remove(upstream);
         None
     }
 
@@ -66,12 +77,14 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock();
-        if !idle.contains_key(upstream) && idle.len() >= MAX_UPSTREAMS {
+        let Idle { by_upstream, count } = &mut *idle;
+        if *count >= MAX_IDLE || (!by_upstream.contains_key(upstream) && by_upstream.len() >= MAX_UPSTREAMS) {
             return;
         }
-        let list = idle.entry(upstream.to_string()).or_default();
+        let list = by_upstream.entry(upstream.to_string()).or_default();
         if list.len() < MAX_IDLE_PER_UPSTREAM {
             list.push((conn, Instant::now()));
+            *count += 1;
         }
     }
 }
