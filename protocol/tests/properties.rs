@@ -84,10 +84,10 @@ proptest! {
 
     #[test]
     fn cron_parses_anything_without_panicking(text in "[0-9*/,@a-z -]{0,30}", after in 0u64..4_000_000_000) {
-        if let Ok(s) = cron::Schedule::parse(&text) {
-            if let Some(next) = s.next_after(after) {
-                prop_assert!(next > after);
-            }
+        if let Ok(s) = cron::Schedule::parse(&text)
+            && let Some(next) = s.next_after(after)
+        {
+            prop_assert!(next > after);
         }
     }
 

@@ -30,15 +30,10 @@ impl std::ops::Deref for InProcess {
 }
 
 /// Settings a test may change; the defaults are `tern up`'s.
+#[derive(Default)]
 pub struct Options {
     pub scale: ScaleConfig,
     pub activator: ActivatorConfig,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { scale: ScaleConfig::default(), activator: ActivatorConfig::default() }
-    }
 }
 
 impl InProcess {
