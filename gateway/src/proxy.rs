@@ -7,21 +7,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use tern_invoke::{CallError, Invoker};
+use tern_invoke::{CallError, Invoker, headers};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
-
-/// Headers the gateway never forwards: they describe one hop, not the
-/// message (RFC 9110 §7.6.1), or are recomputed from the body.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
 
 /// Where and how to send one request.
 pub struct Target<'a> {
@@ -39,12 +26,7 @@ pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incomin
         Ok(b) => b,
         Err(e) => return text(e.status(), e.to_string()),
     };
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
+    let headers = headers::forwarded(&parts.headers);
     let head = InvokeRequest { method: parts.method.as_str().to_string(), uri: target.uri, headers, hops: 0 };
     let payload = Frame::new(head, body).encode();
     let function = target.function;
@@ -66,13 +48,7 @@ pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incomin
 }
 
 fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
-    let mut builder = Response::builder().status(head.status);
-    for (k, v) in &head.headers {
-        if !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
-            builder = builder.header(k, v);
-        }
-    }
-    builder.body(Full::new(body).boxed_unsync()).unwrap_or_else(|e| {
-        text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
-    })
+    headers::response_head(head.status, &head.headers).body(Full::new(body).boxed_unsync()).unwrap_or_else(
+        |e| text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}")),
+    )
 }

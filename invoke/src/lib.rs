@@ -5,6 +5,7 @@
 //! replica is woken by the [`Activator`] while the call waits.
 
 pub mod activator;
+pub mod headers;
 pub mod invoker;
 pub mod scheduler_client;
 

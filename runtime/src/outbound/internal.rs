@@ -7,22 +7,10 @@
 use super::{Call, Sent};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tern_invoke::CallError;
+use tern_invoke::{CallError, headers};
 use tern_protocol::outbound::internal_function;
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS};
 use wasmtime_wasi_http::{Error, WasiBody};
-
-/// Headers that describe one connection, not the message.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
 
 pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Result<Sent, Error> {
     let Some(function) = internal_function(&call.upstream.host) else {
@@ -58,12 +46,7 @@ pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Resul
             });
         }
     };
-    let headers = parts
-        .headers
-        .iter()
-        .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
+    let headers = headers::forwarded(&parts.headers);
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers, hops };
     let payload = Frame::new(head, body).encode();
@@ -87,12 +70,7 @@ pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Resul
 }
 
 fn response(head: InvokeResponse, body: Bytes) -> Result<Sent, Error> {
-    let mut builder = http::Response::builder().status(head.status);
-    for (k, v) in &head.headers {
-        if !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
-            builder = builder.header(k, v);
-        }
-    }
+    let builder = headers::response_head(head.status, &head.headers);
     let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
     let resp = builder.body(body).map_err(|_| Error::HttpProtocolError)?;
     Ok((resp, Box::new(async { Ok(()) })))
