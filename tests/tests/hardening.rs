@@ -412,6 +412,14 @@ fn a_full_disk_refuses_writes_cleanly_and_reads_go_on() {
     // With room again, writes work again.
     drop(f);
     std::fs::remove_file(&filler).unwrap();
+    // The room comes back once the file's pages are released, which a
+    // loaded machine may take a moment to do.
+    let room = || tern_events::disk::free_bytes(disk.0.path()).unwrap();
+    assert!(
+        tern_tests::eventually(Duration::from_secs(10), || room() > 96 << 20),
+        "the disk has {} bytes free after the filler was removed",
+        room()
+    );
     up.deploy(&guest("json_api"), "api", &["--route", "/api/greet/:name"]);
     assert!(tern_tests::publish(&up.url, &up.token, "e.x", "data").is_ok());
 }
