@@ -5,10 +5,18 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use std::convert::Infallible;
 use std::time::Duration;
 
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// What the gateway answers with. A streamed body may break off (its
+/// worker died, its guest trapped): the error makes hyper end the response
+/// unfinished, so the client never takes a cut body for a whole one.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body of these bytes, whole.
+pub fn whole(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// A body that sends nothing for this long is given up on.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +98,7 @@ where
 }
 
 pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
+    let mut r = Response::new(whole(body));
     *r.status_mut() = status;
     r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
@@ -106,6 +114,7 @@ pub fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
 
     #[tokio::test]
     async fn a_body_past_its_limit_is_413_and_names_itself() {

@@ -21,6 +21,7 @@ pub mod dispatch;
 pub mod proxy;
 pub mod router;
 pub mod serving;
+pub mod stream;
 pub mod tls;
 pub mod token;
 pub mod triggers;
@@ -82,6 +83,8 @@ pub struct Gateway {
     scheduler: tern_invoke::SchedulerClient,
     serving: Arc<serving::Serving>,
     invoker: Arc<tern_invoke::Invoker>,
+    /// Where streamed response bodies arrive; set by [`Gateway::start`].
+    streams: std::sync::OnceLock<stream::Streams>,
     admin: admin::Admin,
 }
 
@@ -111,11 +114,13 @@ impl Gateway {
             body_limit: config.body_limit,
             kv,
         };
-        Arc::new(Gateway { config, bus, scheduler, serving, invoker, admin })
+        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams: Default::default(), admin })
     }
 
     /// Starts following the scheduler's serving table.
     pub async fn start(&self) -> Result<(), BusError> {
+        let streams = stream::Streams::open(self.bus.clone()).await?;
+        let _ = self.streams.set(streams);
         self.serving.follow(&*self.bus, self.scheduler.clone()).await
     }
 
@@ -223,7 +228,7 @@ impl Gateway {
             uri,
             body_limit: self.config.body_limit,
         };
-        proxy::forward(&self.invoker, target, req).await
+        proxy::forward(&self.invoker, self.streams.get(), target, req).await
     }
 }
 

@@ -3,9 +3,10 @@
 //! and the reply frame becomes the response.
 
 use crate::body::{self, Body, text};
+use crate::stream::Streams;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+
 use hyper::body::Incoming;
 use tern_invoke::{CallError, Invoker, headers};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
@@ -20,19 +21,46 @@ pub struct Target<'a> {
 }
 
 /// Sends `req` to a replica of the target function and relays its answer.
-pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incoming>) -> Response<Body> {
+/// With `streams`, a response body the guest is still writing when its
+/// head is ready streams to the client; without, it comes whole.
+pub async fn forward(
+    invoker: &Invoker,
+    streams: Option<&Streams>,
+    target: Target<'_>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = match body::read(body, target.body_limit, "request body").await {
         Ok(b) => b,
         Err(e) => return text(e.status(), e.to_string()),
     };
     let headers = headers::forwarded(&parts.headers);
-    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri: target.uri, headers, hops: 0 };
+    let mailbox = streams.map(Streams::mailbox);
+    let head = InvokeRequest {
+        method: parts.method.as_str().to_string(),
+        uri: target.uri,
+        headers,
+        hops: 0,
+        stream: mailbox.as_ref().map(|m| m.subject.clone()),
+    };
     let payload = Frame::new(head, body).encode();
     let function = target.function;
     match invoker.call(function, target.timeout_ms, payload).await {
         Ok(reply) => match Frame::<InvokeResponse>::decode(reply.payload) {
-            Ok(f) => to_response(f.header, f.body),
+            Ok(f) => match (streams, mailbox, f.header.stream.clone()) {
+                (Some(streams), Some(mailbox), Some(credit)) => {
+                    let body = streams.body(mailbox, credit, f.body);
+                    headers::response_head(f.header.status, &f.header.headers).body(body).unwrap_or_else(
+                        |e| {
+                            text(
+                                StatusCode::BAD_GATEWAY,
+                                format!("function sent an invalid response head: {e}"),
+                            )
+                        },
+                    )
+                }
+                _ => to_response(f.header, f.body),
+            },
             Err(e) => {
                 text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"))
             }
@@ -48,7 +76,7 @@ pub async fn forward(invoker: &Invoker, target: Target<'_>, req: Request<Incomin
 }
 
 fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
-    headers::response_head(head.status, &head.headers).body(Full::new(body).boxed_unsync()).unwrap_or_else(
-        |e| text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}")),
-    )
+    headers::response_head(head.status, &head.headers).body(body::whole(body)).unwrap_or_else(|e| {
+        text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
+    })
 }

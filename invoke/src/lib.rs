@@ -7,6 +7,7 @@
 pub mod activator;
 pub mod headers;
 pub mod invoker;
+pub mod mailbox;
 pub mod scheduler_client;
 
 pub use activator::{ActivateError, Activator};

@@ -103,6 +103,11 @@ pub struct InvokeRequest {
     /// [`MAX_HOPS`] the call is answered 508, so a cycle ends.
     #[serde(default)]
     pub hops: u32,
+    /// Where the caller takes a response body that does not fit the reply:
+    /// its chunks ([`StreamChunk`]) go to this subject. Absent: the caller
+    /// wants the whole body in the reply (events, calls between functions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 /// The deepest chain of calls between functions.
@@ -186,6 +191,52 @@ pub fn cap_error_text(mut text: String) -> String {
 pub struct InvokeResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// Set when more of the body follows as [`StreamChunk`]s on the
+    /// request's `stream` subject: where the worker takes the caller's
+    /// [`StreamCredit`]s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+/// Bytes of response body one stream chunk carries, at most.
+pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks a worker may send ahead of the caller's credits: with
+/// [`STREAM_CHUNK_BYTES`], at most 1 MiB in flight per stream.
+pub const STREAM_WINDOW: u32 = 16;
+/// A stream with nothing to send says it is alive this often, so a caller
+/// tells a stalled guest (still counted against its timeout by the worker)
+/// from a dead worker.
+pub const STREAM_KEEPALIVE_MS: u64 = 1_000;
+/// A caller that hears nothing on a stream for this long ends it.
+pub const STREAM_SILENCE_MS: u64 = 3_500;
+
+/// Header of one chunk of a streamed response body (the frame body is the
+/// bytes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamChunk {
+    /// 1 for the first chunk after the reply; keep-alives repeat the last.
+    pub seq: u64,
+    /// The body is complete after this chunk.
+    #[serde(default)]
+    pub end: bool,
+    /// The body broke off (a trap, a timeout): the caller ends its
+    /// response with an error, never as if complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Carries nothing; says the stream is alive.
+    #[serde(default)]
+    pub keepalive: bool,
+}
+
+/// From the caller to the worker about a streamed body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamCredit {
+    /// More chunks the caller has room for.
+    #[serde(default)]
+    pub grant: u32,
+    /// The caller went away: stop the guest.
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 /// A worker is told to serve a function version (load it if needed, swap to

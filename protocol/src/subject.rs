@@ -16,6 +16,25 @@ pub fn invoke_queue_group(function: &str) -> String {
     format!("replicas.{function}")
 }
 
+/// Chunks of streamed response bodies for one caller (a gateway), each
+/// stream a token under it: the caller subscribes to [`streams`] once.
+pub fn stream(owner: &str, id: u64) -> String {
+    format!("{PREFIX}.stream.{owner}.{id}")
+}
+
+pub fn streams(owner: &str) -> String {
+    format!("{PREFIX}.stream.{owner}.*")
+}
+
+/// Credits and cancels for the streams one worker sends.
+pub fn credit(owner: &str, id: u64) -> String {
+    format!("{PREFIX}.credit.{owner}.{id}")
+}
+
+pub fn credits(owner: &str) -> String {
+    format!("{PREFIX}.credit.{owner}.*")
+}
+
 /// Control requests the scheduler answers (deploy, list, describe, …).
 pub fn scheduler(op: SchedulerOp) -> String {
     format!("{PREFIX}.scheduler.{}", op.as_str())

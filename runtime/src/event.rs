@@ -112,7 +112,7 @@ impl EventFunction {
     async fn deliver(&self, delivery: EventDelivery, data: Bytes) -> (EventResult, Vec<LogRecord>) {
         let (id, attempt) = (delivery.id.clone(), delivery.attempt);
         let context = || format!("event {id} attempt {attempt}: ");
-        let Invoked { result, mut logs } = self.invoke((delivery, data), context).await;
+        let Invoked { result, mut logs, .. } = self.invoke((delivery, data), context).await;
         let transient = matches!(result, Err(Failure::Capacity));
         let error = match result {
             Ok(Ok(())) => None,

@@ -6,13 +6,19 @@
 use crate::host::Host;
 use crate::instance::{AbortOnDrop, Failed, Failure, Function, Invoked, Limits, World};
 use crate::load::LoadCounters;
-use bytes::Bytes;
+use crate::stream;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogRecord};
+use std::time::Duration;
+use tern_bus::{Bus, Message, respond};
+use tern_invoke::mailbox::Mailboxes;
+use tern_protocol::STREAM_CHUNK_BYTES;
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogRecord, LogStream, STREAM_WINDOW};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub struct Http {
     pre: ProxyPre<Host>,
@@ -29,9 +35,32 @@ impl Http {
     }
 }
 
+/// What an HTTP invocation answers with, after its head.
+pub enum Answer {
+    /// The whole body.
+    Whole(Bytes),
+    /// The start of a body the guest is still writing; see [`crate::stream`].
+    Streaming(Streaming),
+}
+
+/// A response body on its way out of a running guest.
+pub struct Streaming {
+    /// What was ready with the head.
+    pub first: Bytes,
+    pub rest: HyperOutgoingBody,
+    /// The guest; dropping this stops it and frees its instance.
+    pub(crate) task: AbortOnDrop<wasmtime::Result<()>>,
+    pub(crate) limits: Limits,
+}
+
+/// After the head, how long to wait for more of the body before deciding
+/// it streams: a guest that writes its whole body at once (most do) is
+/// done well within it, and answers in one message.
+const STREAM_DECIDE: Duration = Duration::from_millis(1);
+
 impl World for Http {
     type Input = (InvokeRequest, Bytes);
-    type Output = (InvokeResponse, Bytes);
+    type Output = (InvokeResponse, Answer);
 
     fn engine(&self) -> &Engine {
         self.pre.engine()
@@ -41,12 +70,18 @@ impl World for Http {
         req.hops
     }
 
+    fn still_running((_, answer): &Self::Output) -> bool {
+        matches!(answer, Answer::Streaming(_))
+    }
+
     async fn call(
         &self,
         mut store: Store<Host>,
         limits: Limits,
         (req, body): Self::Input,
     ) -> Result<Self::Output, Failed> {
+        // Only a caller that takes chunks gets them.
+        let may_stream = req.stream.is_some();
         let http_req = to_hyper_request(req, body).map_err(Failure::BadRequest)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let setup = (|| -> wasmtime::Result<_> {
@@ -80,7 +115,38 @@ impl World for Http {
             }
         };
 
-        let (parts, body) = head.into_parts();
+        let (parts, mut body) = head.into_parts();
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let status = parts.status.as_u16();
+        if may_stream {
+            let mut first = BytesMut::new();
+            loop {
+                match tokio::time::timeout(STREAM_DECIDE, body.frame()).await {
+                    Ok(None) => {
+                        return Ok((
+                            InvokeResponse { status, headers, stream: None },
+                            Answer::Whole(first.freeze()),
+                        ));
+                    }
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            first.extend_from_slice(&data);
+                        }
+                        if first.len() < STREAM_CHUNK_BYTES {
+                            continue;
+                        }
+                    }
+                    Ok(Some(Err(_))) => return Err(broken(&mut task, &limits, grace).await),
+                    Err(_) => {}
+                }
+                let streaming = Streaming { first: first.freeze(), rest: body, task, limits };
+                return Ok((InvokeResponse { status, headers, stream: None }, Answer::Streaming(streaming)));
+            }
+        }
         let collected = tokio::time::timeout_at(grace, Limited::new(body, self.body_limit).collect()).await;
         let body = match collected {
             Err(_) => return Err(limits.timed_out()),
@@ -88,14 +154,7 @@ impl World for Http {
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Err(Failure::ResponseTooLarge(self.body_limit).into());
             }
-            Ok(Err(_)) => {
-                // The body broke off: the guest trapped mid-stream.
-                return match tokio::time::timeout_at(grace, &mut task.0).await {
-                    Ok(Ok(Err(e))) => Err(limits.classify(e)),
-                    Err(_) => Err(limits.timed_out()),
-                    _ => Err(Failure::Trap("response body ended with an error".into()).into()),
-                };
-            }
+            Ok(Err(_)) => return Err(broken(&mut task, &limits, grace).await),
         };
         // The body is complete; a trap after this point does not change
         // what the client gets, but it belongs in the debug log.
@@ -103,34 +162,80 @@ impl World for Http {
             tracing::debug!("guest failed after its response was complete: {e:#}");
         }
 
-        let headers = parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        Ok((InvokeResponse { status: parts.status.as_u16(), headers }, body))
+        Ok((InvokeResponse { status, headers, stream: None }, Answer::Whole(body)))
+    }
+}
+
+/// Why a response body broke off: the guest trapped, or ran out of time.
+pub(crate) async fn broken(
+    task: &mut AbortOnDrop<wasmtime::Result<()>>,
+    limits: &Limits,
+    grace: tokio::time::Instant,
+) -> Failed {
+    match tokio::time::timeout_at(grace, &mut task.0).await {
+        Ok(Ok(Err(e))) => limits.classify(e),
+        Err(_) => limits.timed_out(),
+        _ => Failure::Trap("response body ended with an error".into()).into(),
     }
 }
 
 impl HttpFunction {
     /// Serves one invoke message: decode, run counted in `load`, encode the
     /// response or the failure's error response.
-    pub(crate) async fn serve(&self, payload: Bytes, load: &LoadCounters) -> (Bytes, Vec<LogRecord>) {
-        let frame = match Frame::<InvokeRequest>::decode(payload) {
+    pub(crate) async fn serve(
+        &self,
+        bus: &dyn Bus,
+        msg: &Message,
+        load: &LoadCounters,
+        credits: Option<&Mailboxes>,
+    ) -> Vec<LogRecord> {
+        let frame = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
             Ok(f) => f,
             Err(e) => {
                 let failure = Failure::BadRequest(format!("malformed invoke request: {e}"));
-                return (error_response(&failure), Vec::new());
+                reply(bus, msg, error_response(&failure)).await;
+                return Vec::new();
             }
         };
+        let stream_to = frame.header.stream.clone();
         let started = load.started();
-        let Invoked { result, logs } = self.invoke((frame.header, frame.body), String::new).await;
-        load.finished(started, result.is_err());
-        let reply = match result {
-            Ok((head, body)) => Frame::new(head, body).encode(),
-            Err(failure) => error_response(&failure),
-        };
-        (reply, logs)
+        let Invoked { result, mut logs, tail } = self.invoke((frame.header, frame.body), String::new).await;
+        match result {
+            Ok((mut head, Answer::Streaming(streaming))) => {
+                let (Some(credits), Some(to), Some(tail)) = (credits, stream_to, tail) else {
+                    // Only a request with a stream subject streams, and a
+                    // worker without its credit mailboxes never starts.
+                    load.finished(started, true);
+                    reply(bus, msg, error_response(&Failure::NoResponse)).await;
+                    return logs;
+                };
+                let mailbox = credits.mailbox(STREAM_WINDOW as usize + 4);
+                head.stream = Some(mailbox.subject.clone());
+                reply(bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
+                let outcome = stream::send(bus, &to, mailbox, streaming).await;
+                load.finished(started, outcome.is_err());
+                let log = self.log();
+                logs = tail.collect(&log);
+                if let Err(line) = outcome {
+                    logs.push(log.record(LogStream::Tern, line));
+                }
+            }
+            Ok((head, Answer::Whole(body))) => {
+                load.finished(started, false);
+                reply(bus, msg, Frame::new(head, body).encode()).await;
+            }
+            Err(failure) => {
+                load.finished(started, true);
+                reply(bus, msg, error_response(&failure)).await;
+            }
+        }
+        logs
+    }
+}
+
+async fn reply(bus: &dyn Bus, msg: &Message, payload: Bytes) {
+    if let Err(e) = respond(bus, msg, payload).await {
+        tracing::warn!("could not send a reply on {}: {e}", msg.subject);
     }
 }
 
@@ -138,6 +243,7 @@ fn error_response(failure: &Failure) -> Bytes {
     let head = InvokeResponse {
         status: failure.status(),
         headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        stream: None,
     };
     Frame::new(head, format!("{}\n", failure.public_message())).encode()
 }
@@ -184,6 +290,7 @@ mod tests {
             uri: uri.into(),
             headers: vec![("host".into(), host.into())],
             hops: 0,
+            stream: None,
         }
     }
 

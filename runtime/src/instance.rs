@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};
 use tokio::task::JoinHandle;
@@ -49,6 +49,12 @@ pub trait World: Send + Sync + 'static {
         0
     }
 
+    /// Whether the guest is still producing `output` (a streamed body)
+    /// when `call` returns.
+    fn still_running(_output: &Self::Output) -> bool {
+        false
+    }
+
     /// Instantiates the guest in `store` and calls it with `input`.
     fn call(
         &self,
@@ -71,6 +77,25 @@ pub struct Function<W> {
 pub struct Invoked<T> {
     pub result: Result<T, Failure>,
     pub logs: Vec<LogRecord>,
+    /// For an output whose guest is still running (a streamed body): its
+    /// log, to read once it is done.
+    pub tail: Option<LogTail>,
+}
+
+/// What an invocation writes to its log, read when it is over.
+pub struct LogTail {
+    stdout: CappedOutput,
+    stderr: CappedOutput,
+    notes: Notes,
+}
+
+impl LogTail {
+    /// The guest's output and Tern's outbound lines, as log records.
+    pub fn collect(&self, log: &LogSink<'_>) -> Vec<LogRecord> {
+        let mut logs = log.output(&self.stdout, &self.stderr);
+        logs.extend(self.notes.take().into_iter().map(|line| log.record(LogStream::Tern, line)));
+        logs
+    }
 }
 
 impl<W: World> Function<W> {
@@ -88,10 +113,10 @@ impl<W: World> Function<W> {
         let stdout = CappedOutput::new(LOG_CAPTURE_BYTES);
         let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
-        let deadline = Instant::now() + s.timeout;
+        let deadline = Deadline::new(Instant::now() + s.timeout);
         let state = State::new(s.grants.clone(), s.config.read().clone());
         let notes = Notes::default();
-        let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline, notes.clone());
+        let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline.clone(), notes.clone());
         let host =
             Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state, hooks);
         let memory_hit = host.limits.hit.clone();
@@ -101,8 +126,9 @@ impl<W: World> Function<W> {
         // cannot starve other requests on this thread) and traps once its
         // time is up.
         store.set_epoch_deadline(1);
+        let until = deadline.clone();
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+            if Instant::now() >= until.get() {
                 Err(Trap::Interrupt.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -110,9 +136,13 @@ impl<W: World> Function<W> {
         });
         let limits = Limits { deadline, timeout: s.timeout, memory_mib: s.memory_mib, memory_hit };
         let result = self.world.call(store, limits, input).await;
-        let log = LogSink { function: &self.name, version: self.version };
-        let mut logs = log.output(&stdout, &stderr);
-        logs.extend(notes.take().into_iter().map(|line| log.record(LogStream::Tern, line)));
+        let tail = LogTail { stdout, stderr, notes };
+        if matches!(&result, Ok(out) if W::still_running(out)) {
+            // The guest goes on writing: its log is read when it is done.
+            return Invoked { result: result.map_err(|f| f.0), logs: Vec::new(), tail: Some(tail) };
+        }
+        let log = self.log();
+        let mut logs = tail.collect(&log);
         let result = result.map_err(|Failed(failure, detail)| {
             let mut line = format!("{}{}", context(), failure.log_line());
             if let Some(d) = detail {
@@ -121,7 +151,7 @@ impl<W: World> Function<W> {
             logs.push(log.record(LogStream::Tern, line));
             failure
         });
-        Invoked { result, logs }
+        Invoked { result, logs, tail: None }
     }
 
     pub(crate) fn log(&self) -> LogSink<'_> {
@@ -138,9 +168,39 @@ impl From<Failure> for Failed {
     }
 }
 
+/// When an invocation's time is up. A streamed response moves it on with
+/// each chunk it sends (`--timeout` bounds the time between chunks), so it
+/// is shared between the guest's epoch check and the sender.
+#[derive(Clone)]
+pub struct Deadline {
+    base: Instant,
+    after_ms: Arc<AtomicU64>,
+}
+
+impl Deadline {
+    pub fn new(at: Instant) -> Self {
+        let base = Instant::now();
+        Deadline {
+            base,
+            after_ms: Arc::new(AtomicU64::new(at.saturating_duration_since(base).as_millis() as u64)),
+        }
+    }
+
+    pub fn get(&self) -> Instant {
+        self.base + Duration::from_millis(self.after_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves the deadline to `at`, if that is later.
+    pub fn extend_to(&self, at: Instant) {
+        self.after_ms
+            .fetch_max(at.saturating_duration_since(self.base).as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
 /// One invocation's limits, as a world's `call` needs them.
+#[derive(Clone)]
 pub struct Limits {
-    pub deadline: Instant,
+    pub deadline: Deadline,
     timeout: Duration,
     memory_mib: u32,
     memory_hit: Arc<AtomicBool>,
@@ -150,7 +210,11 @@ impl Limits {
     /// A guest blocked on the host (not spinning, so the epoch does not
     /// stop it) is given up on at this time.
     pub fn grace(&self) -> tokio::time::Instant {
-        (self.deadline + Duration::from_millis(50)).into()
+        (self.deadline.get() + Duration::from_millis(50)).into()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn timed_out(&self) -> Failed {
@@ -258,7 +322,7 @@ pub(crate) const LOG_BYTES_PER_INVOCATION: usize = 64 * 1024;
 pub(crate) const RECORD_OVERHEAD: usize = 64;
 
 /// Turns one invocation's output into the function's log records.
-pub(crate) struct LogSink<'a> {
+pub struct LogSink<'a> {
     pub function: &'a str,
     pub version: u64,
 }

@@ -22,6 +22,7 @@ mod lru;
 pub mod outbound;
 mod output;
 pub mod state;
+pub mod stream;
 pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};

@@ -15,7 +15,6 @@ use crate::log_limit::LogLimit;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
 use crate::{Runtime, fetch, host::Host};
-use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
+use tern_invoke::mailbox::Mailboxes;
 use tern_invoke::{Activator, Invoker, SchedulerClient};
 use tern_kv::KvStore;
 use tern_protocol::nats_subject::SubjectPattern;
@@ -64,6 +64,8 @@ pub struct Worker {
     events: Option<Arc<dyn EventLog>>,
     /// Outbound HTTP and calls between functions.
     outbound: Arc<Outbound>,
+    /// Where callers' credits for streamed bodies arrive; set by `start`.
+    credits: std::sync::OnceLock<Arc<Mailboxes>>,
     body_limit: usize,
     functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -118,11 +120,24 @@ impl Handler {
         }
     }
 
-    /// One invoke message in, its reply and the log records out.
-    async fn serve(&self, payload: Bytes, load: &LoadCounters) -> (Bytes, Vec<LogRecord>) {
+    /// Answers one invoke message (a streamed body included); the log
+    /// records out.
+    async fn serve(
+        &self,
+        bus: &dyn Bus,
+        msg: &Message,
+        load: &LoadCounters,
+        credits: Option<&Mailboxes>,
+    ) -> Vec<LogRecord> {
         match self {
-            Handler::Http(f) => f.serve(payload, load).await,
-            Handler::Event(f) => f.serve(payload, load).await,
+            Handler::Http(f) => f.serve(bus, msg, load, credits).await,
+            Handler::Event(f) => {
+                let (reply, logs) = f.serve(msg.payload.clone(), load).await;
+                if let Err(e) = respond(bus, msg, reply).await {
+                    tracing::warn!(function = %f.name, "could not send reply: {e}");
+                }
+                logs
+            }
         }
     }
 }
@@ -147,6 +162,7 @@ impl Worker {
             kv,
             events,
             outbound,
+            credits: Default::default(),
             body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
                 boot: format!("{:016x}", tern_protocol::id::random_u64()),
@@ -170,6 +186,8 @@ impl Worker {
         let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
         let mut secrets = self.bus.subscribe(&subject::worker_secrets(node)).await?;
+        let credits = Mailboxes::open(&*self.bus, subject::credits, subject::credit).await?;
+        let _ = self.credits.set(credits);
 
         let me = self.clone();
         // Control messages are handled one at a time, so two versions of a
@@ -332,7 +350,8 @@ impl Worker {
         let current = Arc::new(RwLock::new(function));
         let load = Arc::new(LoadCounters::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone()));
+        let credits = self.credits.get().cloned();
+        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone(), credits));
         let loaded = Loaded {
             version: a.version,
             current,
@@ -418,6 +437,7 @@ async fn serve(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     current: Arc<RwLock<Handler>>,
     load: Arc<LoadCounters>,
+    credits: Option<Arc<Mailboxes>>,
 ) {
     let mut draining = false;
     // Per function on this worker, across its versions.
@@ -439,15 +459,13 @@ async fn serve(
         let bus = bus.clone();
         let load = load.clone();
         let log_limit = log_limit.clone();
+        let credits = credits.clone();
         tokio::spawn(async move {
-            let (reply, logs) = function.serve(msg.payload.clone(), &load).await;
+            let logs = function.serve(&*bus, &msg, &load, credits.as_deref()).await;
             let logs = log_limit.admit(logs);
             if !logs.is_empty() {
                 let logs = serde_json::to_vec(&logs).expect("serialise logs");
                 let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
-            }
-            if let Err(e) = respond(&*bus, &msg, reply).await {
-                tracing::warn!(function = function.name(), "could not send reply: {e}");
             }
         });
     }

@@ -25,6 +25,7 @@ const GUESTS: &[&str] = &[
     "publisher",
     "fetch",
     "checkout",
+    "stream",
 ];
 
 /// Builds the `tern` binary and the guests once per test binary, so the

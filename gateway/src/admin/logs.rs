@@ -96,7 +96,7 @@ impl Admin {
         };
         let rx = follow_live(live, backlog, FOLLOW_BUFFER);
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-            .map(|b| Ok::<_, std::convert::Infallible>(BodyFrame::data(b)));
+            .map(|b| Ok::<_, crate::body::BoxError>(BodyFrame::data(b)));
         let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
         r.headers_mut()
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));

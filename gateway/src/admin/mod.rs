@@ -253,6 +253,6 @@ impl Admin {
             uri: path,
             body_limit: self.body_limit,
         };
-        proxy::forward(&self.invoker, target, req).await
+        proxy::forward(&self.invoker, None, target, req).await
     }
 }

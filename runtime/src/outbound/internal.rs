@@ -48,7 +48,7 @@ pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Resul
     };
     let headers = headers::forwarded(&parts.headers);
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers, hops };
+    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers, hops, stream: None };
     let payload = Frame::new(head, body).encode();
 
     let remaining_ms = call.remaining().as_millis() as u64;

@@ -20,6 +20,7 @@ mod send;
 
 pub use breaker::BreakerConfig;
 
+use crate::instance::Deadline;
 use breaker::{Admit, Breakers};
 use parking_lot::Mutex;
 use rustls::pki_types::CertificateDer;
@@ -185,13 +186,18 @@ impl Notes {
 pub(crate) struct OutboundHooks {
     grant: Option<Arc<OutboundGrant>>,
     hops: u32,
-    deadline: Instant,
+    deadline: Deadline,
     open: Arc<Semaphore>,
     notes: Notes,
 }
 
 impl OutboundHooks {
-    pub(crate) fn new(grant: Option<Arc<OutboundGrant>>, hops: u32, deadline: Instant, notes: Notes) -> Self {
+    pub(crate) fn new(
+        grant: Option<Arc<OutboundGrant>>,
+        hops: u32,
+        deadline: Deadline,
+        notes: Notes,
+    ) -> Self {
         let permits = grant.as_ref().map_or(0, |g| g.shared.config.max_concurrent);
         OutboundHooks { grant, hops, deadline, open: Arc::new(Semaphore::new(permits)), notes }
     }
@@ -267,7 +273,15 @@ impl WasiHttpHooks for OutboundHooks {
             ));
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
-        let call = Call { grant, upstream, granted, hops: self.hops, deadline: self.deadline, notes, permit };
+        let call = Call {
+            grant,
+            upstream,
+            granted,
+            hops: self.hops,
+            deadline: self.deadline.clone(),
+            notes,
+            permit,
+        };
         Box::new(call.run(request, options))
     }
 }
@@ -280,7 +294,7 @@ pub(crate) struct Call {
     /// it may reach).
     granted: Vec<OutboundPattern>,
     hops: u32,
-    deadline: Instant,
+    deadline: Deadline,
     notes: Notes,
     /// Held until the response body is done with.
     permit: OwnedSemaphorePermit,
@@ -345,7 +359,7 @@ impl Call {
     }
 
     pub(crate) fn remaining(&self) -> std::time::Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline.get().saturating_duration_since(Instant::now())
     }
 }
 

@@ -1,0 +1,159 @@
+//! Sending the rest of a streamed response body to the caller as the
+//! guest writes it: chunks of at most [`STREAM_CHUNK_BYTES`] on the
+//! caller's stream subject, never more than the caller's credits allow
+//! ([`STREAM_WINDOW`] to start, one more per chunk it passed on), so a slow
+//! client pauses the guest instead of filling memory here.
+//!
+//! Time: each chunk moves the guest's deadline to `--timeout` from now, so
+//! the timeout bounds the time between chunks, and a stream ends within
+//! [`MAX_STREAM_DURATION`] in all. A caller that cancels (its client went
+//! away) or stops granting credits for a timeout stops the guest: the
+//! instance is dropped with the [`Streaming`] it lives in.
+
+use crate::http::{Streaming, broken};
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
+use tern_bus::Bus;
+use tern_invoke::mailbox::Mailbox;
+use tern_protocol::{
+    Frame, STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_WINDOW, StreamChunk, StreamCredit,
+};
+
+/// The longest a streamed response may take in all.
+pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(15 * 60);
+
+/// Sends the rest of `s` to `to`. Err carries the line for the function's
+/// log when the stream did not end with the whole body.
+pub(crate) async fn send(
+    bus: &dyn Bus,
+    to: &str,
+    mut credits: Mailbox,
+    mut s: Streaming,
+) -> Result<(), String> {
+    let ends_by = Instant::now() + MAX_STREAM_DURATION;
+    let keepalive = Duration::from_millis(STREAM_KEEPALIVE_MS);
+    let mut out = Sender { bus, to, seq: 0 };
+    let mut room = STREAM_WINDOW;
+    loop {
+        // Wait for room to send, taking credits and a cancel as they come.
+        while room == 0 {
+            let grace = s.limits.grace();
+            tokio::select! {
+                m = credits.rx.recv() => match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
+                    Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
+                    Some(Ok(c)) => room += c.grant,
+                    Some(Err(_)) => {}
+                    None => return Err("the worker is shutting down".into()),
+                },
+                _ = tokio::time::sleep_until(grace) => {
+                    out.fail("the client stopped reading").await;
+                    return Err(format!(
+                        "the client read nothing for {:?} (the function's timeout); the guest was stopped",
+                        s.limits.timeout()
+                    ));
+                }
+            }
+        }
+        let grace = s.limits.grace();
+        let frame = tokio::select! {
+            biased;
+            m = credits.rx.recv() => {
+                match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
+                    Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
+                    Some(Ok(c)) => room += c.grant,
+                    _ => {}
+                }
+                continue;
+            }
+            f = s.rest.frame() => f,
+            _ = tokio::time::sleep(keepalive) => {
+                out.keepalive().await;
+                continue;
+            }
+            _ = tokio::time::sleep_until(grace) => {
+                // A guest blocked on the host past its time (a spinning
+                // one is trapped by the epoch and ends its body in error).
+                let failure = s.limits.timed_out().0;
+                out.fail(&failure.public_message()).await;
+                return Err(format!("streamed response cut: {}", failure.log_line()));
+            }
+        };
+        match frame {
+            None => {
+                out.chunk(Bytes::new(), true).await;
+                // The body is complete; a trap after it changes nothing
+                // the client gets, but belongs in the debug log.
+                if let Ok(Ok(Err(e))) = tokio::time::timeout_at(s.limits.grace(), &mut s.task.0).await {
+                    tracing::debug!("guest failed after its streamed response was complete: {e:#}");
+                }
+                return Ok(());
+            }
+            Some(Err(_)) => {
+                let grace = s.limits.grace();
+                let failed = broken(&mut s.task, &s.limits, grace).await;
+                out.fail(&failed.0.public_message()).await;
+                let mut line = format!("streamed response cut: {}", failed.0.log_line());
+                if let Some(d) = failed.1 {
+                    line.push_str(&format!("\n{d}"));
+                }
+                return Err(line);
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                // What else the guest has written already goes with it.
+                let mut pending = BytesMut::from(&data[..]);
+                while pending.len() < STREAM_CHUNK_BYTES {
+                    match s.rest.frame().now_or_never() {
+                        Some(Some(Ok(f))) => {
+                            if let Ok(d) = f.into_data() {
+                                pending.extend_from_slice(&d);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                let mut pending = pending.freeze();
+                while !pending.is_empty() {
+                    let piece = pending.split_to(pending.len().min(STREAM_CHUNK_BYTES));
+                    out.chunk(piece, false).await;
+                    room = room.saturating_sub(1);
+                }
+                let next = (Instant::now() + s.limits.timeout()).min(ends_by);
+                s.limits.deadline.extend_to(next);
+            }
+        }
+    }
+}
+
+/// The caller's side of the stream: numbered chunks.
+struct Sender<'a> {
+    bus: &'a dyn Bus,
+    to: &'a str,
+    seq: u64,
+}
+
+impl Sender<'_> {
+    async fn chunk(&mut self, data: Bytes, end: bool) {
+        self.seq += 1;
+        self.send(StreamChunk { seq: self.seq, end, error: None, keepalive: false }, data).await;
+    }
+
+    async fn fail(&mut self, why: &str) {
+        self.seq += 1;
+        let head = StreamChunk { seq: self.seq, end: true, error: Some(why.to_string()), keepalive: false };
+        self.send(head, Bytes::new()).await;
+    }
+
+    async fn keepalive(&mut self) {
+        self.send(StreamChunk { seq: self.seq, end: false, error: None, keepalive: true }, Bytes::new())
+            .await;
+    }
+
+    async fn send(&self, head: StreamChunk, data: Bytes) {
+        if let Err(e) = self.bus.publish(self.to, Frame::new(head, data).encode()).await {
+            tracing::debug!("could not send a stream chunk to {}: {e}", self.to);
+        }
+    }
+}

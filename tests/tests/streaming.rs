@@ -1,0 +1,181 @@
+//! Response bodies stream from the guest to the client as the guest writes
+//! them (tests/guests/stream, public `wasi` crate only), in `tern up` and
+//! through a cluster on a real nats-server: server-sent events arrive as
+//! written, a large body passes without the platform growing, a slow
+//! client pauses the guest, a client that leaves stops it, a stalled guest
+//! is cut, and a dead worker ends the stream.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use tern_tests::{Client, Cluster, TernUp, eventually, guest};
+
+const ROUTES: &[&str] = &["--route", "/lines", "--route", "/bytes", "--route", "/stall"];
+
+/// GET `path` over a raw connection; each read with the time it came.
+fn timed_get(url: &str, path: &str, until: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (mut reads, mut all) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 65536];
+    while !all.ends_with(until) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection closed early: {}", String::from_utf8_lossy(&all));
+        reads.push((started.elapsed(), buf[..n].to_vec()));
+        all.extend_from_slice(&buf[..n]);
+    }
+    reads
+}
+
+/// Six events 200 ms apart: the first within 300 ms, each as written.
+fn events_arrive_as_written(c: &Client) {
+    let reads = timed_get(&c.url, "/lines?n=6&ms=200", b"0\r\n\r\n");
+    let when = |i: usize| {
+        let needle = format!("data: {i}\n");
+        let mut seen = Vec::new();
+        for (t, bytes) in &reads {
+            seen.extend_from_slice(bytes);
+            if String::from_utf8_lossy(&seen).contains(&needle) {
+                return *t;
+            }
+        }
+        panic!("event {i} never came: {reads:?}");
+    };
+    let head = String::from_utf8_lossy(&reads[0].1).to_string();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(when(0) < Duration::from_millis(300), "first event after {:?}", when(0));
+    for i in 1..6 {
+        // Written 200 ms after the one before: here within 300 ms of that,
+        // and not before it was written.
+        let written = when(0) + Duration::from_millis(200 * i as u64);
+        let got = when(i);
+        assert!(got + Duration::from_millis(50) >= written, "event {i} at {got:?}, before it was written");
+        assert!(got < written + Duration::from_millis(300), "event {i} at {got:?}, written at {written:?}");
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap()
+}
+
+fn in_flight(c: &Client, function: &str) -> u64 {
+    let s = c.status();
+    s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["load"][function]["in_flight"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
+    let (_dir, up) = TernUp::start_temp();
+    up.deploy(&guest("stream"), "stream", ROUTES);
+    up.deploy(&guest("stream"), "quick", &["--route", "/quick/*", "--timeout", "1s"]);
+    up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
+    events_arrive_as_written(&up);
+
+    // 200 MiB through, without the platform growing by it.
+    let before = rss_kib(up.pid());
+    let mut r = reqwest::blocking::get(format!("{}/bytes?mib=200", up.url)).unwrap();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        assert!(buf[..k].iter().all(|b| *b == b'x'));
+        n += k as u64;
+    }
+    assert_eq!(n, 200 << 20);
+    let grew = rss_kib(up.pid()).saturating_sub(before);
+    assert!(grew < 64 << 10, "tern up grew by {grew} KiB streaming 200 MiB");
+
+    // A client reading 1 KiB/s from a guest writing 500 MiB: the guest is
+    // paused, not buffered.
+    let before = rss_kib(up.pid());
+    let mut slow = TcpStream::connect(up.url.trim_start_matches("http://")).unwrap();
+    write!(slow, "GET /bytes?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut kib = [0u8; 1024];
+    for _ in 0..4 {
+        slow.read_exact(&mut kib).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let grew = rss_kib(up.pid()).saturating_sub(before);
+    assert!(grew < 16 << 10, "a slow client made tern up grow by {grew} KiB");
+    assert_eq!(up.get("/hello").status, 200, "other functions serve meanwhile");
+
+    // The client leaves after the first chunk: the guest is stopped.
+    drop(slow);
+    let mut early = TcpStream::connect(up.url.trim_start_matches("http://")).unwrap();
+    write!(early, "GET /lines?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(early.read(&mut kib).unwrap() > 0, "the first chunk came");
+    drop(early);
+    assert!(
+        eventually(Duration::from_secs(3), || in_flight(&up, "stream") == 0),
+        "the guests of clients that left are still running"
+    );
+    let logs = up.tern_ok(&["logs", "stream"]);
+    assert!(logs.contains("the client went away; the guest was stopped"), "{logs}");
+
+    // A guest that stalls past its timeout mid-stream is cut: the client
+    // sees the response end in an error, not a hang and not a whole body.
+    let started = Instant::now();
+    let mut r = reqwest::blocking::get(format!("{}/quick/stall?ms=10000", up.url)).unwrap();
+    let mut body = Vec::new();
+    let read = r.read_to_end(&mut body);
+    assert!(read.is_err(), "a cut stream read as complete: {:?}", String::from_utf8_lossy(&body));
+    assert_eq!(String::from_utf8_lossy(&body), "first\n");
+    assert!(started.elapsed() < Duration::from_secs(4), "cut after {:?}", started.elapsed());
+    let logs = up.tern_ok(&["logs", "quick"]);
+    assert!(logs.contains("streamed response cut: invocation failed: function timed out after 1s"), "{logs}");
+}
+
+#[test]
+fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
+    let mut c = Cluster::start(2);
+    c.deploy(
+        &guest("stream"),
+        "stream",
+        &[&["--min-scale", "1", "--node-selector", "zone=w0"][..], ROUTES].concat(),
+    );
+    c.deploy(&guest("hello"), "hello", &["--route", "/hello", "--node-selector", "zone=w1"]);
+    events_arrive_as_written(&c);
+
+    let mut r = reqwest::blocking::get(format!("{}/bytes?mib=50", c.url)).unwrap();
+    let mut body = Vec::new();
+    r.read_to_end(&mut body).unwrap();
+    assert_eq!(body.len(), 50 << 20);
+
+    // kill -9 the worker mid-stream: the client's stream ends promptly.
+    let mut s = TcpStream::connect(c.url.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "GET /lines?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(s.read(&mut buf).unwrap() > 0, "the first chunk came");
+    c.workers[0].kill();
+    let killed = Instant::now();
+    let mut all = Vec::new();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "the stream ended {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(!all.ends_with(b"0\r\n\r\n"), "a cut stream ended as if complete");
+    assert_eq!(c.get("/hello").status, 200, "other functions are unaffected");
+}
