@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tern_tests::{Client, Cluster, TernUp, eventually, guest};
+use tern_tests::{Client, Cluster, ClusterOptions, TernUp, eventually, guest};
 
 const ROUTES: &[&str] = &["--route", "/lines", "--route", "/bytes", "--route", "/stall"];
 
@@ -142,7 +142,7 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
 
 #[test]
 fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
-    let mut c = Cluster::start(2);
+    let mut c = Cluster::start_opts(ClusterOptions { workers: 2, nats_users: true, ..Default::default() });
     c.deploy(
         &guest("stream"),
         "stream",
