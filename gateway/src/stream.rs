@@ -34,8 +34,10 @@ impl Streams {
 
     /// A mailbox for one response's chunks, should it stream.
     pub fn mailbox(&self) -> Mailbox {
-        // The window, and room for keep-alives and the end beside it.
-        self.mailboxes.mailbox(STREAM_WINDOW as usize + 4)
+        // The window (the worker never sends past it), and beside it the
+        // end and a keep-alive a second for as long as a stream may last
+        // while the client does not read.
+        self.mailboxes.mailbox(STREAM_WINDOW as usize + 1024)
     }
 
     /// The body of a response the worker streams: `first`, then the

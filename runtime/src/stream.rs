@@ -4,13 +4,15 @@
 //! ([`STREAM_WINDOW`] to start, one more per chunk it passed on), so a slow
 //! client pauses the guest instead of filling memory here.
 //!
-//! Time: each chunk moves the guest's deadline to `--timeout` from now, so
-//! the timeout bounds the time between chunks, and a stream ends within
-//! [`MAX_STREAM_DURATION`] in all. A caller that cancels (its client went
-//! away) or stops granting credits for a timeout stops the guest: the
-//! instance is dropped with the [`Streaming`] it lives in.
+//! Time: each chunk (and each credit) moves the guest's deadline to
+//! `--timeout` from now, so the timeout bounds the time the guest takes
+//! between chunks, and a stream ends within [`MAX_STREAM_DURATION`] in all,
+//! however slowly its client reads. A caller that cancels (its client went
+//! away) stops the guest: the instance is dropped with the [`Streaming`]
+//! it lives in.
 
 use crate::http::{Streaming, broken};
+use crate::instance::Limits;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body_util::BodyExt;
@@ -37,25 +39,6 @@ pub(crate) async fn send(
     let mut out = Sender { bus, to, seq: 0 };
     let mut room = STREAM_WINDOW;
     loop {
-        // Wait for room to send, taking credits and a cancel as they come.
-        while room == 0 {
-            let grace = s.limits.grace();
-            tokio::select! {
-                m = credits.rx.recv() => match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
-                    Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
-                    Some(Ok(c)) => room += c.grant,
-                    Some(Err(_)) => {}
-                    None => return Err("the worker is shutting down".into()),
-                },
-                _ = tokio::time::sleep_until(grace) => {
-                    out.fail("the client stopped reading").await;
-                    return Err(format!(
-                        "the client read nothing for {:?} (the function's timeout); the guest was stopped",
-                        s.limits.timeout()
-                    ));
-                }
-            }
-        }
         let grace = s.limits.grace();
         let frame = tokio::select! {
             biased;
@@ -116,15 +99,52 @@ pub(crate) async fn send(
                 }
                 let mut pending = pending.freeze();
                 while !pending.is_empty() {
+                    // Never past the caller's credits: its mailbox holds
+                    // the window and no more.
+                    wait_for_room(&mut room, &mut credits, &s.limits, ends_by, &mut out).await?;
                     let piece = pending.split_to(pending.len().min(STREAM_CHUNK_BYTES));
                     out.chunk(piece, false).await;
-                    room = room.saturating_sub(1);
+                    room -= 1;
                 }
                 let next = (Instant::now() + s.limits.timeout()).min(ends_by);
                 s.limits.deadline.extend_to(next);
             }
         }
     }
+}
+
+/// Waits until the caller has room for a chunk, taking credits and a
+/// cancel as they come. The guest is paused meanwhile (its writes wait),
+/// not at fault: a slow client is waited for, up to the stream's whole
+/// duration, and each credit moves the guest's deadline on.
+async fn wait_for_room(
+    room: &mut u32,
+    credits: &mut Mailbox,
+    limits: &Limits,
+    ends_by: Instant,
+    out: &mut Sender<'_>,
+) -> Result<(), String> {
+    while *room == 0 {
+        tokio::select! {
+            m = credits.rx.recv() => match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
+                Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
+                Some(Ok(c)) => {
+                    *room += c.grant;
+                    limits.deadline.extend_to((Instant::now() + limits.timeout()).min(ends_by));
+                }
+                Some(Err(_)) => {}
+                None => return Err("the worker is shutting down".into()),
+            },
+            _ = tokio::time::sleep_until(ends_by.into()) => {
+                out.fail("the stream took longer than its limit").await;
+                return Err(format!(
+                    "the client was still reading after {} min, the longest a stream may take; the guest was stopped",
+                    MAX_STREAM_DURATION.as_secs() / 60
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The caller's side of the stream: numbered chunks.

@@ -127,6 +127,16 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     let logs = up.tern_ok(&["logs", "stream"]);
     assert!(logs.contains("the client went away; the guest was stopped"), "{logs}");
 
+    // A client that pauses longer than the function's timeout pauses the
+    // guest; it is not at fault, and the body comes whole.
+    let mut paused = reqwest::blocking::get(format!("{}/quick/bytes?mib=64", up.url)).unwrap();
+    let mut first = [0u8; 1024];
+    paused.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut rest = Vec::new();
+    paused.read_to_end(&mut rest).expect("a paused client gets the whole body");
+    assert_eq!(rest.len() + 1024, 64 << 20);
+
     // A guest that stalls past its timeout mid-stream is cut: the client
     // sees the response end in an error, not a hang and not a whole body.
     let started = Instant::now();
