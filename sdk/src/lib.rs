@@ -42,6 +42,9 @@
 //! Events: [`publish`] publishes on the subjects the function was granted
 //! (`--allow-publish SUBJECT`), through `tern:events/publisher`.
 //!
+//! Streaming: [`streaming_function!`] and [`stream`] send the head at once
+//! and the body as it is written (server-sent events, large downloads).
+//!
 //! Reaching out: [`fetch`] sends HTTP requests to the hosts the function
 //! was granted (`--allow-outbound PATTERN`), and calls other functions at
 //! `http://NAME.tern.internal`.
@@ -57,6 +60,7 @@ pub mod publish;
 mod router;
 mod serve;
 pub mod state;
+pub mod stream;
 
 pub use event::Event;
 pub use router::{Params, Router};
@@ -133,7 +137,35 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Re
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::serve::serve;
+    pub use crate::serve::{read_request, serve};
+}
+
+/// Exports `handler` (a `fn(Request, stream::Responder)`) as the
+/// component's `wasi:http/incoming-handler`: it starts the response itself
+/// and writes the body as it goes (see [`stream`]).
+#[macro_export]
+macro_rules! streaming_function {
+    ($handler:path) => {
+        struct __TernStreamingFunction;
+
+        impl $crate::wasi::exports::http::incoming_handler::Guest for __TernStreamingFunction {
+            fn handle(
+                request: $crate::wasi::http::types::IncomingRequest,
+                out: $crate::wasi::http::types::ResponseOutparam,
+            ) {
+                match $crate::__private::read_request(request) {
+                    Ok(req) => $handler(req, $crate::stream::Responder::new(out)),
+                    Err(e) => {
+                        let msg = format!("could not read the request: {e}\n");
+                        let mut body = $crate::stream::Responder::new(out).start(400, &[("content-type", "text/plain")]);
+                        let _ = ::std::io::Write::write_all(&mut body, msg.as_bytes());
+                    }
+                }
+            }
+        }
+
+        $crate::wasi::http::proxy::export!(__TernStreamingFunction with_types_in $crate::wasi);
+    };
 }
 
 /// Exports `handler` (a `fn(Request) -> impl IntoResponse`) as the

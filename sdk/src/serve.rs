@@ -33,7 +33,7 @@ fn method(m: Method) -> Result<http::Method, String> {
     })
 }
 
-fn read_request(request: IncomingRequest) -> Result<Request, String> {
+pub fn read_request(request: IncomingRequest) -> Result<Request, String> {
     let scheme = match request.scheme() {
         Some(Scheme::Https) => "https",
         _ => "http",

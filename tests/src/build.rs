@@ -26,6 +26,7 @@ const GUESTS: &[&str] = &[
     "fetch",
     "checkout",
     "stream",
+    "ticker",
 ];
 
 /// Builds the `tern` binary and the guests once per test binary, so the

@@ -30,11 +30,12 @@ fn timed_get(url: &str, path: &str, until: &[u8]) -> Vec<(Duration, Vec<u8>)> {
     reads
 }
 
-/// Six events 200 ms apart: the first within 300 ms, each as written.
-fn events_arrive_as_written(c: &Client) {
-    let reads = timed_get(&c.url, "/lines?n=6&ms=200", b"0\r\n\r\n");
+/// Six events 200 ms apart (`event(i)` is the i-th's text): the first
+/// within 300 ms, each as written.
+fn events_arrive_as_written(c: &Client, path: &str, event: impl Fn(usize) -> String) {
+    let reads = timed_get(&c.url, path, b"0\r\n\r\n");
     let when = |i: usize| {
-        let needle = format!("data: {i}\n");
+        let needle = event(i);
         let mut seen = Vec::new();
         for (t, bytes) in &reads {
             seen.extend_from_slice(bytes);
@@ -81,7 +82,10 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     up.deploy(&guest("stream"), "stream", ROUTES);
     up.deploy(&guest("stream"), "quick", &["--route", "/quick/*", "--timeout", "1s"]);
     up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
-    events_arrive_as_written(&up);
+    events_arrive_as_written(&up, "/lines?n=6&ms=200", |i| format!("data: {i}\n"));
+    // The same from the SDK's streaming writer (examples/ticker).
+    up.deploy(&guest("ticker"), "ticker", &["--route", "/ticker"]);
+    events_arrive_as_written(&up, "/ticker?n=6", |i| format!("data: tick {i}\n"));
 
     // 200 MiB through, without the platform growing by it.
     let before = rss_kib(up.pid());
@@ -159,7 +163,7 @@ fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
         &[&["--min-scale", "1", "--node-selector", "zone=w0"][..], ROUTES].concat(),
     );
     c.deploy(&guest("hello"), "hello", &["--route", "/hello", "--node-selector", "zone=w1"]);
-    events_arrive_as_written(&c);
+    events_arrive_as_written(&c, "/lines?n=6&ms=200", |i| format!("data: {i}\n"));
 
     let mut r = reqwest::blocking::get(format!("{}/bytes?mib=50", c.url)).unwrap();
     let mut body = Vec::new();
