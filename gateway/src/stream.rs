@@ -5,7 +5,10 @@
 //! client slows the guest and nothing piles up here: at most
 //! [`STREAM_WINDOW`] chunks are in flight per stream.
 //!
-//! A body that breaks off (the guest trapped or timed out, the worker went
+//! Each side tells the other it is alive every second (the worker with
+//! keep-alive chunks, the gateway with empty credits), so a dead worker
+//! ends the client's response and a dead gateway stops the guest. A body
+//! that breaks off (the guest trapped or timed out, the worker went
 //! silent) ends in an error, so hyper cuts the response rather than
 //! finishing it. A client that goes away drops the body, and the worker is
 //! told to stop the guest.
@@ -18,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::Bus;
 use tern_invoke::mailbox::{Mailbox, Mailboxes};
-use tern_protocol::{STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk, StreamCredit, subject};
+use tern_protocol::{
+    STREAM_KEEPALIVE_MS, STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk, StreamCredit, subject,
+};
 
 /// The gateway's streams: one subscription for the chunks of all of them.
 pub struct Streams {
@@ -57,10 +62,14 @@ struct Receiving {
     /// The worker said the body is complete, or broke off: nothing to
     /// cancel.
     over: bool,
+    /// Tells the worker every second that this gateway is still there,
+    /// while its client reads slowly; aborted with the stream.
+    alive: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Receiving {
     fn drop(&mut self) {
+        self.alive.abort();
         if self.over {
             return;
         }
@@ -74,7 +83,19 @@ impl Drop for Receiving {
 }
 
 fn body(bus: Arc<dyn Bus>, mailbox: Mailbox, credit: String, first: Bytes) -> Body {
-    let state = Receiving { bus, mailbox, credit, first: Some(first), seq: 0, over: false };
+    let alive = {
+        let (bus, subject) = (bus.clone(), credit.clone());
+        let here = Bytes::from(serde_json::to_vec(&StreamCredit::default()).expect("serialise"));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(STREAM_KEEPALIVE_MS));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let _ = bus.publish(&subject, here.clone()).await;
+            }
+        })
+    };
+    let state = Receiving { bus, mailbox, credit, first: Some(first), seq: 0, over: false, alive };
     let frames = futures::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take().filter(|b| !b.is_empty()) {
             return Some((Ok(Frame::data(first)), st));

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use tern_bus::Bus;
 use tern_invoke::mailbox::Mailbox;
 use tern_protocol::{
-    Frame, STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_WINDOW, StreamChunk, StreamCredit,
+    Frame, STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk,
+    StreamCredit,
 };
 
 /// The longest a streamed response may take in all.
@@ -135,6 +136,11 @@ async fn wait_for_room(
                 Some(Err(_)) => {}
                 None => return Err("the worker is shutting down".into()),
             },
+            // The caller says it is alive every second while it waits for
+            // its client; silence means it is gone.
+            _ = tokio::time::sleep(Duration::from_millis(STREAM_SILENCE_MS)) => {
+                return Err("the caller went silent (its gateway is gone?); the guest was stopped".into());
+            }
             _ = tokio::time::sleep_until(ends_by.into()) => {
                 out.fail("the stream took longer than its limit").await;
                 return Err(format!(
