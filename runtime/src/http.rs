@@ -233,7 +233,9 @@ impl HttpFunction {
     }
 }
 
-async fn reply(bus: &dyn Bus, msg: &Message, payload: Bytes) {
+/// Answers `msg`; a reply that cannot be sent is logged (its caller times
+/// out or gets no responders).
+pub(crate) async fn reply(bus: &dyn Bus, msg: &Message, payload: Bytes) {
     if let Err(e) = respond(bus, msg, payload).await {
         tracing::warn!("could not send a reply on {}: {e}", msg.subject);
     }

@@ -133,9 +133,7 @@ impl Handler {
             Handler::Http(f) => f.serve(bus, msg, load, credits).await,
             Handler::Event(f) => {
                 let (reply, logs) = f.serve(msg.payload.clone(), load).await;
-                if let Err(e) = respond(bus, msg, reply).await {
-                    tracing::warn!(function = %f.name, "could not send reply: {e}");
-                }
+                crate::http::reply(bus, msg, reply).await;
                 logs
             }
         }

@@ -4,7 +4,7 @@
 //! carries its hop count; past [`MAX_HOPS`] it is answered 508 without
 //! being sent, so a cycle (a → a, a → b → a) ends.
 
-use super::{Call, Sent};
+use super::Call;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use tern_invoke::{CallError, headers};
@@ -12,7 +12,10 @@ use tern_protocol::outbound::internal_function;
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS};
 use wasmtime_wasi_http::{Error, WasiBody};
 
-pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Result<Sent, Error> {
+pub(super) async fn call(
+    call: &Call,
+    request: http::Request<WasiBody>,
+) -> Result<http::Response<WasiBody>, Error> {
     let Some(function) = internal_function(&call.upstream.host) else {
         call.notes.push(format!(
             "outbound request to {} failed: {} is not a function's name",
@@ -69,19 +72,17 @@ pub(super) async fn call(call: &Call, request: http::Request<WasiBody>) -> Resul
     }
 }
 
-fn response(head: InvokeResponse, body: Bytes) -> Result<Sent, Error> {
+fn response(head: InvokeResponse, body: Bytes) -> Result<http::Response<WasiBody>, Error> {
     let builder = headers::response_head(head.status, &head.headers);
     let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
-    let resp = builder.body(body).map_err(|_| Error::HttpProtocolError)?;
-    Ok((resp, Box::new(async { Ok(()) })))
+    builder.body(body).map_err(|_| Error::HttpProtocolError)
 }
 
-fn plain(status: u16, text: String) -> Sent {
+fn plain(status: u16, text: String) -> http::Response<WasiBody> {
     let body = Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync();
-    let resp = http::Response::builder()
+    http::Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
         .body(body)
-        .expect("a fixed response head is valid");
-    (resp, Box::new(async { Ok(()) }))
+        .expect("a fixed response head is valid")
 }

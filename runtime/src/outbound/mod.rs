@@ -187,7 +187,8 @@ pub(crate) struct OutboundHooks {
     grant: Option<Arc<OutboundGrant>>,
     hops: u32,
     deadline: Deadline,
-    open: Arc<Semaphore>,
+    /// Made at the first outbound request: most instances make none.
+    open: Option<Arc<Semaphore>>,
     notes: Notes,
 }
 
@@ -198,8 +199,7 @@ impl OutboundHooks {
         deadline: Deadline,
         notes: Notes,
     ) -> Self {
-        let permits = grant.as_ref().map_or(0, |g| g.shared.config.max_concurrent);
-        OutboundHooks { grant, hops, deadline, open: Arc::new(Semaphore::new(permits)), notes }
+        OutboundHooks { grant, hops, deadline, open: None, notes }
     }
 }
 
@@ -265,11 +265,13 @@ impl WasiHttpHooks for OutboundHooks {
             ));
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
-        let Ok(permit) = self.open.clone().try_acquire_owned() else {
+        let max_open = grant.shared.config.max_concurrent;
+        let open = self.open.get_or_insert_with(|| Arc::new(Semaphore::new(max_open)));
+        let Ok(permit) = open.clone().try_acquire_owned() else {
             notes.push(format!(
                 "outbound request to {} refused: {} requests already open in this instance (the limit)",
                 upstream.authority(),
-                grant.shared.config.max_concurrent
+                max_open
             ));
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
@@ -313,15 +315,18 @@ impl Call {
             // would a host.
             self.admit(&authority)?;
             net.count(|c| &c.calls, 1);
-            internal::call(&self, request).await
+            internal::call(&self, request).await.map(|resp| (resp, None))
         } else {
             let addrs = send::resolve(&self).await?;
             self.admit(&authority)?;
             net.count(|c| &c.calls, 1);
-            send::call(&self, addrs, request, options).await
+            send::call(&self, addrs, request, options).await.map(|(resp, keep)| (resp, Some(keep)))
         };
-        self.settle(&authority, &result);
-        result.map(|(resp, io)| (self.count_body(resp), io))
+        self.settle(&authority, result.as_ref().map(|(resp, _)| resp.status()));
+        let (resp, keep) = result?;
+        // Connections are driven by tasks of their own (`pool`): no I/O
+        // future for wasmtime to drive.
+        Ok((self.count_body(resp, keep), Box::new(async { Ok(()) })))
     }
 
     fn admit(&self, authority: &str) -> Result<(), Error> {
@@ -339,10 +344,9 @@ impl Call {
     }
 
     /// Counts the outcome and tells the breaker.
-    fn settle(&self, authority: &str, result: &Result<Sent, Error>) {
+    fn settle(&self, authority: &str, result: Result<http::StatusCode, &Error>) {
         // 508 is a cycle cut short, not a sign the upstream is unwell.
-        let ok =
-            matches!(result, Ok((resp, _)) if resp.status().as_u16() < 500 || resp.status().as_u16() == 508);
+        let ok = matches!(result, Ok(status) if status.as_u16() < 500 || status.as_u16() == 508);
         if !ok {
             self.grant.net.count(|c| &c.errors, 1);
         }
@@ -352,10 +356,16 @@ impl Call {
         self.grant.net.breakers.record(authority, ok, Instant::now());
     }
 
-    fn count_body(self, resp: http::Response<WasiBody>) -> http::Response<WasiBody> {
+    /// The response body the guest reads: counted, cut at the limit, and
+    /// giving its connection (`keep`) back to the pool once read to the end.
+    fn count_body(
+        self,
+        resp: http::Response<WasiBody>,
+        keep: Option<pool::Keep>,
+    ) -> http::Response<WasiBody> {
         let authority = self.upstream.authority();
         let Call { grant, notes, permit, .. } = self;
-        resp.map(|body| send::CountedBody::wrap(body, grant, authority, notes, permit))
+        resp.map(|body| send::CountedBody::wrap(body, grant, authority, notes, permit, keep))
     }
 
     pub(crate) fn remaining(&self) -> std::time::Duration {

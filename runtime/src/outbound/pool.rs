@@ -43,6 +43,13 @@ impl Drop for Conn {
     }
 }
 
+/// A connection in use, and the upstream (`scheme://host:port`) it goes
+/// back under once its response is read to the end.
+pub(crate) struct Keep {
+    pub conn: Conn,
+    pub key: String,
+}
+
 #[derive(Default)]
 pub(crate) struct Pool {
     idle: Mutex<Idle>,

@@ -5,8 +5,8 @@
 //! function's `--max-outbound-body`.
 
 use super::address::is_private;
-use super::pool::Conn;
-use super::{Call, Notes, OutboundError, OutboundGrant, Sent};
+use super::pool::{Conn, Keep};
+use super::{Call, Notes, OutboundError, OutboundGrant};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -91,14 +91,14 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
 /// Sends `req` over a kept-alive connection to the upstream if the
 /// function's pool has one, else a new one to the first of `addrs` that
-/// answers. The response body gives its connection back to the pool when
-/// it has been read to the end.
+/// answers. The connection comes back with the response, to return to the
+/// pool when its body has been read to the end.
 pub(super) async fn call(
     call: &Call,
     addrs: Vec<SocketAddr>,
     mut req: http::Request<WasiBody>,
     options: Option<RequestOptions>,
-) -> Result<Sent, Error> {
+) -> Result<(http::Response<WasiBody>, Keep), Error> {
     let remaining = call.remaining();
     let within = |t: Option<std::time::Duration>| t.map_or(remaining, |t| t.min(remaining));
     let connect_timeout = within(options.and_then(|o| o.connect_timeout));
@@ -145,14 +145,7 @@ pub(super) async fn call(
         ));
         return Err(Error::HttpResponseBodySize(Some(len)));
     }
-    let (parts, body) = res.into_parts();
-    let back = GiveBack {
-        inner: body.map_err(Error::from).boxed_unsync(),
-        conn: Some(conn),
-        grant: call.grant.clone(),
-        key,
-    };
-    Ok((http::Response::from_parts(parts, back.boxed_unsync()), Box::new(async { Ok(()) })))
+    Ok((res.map(|b| b.map_err(Error::from).boxed_unsync()), Keep { conn, key }))
 }
 
 /// A new connection to the first of `addrs` that answers, TLS if https,
@@ -217,54 +210,18 @@ fn tls_error(e: std::io::Error) -> Error {
     }
 }
 
-/// An upstream's response body that gives its connection back to the
-/// function's pool once read to the end; dropped before that, the
-/// connection is closed.
-struct GiveBack {
-    inner: WasiBody,
-    conn: Option<Conn>,
-    grant: Arc<OutboundGrant>,
-    key: String,
-}
-
-impl Body for GiveBack {
-    type Data = Bytes;
-    type Error = Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        match &frame {
-            None => {
-                if let Some(conn) = self.conn.take() {
-                    self.grant.pool.put(&self.key, conn);
-                }
-            }
-            Some(Err(_)) => self.conn = None,
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body on its way to the guest: its bytes are counted, and past
-/// the function's limit it ends in an error instead of growing.
+/// A response body on its way to the guest: its bytes are counted, past
+/// the function's limit it ends in an error instead of growing, and read
+/// to the end it gives its connection back to the function's pool (dropped
+/// before that, the connection is closed).
 pub(crate) struct CountedBody {
     inner: WasiBody,
     grant: Arc<OutboundGrant>,
     authority: String,
     notes: Notes,
     seen: u64,
+    /// The connection it came on (none for a call to another function).
+    keep: Option<Keep>,
     /// The request's place among the instance's open requests, given back
     /// when the body is dropped.
     _permit: OwnedSemaphorePermit,
@@ -277,8 +234,9 @@ impl CountedBody {
         authority: String,
         notes: Notes,
         permit: OwnedSemaphorePermit,
+        keep: Option<Keep>,
     ) -> WasiBody {
-        CountedBody { inner, grant, authority, notes, seen: 0, _permit: permit }.boxed_unsync()
+        CountedBody { inner, grant, authority, notes, seen: 0, keep, _permit: permit }.boxed_unsync()
     }
 }
 
@@ -302,6 +260,8 @@ impl Body for CountedBody {
             self.grant.net.count(|c| &c.bytes_in, n);
             let max = self.grant.max_body;
             if self.seen > max {
+                // Cut mid-body, the connection cannot carry another request.
+                self.keep = None;
                 self.grant.net.count(|c| &c.errors, 1);
                 self.notes.push(format!(
                     "outbound response from {} cut: its body passed the function's --max-outbound-body of {max} bytes",
@@ -309,6 +269,15 @@ impl Body for CountedBody {
                 ));
                 return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(max)))));
             }
+        }
+        match &frame {
+            None => {
+                if let Some(Keep { conn, key }) = self.keep.take() {
+                    self.grant.pool.put(&key, conn);
+                }
+            }
+            Some(Err(_)) => self.keep = None,
+            Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
     }
