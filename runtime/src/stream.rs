@@ -12,7 +12,7 @@
 //! it lives in.
 
 use crate::http::{Streaming, broken};
-use crate::instance::Limits;
+use crate::instance::{Failed, Limits};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body_util::BodyExt;
@@ -26,6 +26,8 @@ use tern_protocol::{
 
 /// The longest a streamed response may take in all.
 pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(15 * 60);
+/// How long the end of a body waits for its guest's outcome (see `send`).
+const GUEST_END_WAIT: Duration = Duration::from_millis(100);
 
 /// Sends the rest of `s` to `to`. Err carries the line for the function's
 /// log when the stream did not end with the whole body.
@@ -39,66 +41,81 @@ pub(crate) async fn send(
     let keepalive = Duration::from_millis(STREAM_KEEPALIVE_MS);
     let mut out = Sender { bus, to, seq: 0 };
     let mut room = STREAM_WINDOW;
+    // The end or a failure met while gathering what the guest had written:
+    // handled as the next frame, never lost.
+    let mut carried = None;
     loop {
         let grace = s.limits.grace();
-        let frame = tokio::select! {
-            biased;
-            m = credits.rx.recv() => {
-                match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
-                    Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
-                    Some(Ok(c)) => room += c.grant,
-                    _ => {}
+        let frame = if let Some(f) = carried.take() {
+            f
+        } else {
+            tokio::select! {
+                biased;
+                m = credits.rx.recv() => {
+                    match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
+                        Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
+                        Some(Ok(c)) => room += c.grant,
+                        _ => {}
+                    }
+                    continue;
                 }
-                continue;
-            }
-            f = s.rest.frame() => f,
-            _ = tokio::time::sleep(keepalive) => {
-                out.keepalive().await;
-                continue;
-            }
-            _ = tokio::time::sleep_until(grace) => {
-                // A guest blocked on the host past its time (a spinning
-                // one is trapped by the epoch and ends its body in error).
-                let failure = s.limits.timed_out().0;
-                out.fail(&failure.public_message()).await;
-                return Err(format!("streamed response cut: {}", failure.log_line()));
+                f = s.rest.frame() => f,
+                _ = tokio::time::sleep(keepalive) => {
+                    out.keepalive().await;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(grace) => {
+                    // A guest blocked on the host past its time (a spinning
+                    // one is trapped by the epoch and ends its body in error).
+                    let failure = s.limits.timed_out().0;
+                    out.fail(&failure.public_message()).await;
+                    return Err(format!("streamed response cut: {}", failure.log_line()));
+                }
             }
         };
         match frame {
             None => {
-                out.chunk(Bytes::new(), true).await;
-                // The body is complete; a trap after it changes nothing
-                // the client gets, but belongs in the debug log.
-                if let Ok(Ok(Err(e))) = tokio::time::timeout_at(s.limits.grace(), &mut s.task.0).await {
-                    tracing::debug!("guest failed after its streamed response was complete: {e:#}");
+                // wasmtime ends a body the same way whether the guest
+                // finished it or trapped mid-write (its store went): the
+                // guest's own outcome tells them apart. One that finished
+                // and goes on working past this wait is taken as complete.
+                match tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
+                    Ok(Ok(Err(e))) => {
+                        let failed = s.limits.classify(e);
+                        return Err(cut(&mut out, failed).await);
+                    }
+                    _ => {
+                        out.chunk(Bytes::new(), true).await;
+                        return Ok(());
+                    }
                 }
-                return Ok(());
             }
             Some(Err(_)) => {
                 let grace = s.limits.grace();
                 let failed = broken(&mut s.task, &s.limits, grace).await;
-                out.fail(&failed.0.public_message()).await;
-                let mut line = format!("streamed response cut: {}", failed.0.log_line());
-                if let Some(d) = failed.1 {
-                    line.push_str(&format!("\n{d}"));
-                }
-                return Err(line);
+                return Err(cut(&mut out, failed).await);
             }
             Some(Ok(frame)) => {
                 let Ok(data) = frame.into_data() else { continue };
-                // What else the guest has written already goes with it.
-                let mut pending = BytesMut::from(&data[..]);
+                // What else the guest has written already goes with it
+                // (copied together only when there is more).
+                let mut pending = data;
                 while pending.len() < STREAM_CHUNK_BYTES {
                     match s.rest.frame().now_or_never() {
                         Some(Some(Ok(f))) => {
                             if let Ok(d) = f.into_data() {
-                                pending.extend_from_slice(&d);
+                                let mut joined = BytesMut::from(pending);
+                                joined.extend_from_slice(&d);
+                                pending = joined.freeze();
                             }
                         }
-                        _ => break,
+                        Some(end_or_error) => {
+                            carried = Some(end_or_error);
+                            break;
+                        }
+                        None => break,
                     }
                 }
-                let mut pending = pending.freeze();
                 while !pending.is_empty() {
                     // Never past the caller's credits: its mailbox holds
                     // the window and no more.
@@ -112,6 +129,16 @@ pub(crate) async fn send(
             }
         }
     }
+}
+
+/// Ends the caller's stream in an error; the line for the function's log.
+async fn cut(out: &mut Sender<'_>, Failed(failure, detail): Failed) -> String {
+    out.fail(&failure.public_message()).await;
+    let mut line = format!("streamed response cut: {}", failure.log_line());
+    if let Some(d) = detail {
+        line.push_str(&format!("\n{d}"));
+    }
+    line
 }
 
 /// Waits until the caller has room for a chunk, taking credits and a

@@ -149,6 +149,16 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     assert!(started.elapsed() < Duration::from_secs(4), "cut after {:?}", started.elapsed());
     let logs = up.tern_ok(&["logs", "quick"]);
     assert!(logs.contains("streamed response cut: invocation failed: function timed out after 1s"), "{logs}");
+
+    // A guest that traps mid-stream, right after a write: the client's
+    // response ends in an error, never as complete (wasmtime ends such a
+    // body as if finished, and may drop the write just before the trap).
+    let mut r = reqwest::blocking::get(format!("{}/quick/trap?ms=50", up.url)).unwrap();
+    let mut body = Vec::new();
+    assert!(r.read_to_end(&mut body).is_err(), "a trapped stream read as complete");
+    assert!(String::from_utf8_lossy(&body).starts_with("first\n"), "{:?}", String::from_utf8_lossy(&body));
+    let logs = up.tern_ok(&["logs", "quick"]);
+    assert!(logs.contains("streamed response cut: invocation failed: trap"), "{logs}");
 }
 
 #[test]

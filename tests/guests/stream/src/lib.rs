@@ -5,7 +5,8 @@
 //! - `/lines?n=N&ms=T`: N lines (`data: i`, server-sent events style), one
 //!   every T milliseconds;
 //! - `/bytes?mib=N`: N MiB as fast as the host takes them;
-//! - `/stall?ms=T`: one line, then nothing for T milliseconds, then a last.
+//! - `/stall?ms=T`: one line, then nothing for T milliseconds, then a last;
+//! - `/trap?ms=T`: one line, another T milliseconds later, then a panic.
 
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -53,6 +54,12 @@ impl wasi::exports::http::incoming_handler::Guest for Stream {
                 stream.blocking_write_and_flush(b"first\n").unwrap();
                 sleep_ms(param(query, "ms", 60_000));
                 stream.blocking_write_and_flush(b"last\n").unwrap();
+            }
+            "/trap" => {
+                stream.blocking_write_and_flush(b"first\n").unwrap();
+                sleep_ms(param(query, "ms", 50));
+                stream.blocking_write_and_flush(b"second\n").unwrap();
+                panic!("the guest fails after writing part of its body");
             }
             _ => stream.blocking_write_and_flush(b"unknown path\n").unwrap(),
         }
