@@ -156,7 +156,12 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
         );
     }
     println!("memory:   {} MiB", s.memory_mib);
-    println!("timeout:  {}", humantime::format_duration(Duration::from_millis(s.timeout_ms)));
+    println!(
+        "timeout:  {} to the response head and between chunks, {} in all",
+        humantime::format_duration(Duration::from_millis(s.timeout_ms)),
+        humantime::format_duration(Duration::from_millis(s.max_duration_ms))
+    );
+    println!("bodies:   up to {} bytes each way", s.max_body);
     if !s.env.is_empty() {
         println!("config:   {}", s.env.keys().cloned().collect::<Vec<_>>().join(", "));
     }

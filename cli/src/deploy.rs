@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use tern_protocol::{
-    DEFAULT_BACKOFF_MS, DEFAULT_CONCURRENCY, DEFAULT_IDLE_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_SCALE,
-    DEFAULT_MEMORY_MIB, DEFAULT_MIN_SCALE, DEFAULT_TIMEOUT_MS, DeployReply, FunctionSpec,
+    DEFAULT_BACKOFF_MS, DEFAULT_CONCURRENCY, DEFAULT_IDLE_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_DURATION_MS,
+    DEFAULT_MAX_SCALE, DEFAULT_MEMORY_MIB, DEFAULT_MIN_SCALE, DEFAULT_TIMEOUT_MS, DeployReply, FunctionSpec,
 };
 
 /// A duration flag held in milliseconds, written like `500ms`, `2s`, `1m`.
@@ -90,6 +90,12 @@ pub struct DeployArgs {
     /// Largest response body one outbound request may bring back, like 512KiB, 8MiB
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::parse_size)]
     pub max_outbound_body: u64,
+    /// Largest request body a client may send and response body the function may write, like 512KiB, 256MiB, 1GiB (at most 4GiB); bodies stream, so this costs no memory
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = crate::parse_size)]
+    pub max_body: u64,
+    /// Longest a request may take in all, a streamed response or upload included, like 30s, 15m, 2h; --timeout still bounds the wait for the response head and between chunks
+    #[arg(long, default_value_t = Millis(DEFAULT_MAX_DURATION_MS))]
+    pub max_duration: Millis,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -122,6 +128,8 @@ impl DeployArgs {
             allow_publish: self.allow_publish.clone(),
             allow_outbound: self.allow_outbound.clone(),
             max_outbound_body: self.max_outbound_body,
+            max_body: self.max_body,
+            max_duration_ms: self.max_duration.0,
             ..FunctionSpec::new(&self.name)
         }
     }

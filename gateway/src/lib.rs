@@ -25,6 +25,7 @@ pub mod stream;
 pub mod tls;
 pub mod token;
 pub mod triggers;
+pub mod upload;
 
 pub use body::Body;
 
@@ -227,6 +228,8 @@ impl Gateway {
             timeout_ms: entry.timeout_ms,
             uri,
             body_limit: self.config.body_limit,
+            max_body: entry.max_body,
+            max_duration_ms: entry.max_duration_ms,
         };
         proxy::forward(&self.invoker, self.streams.get(), target, req).await
     }

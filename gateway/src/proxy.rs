@@ -1,15 +1,20 @@
 //! An HTTP request to a function and back: the request becomes an invoke
 //! frame ([`InvokeRequest`] header, body), goes through the [`Invoker`],
-//! and the reply frame becomes the response.
+//! and the reply frame becomes the response. Either body may stream: an
+//! upload that does not fit one message follows the request as the client
+//! sends it ([`crate::upload`]), and a response the guest is still writing
+//! follows the reply ([`crate::stream`]).
 
 use crate::body::{self, Body, text};
 use crate::stream::Streams;
-use bytes::Bytes;
+use crate::upload::{self, Gathered};
 use http::{HeaderValue, Request, Response, StatusCode};
-
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::time::{Duration, Instant};
 use tern_invoke::{CallError, Invoker, headers};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
+use tern_task::AbortOnDrop;
 
 /// Where and how to send one request.
 pub struct Target<'a> {
@@ -17,12 +22,15 @@ pub struct Target<'a> {
     pub timeout_ms: u64,
     /// Path and query the function sees.
     pub uri: String,
+    /// Largest body that travels whole, in one message.
     pub body_limit: usize,
+    /// The function's `--max-body` and `--max-duration`.
+    pub max_body: u64,
+    pub max_duration_ms: u64,
 }
 
 /// Sends `req` to a replica of the target function and relays its answer.
-/// With `streams`, a response body the guest is still writing when its
-/// head is ready streams to the client; without, it comes whole.
+/// With `streams`, bodies stream both ways; without, they travel whole.
 pub async fn forward(
     invoker: &Invoker,
     streams: Option<&Streams>,
@@ -30,53 +38,103 @@ pub async fn forward(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match body::read(body, target.body_limit, "request body").await {
-        Ok(b) => b,
+    let declared =
+        parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > target.max_body) {
+        // Refused before a byte of it is read.
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            upload::UploadError::TooLarge(target.max_body).to_string(),
+        );
+    }
+    let whole_limit = target.body_limit.min(usize::try_from(target.max_body).unwrap_or(usize::MAX));
+    let (first, rest) = match upload::gather(body, streams.is_some(), whole_limit).await {
+        Ok(Gathered::Whole(b)) => (b, None),
+        Ok(Gathered::Partial { first, rest }) => (first, Some(rest)),
         Err(e) => return text(e.status(), e.to_string()),
     };
-    let headers = headers::forwarded(&parts.headers);
     let mailbox = streams.map(Streams::mailbox);
+    let credits = streams.zip(rest.as_ref()).map(|(s, _)| s.credit_mailbox());
     let head = InvokeRequest {
         method: parts.method.as_str().to_string(),
         uri: target.uri,
-        headers,
+        headers: headers::forwarded(&parts.headers),
         hops: 0,
         stream: mailbox.as_ref().map(|m| m.subject.clone()),
+        upload: credits.as_ref().map(|m| m.subject.clone()),
     };
-    let payload = Frame::new(head, body).encode();
+    let sent = first.len() as u64;
+    let payload = Frame::new(head, first).encode();
     let function = target.function;
-    match invoker.call(function, target.timeout_ms, payload).await {
-        Ok(reply) => match Frame::<InvokeResponse>::decode(reply.payload) {
-            Ok(f) => match (streams, mailbox, f.header.stream.clone()) {
-                (Some(streams), Some(mailbox), Some(credit)) => {
-                    let body = streams.body(mailbox, credit, f.body);
-                    headers::response_head(f.header.status, &f.header.headers).body(body).unwrap_or_else(
-                        |e| {
-                            text(
-                                StatusCode::BAD_GATEWAY,
-                                format!("function sent an invalid response head: {e}"),
-                            )
-                        },
-                    )
+
+    let reply = match (streams, credits, rest) {
+        (Some(streams), Some(credits), Some(rest)) => {
+            // The head may come while the upload goes on (a guest that
+            // echoes), so the upload runs beside the call, and lives on
+            // with a streamed response.
+            let ends_by = Instant::now() + Duration::from_millis(target.max_duration_ms);
+            let mut pump = AbortOnDrop(tokio::spawn(upload::send(
+                streams.bus.clone(),
+                credits,
+                rest,
+                sent,
+                target.max_body,
+                ends_by,
+            )));
+            let call = invoker.call(function, target.max_duration_ms, payload);
+            tokio::pin!(call);
+            let reply = tokio::select! {
+                r = &mut call => r,
+                up = &mut pump.0 => match up {
+                    Ok(Err(e)) => return text(e.status(), e.to_string()),
+                    // Sent in full (or the worker wanted no more): now the
+                    // head is due within the function's timeout.
+                    _ => {
+                        let wait = Duration::from_millis(target.timeout_ms) + Duration::from_secs(5);
+                        match tokio::time::timeout(wait, call).await {
+                            Ok(r) => r,
+                            Err(_) => Err(CallError::Timeout { function: function.into() }),
+                        }
+                    }
                 }
-                _ => to_response(f.header, f.body),
-            },
-            Err(e) => {
-                text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"))
-            }
-        },
+            };
+            reply.map(|r| (r, Some(pump)))
+        }
+        _ => invoker.call(function, target.timeout_ms, payload).await.map(|r| (r, None)),
+    };
+    let (reply, pump) = match reply {
+        Ok(r) => r,
         Err(e) => {
             let mut r = text(e.status(), e.to_string());
             if matches!(e, CallError::Cold(_)) {
                 r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            r
+            return r;
         }
-    }
-}
-
-fn to_response(head: InvokeResponse, body: Bytes) -> Response<Body> {
-    headers::response_head(head.status, &head.headers).body(body::whole(body)).unwrap_or_else(|e| {
+    };
+    let f = match Frame::<InvokeResponse>::decode(reply.payload) {
+        Ok(f) => f,
+        Err(e) => {
+            return text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"));
+        }
+    };
+    let body = match (streams, mailbox, f.header.stream.clone()) {
+        (Some(streams), Some(mailbox), Some(credit)) => {
+            let body = streams.body(mailbox, credit, f.body);
+            match pump {
+                // The upload goes on for as long as the response does.
+                Some(pump) => body
+                    .map_frame(move |frame| {
+                        let _upload = &pump;
+                        frame
+                    })
+                    .boxed_unsync(),
+                None => body,
+            }
+        }
+        _ => body::whole(f.body),
+    };
+    headers::response_head(f.header.status, &f.header.headers).body(body).unwrap_or_else(|e| {
         text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
     })
 }

@@ -70,6 +70,8 @@ mod tests {
                     pattern: p.to_string(),
                     function: f.to_string(),
                     timeout_ms: 1000,
+                    max_body: 1024,
+                    max_duration_ms: 1000,
                 })
                 .collect(),
             triggers: Vec::new(),

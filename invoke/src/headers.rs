@@ -1,18 +1,13 @@
 //! Which headers travel in an invoke frame: the same rule for a client's
 //! request through the gateway and a call between functions.
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), or
-/// are recomputed from the body: never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1):
+/// never forwarded. `trailer` (which trailers follow; hyper sends only
+/// those it names) is end to end. So is `content-length`: the gateway has
+/// checked the client's against the body it read, and wasmtime checks a
+/// guest's against the body it wrote.
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade"];
 
 pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))

@@ -9,6 +9,7 @@ pub mod headers;
 pub mod invoker;
 pub mod mailbox;
 pub mod scheduler_client;
+pub mod stream;
 
 pub use activator::{ActivateError, Activator};
 pub use invoker::{CallError, Invoker};

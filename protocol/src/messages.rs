@@ -88,6 +88,12 @@ pub struct RouteEntry {
     pub function: String,
     /// The gateway waits this long (plus a margin) for the reply.
     pub timeout_ms: u64,
+    /// Largest request body the gateway takes for it.
+    #[serde(default = "crate::spec::default_max_body")]
+    pub max_body: u64,
+    /// How long an upload to it may take in all.
+    #[serde(default = "crate::spec::default_max_duration")]
+    pub max_duration_ms: u64,
 }
 
 /// Header of an invoke request; the frame body is the HTTP request body.
@@ -108,6 +114,11 @@ pub struct InvokeRequest {
     /// wants the whole body in the reply (events, calls between functions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// Set when more of the request body follows the frame's: the worker
+    /// that takes the request sends a [`StreamCredit`] naming its chunk
+    /// mailbox to this subject, and the caller streams the rest there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 /// The deepest chain of calls between functions.
@@ -198,45 +209,53 @@ pub struct InvokeResponse {
     pub stream: Option<String>,
 }
 
-/// Bytes of response body one stream chunk carries, at most.
+/// Bytes of body one stream chunk carries, at most.
 pub const STREAM_CHUNK_BYTES: usize = 64 * 1024;
-/// Chunks a worker may send ahead of the caller's credits: with
+/// Chunks a sender may send ahead of its receiver's credits: with
 /// [`STREAM_CHUNK_BYTES`], at most 1 MiB in flight per stream.
 pub const STREAM_WINDOW: u32 = 16;
-/// A stream with nothing to send says it is alive this often, so a caller
-/// tells a stalled guest (still counted against its timeout by the worker)
-/// from a dead worker.
+/// A side of a stream with nothing to say sends an empty message this
+/// often (the sender of chunks to the receiver's mailbox, the receiver to
+/// the sender's credit subject), so the other tells a quiet stream from a
+/// dead peer. Empty messages are never queued, so they cannot crowd a
+/// mailbox however long a stream waits.
 pub const STREAM_KEEPALIVE_MS: u64 = 1_000;
-/// A caller that hears nothing on a stream for this long ends it.
+/// A side that hears nothing from the other for this long ends the stream.
 pub const STREAM_SILENCE_MS: u64 = 3_500;
 
-/// Header of one chunk of a streamed response body (the frame body is the
-/// bytes).
+/// Header of one chunk of a streamed body, from its sender to its receiver
+/// (the frame body is the bytes): a response from worker to caller, or an
+/// upload from gateway to worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamChunk {
-    /// 1 for the first chunk after the reply; keep-alives repeat the last.
+    /// 1 for the first chunk after the message that opened the stream.
     pub seq: u64,
     /// The body is complete after this chunk.
     #[serde(default)]
     pub end: bool,
-    /// The body broke off (a trap, a timeout): the caller ends its
-    /// response with an error, never as if complete.
+    /// The body broke off (a trap, a timeout, a client gone): the receiver
+    /// ends it with an error, never as if complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Carries nothing; says the stream is alive.
-    #[serde(default)]
-    pub keepalive: bool,
+    /// With `end`: trailer fields that follow the body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trailers: Vec<(String, String)>,
 }
 
-/// From the caller to the worker about a streamed body.
+/// From a stream's receiver to its sender.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StreamCredit {
-    /// More chunks the caller has room for.
+    /// More chunks the receiver has room for.
     #[serde(default)]
     pub grant: u32,
-    /// The caller went away: stop the guest.
+    /// The receiver wants no more (its client went away, the guest
+    /// dropped the body): stop.
     #[serde(default)]
     pub cancel: bool,
+    /// In the first credit for an upload: where the worker that took the
+    /// request receives its chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 /// A worker is told to serve a function version (load it if needed, swap to
@@ -268,6 +287,10 @@ pub struct Assign {
     pub allow_outbound: Vec<String>,
     #[serde(default = "crate::spec::default_outbound_body_bytes")]
     pub max_outbound_body: u64,
+    #[serde(default = "crate::spec::default_max_body")]
+    pub max_body: u64,
+    #[serde(default = "crate::spec::default_max_duration")]
+    pub max_duration_ms: u64,
 }
 
 impl Assign {
@@ -286,6 +309,8 @@ impl Assign {
             allow_publish: v.spec.allow_publish.clone(),
             allow_outbound: v.spec.allow_outbound.clone(),
             max_outbound_body: v.spec.max_outbound_body,
+            max_body: v.spec.max_body,
+            max_duration_ms: v.spec.max_duration_ms,
         }
     }
 }

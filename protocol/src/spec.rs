@@ -40,6 +40,17 @@ pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 /// An outbound response body past this is cut (`--max-outbound-body`).
 pub const DEFAULT_OUTBOUND_BODY: u64 = 8 * 1024 * 1024;
 pub const MAX_OUTBOUND_BODY: u64 = 1024 * 1024 * 1024;
+/// A request or response body past this is refused or cut (`--max-body`):
+/// what a buffered platform allowed, so nothing changed for those who
+/// never set it.
+pub const DEFAULT_MAX_BODY: u64 = 8 * 1024 * 1024;
+/// The largest `--max-body`: bodies stream, so this bounds what a client
+/// may send or a guest may write, not memory.
+pub const MAX_MAX_BODY: u64 = 4 * 1024 * 1024 * 1024;
+/// How long a streamed response (or upload) may take in all, by default.
+pub const DEFAULT_MAX_DURATION_MS: u64 = 15 * 60 * 1000;
+/// The longest `--max-duration`.
+pub const MAX_MAX_DURATION_MS: u64 = 24 * 3_600_000;
 
 /// What a user asks for on deploy. Immutable once stored as a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,10 +119,24 @@ pub struct FunctionSpec {
     /// Largest response body one outbound request may bring back.
     #[serde(default = "default_outbound_body_bytes")]
     pub max_outbound_body: u64,
+    /// Largest request body a client may send and response body the
+    /// function may write, enforced as bytes flow.
+    #[serde(default = "default_max_body")]
+    pub max_body: u64,
+    /// How long one request may take in all, a streamed body included;
+    /// `timeout_ms` bounds the time to the response head and between chunks.
+    #[serde(default = "default_max_duration")]
+    pub max_duration_ms: u64,
 }
 
 pub(crate) fn default_outbound_body_bytes() -> u64 {
     DEFAULT_OUTBOUND_BODY
+}
+pub(crate) fn default_max_body() -> u64 {
+    DEFAULT_MAX_BODY
+}
+pub(crate) fn default_max_duration() -> u64 {
+    DEFAULT_MAX_DURATION_MS
 }
 
 fn default_max_attempts() -> u32 {
@@ -157,6 +182,8 @@ impl FunctionSpec {
             allow_publish: Vec::new(),
             allow_outbound: Vec::new(),
             max_outbound_body: DEFAULT_OUTBOUND_BODY,
+            max_body: DEFAULT_MAX_BODY,
+            max_duration_ms: DEFAULT_MAX_DURATION_MS,
         }
     }
 
@@ -224,6 +251,15 @@ impl FunctionSpec {
                 "timeout {} ms is out of range (1 ms ..= {} min)",
                 self.timeout_ms,
                 MAX_TIMEOUT_MS / 60_000
+            ));
+        }
+        if self.max_body == 0 || self.max_body > MAX_MAX_BODY {
+            return Err(format!("max body {} bytes is out of range (1 byte ..= 4 GiB)", self.max_body));
+        }
+        if self.max_duration_ms < self.timeout_ms || self.max_duration_ms > MAX_MAX_DURATION_MS {
+            return Err(format!(
+                "max duration {} ms is out of range (the timeout, {} ms, ..= 24 h)",
+                self.max_duration_ms, self.timeout_ms
             ));
         }
         if self.min_scale > 1000 || self.max_scale > 1000 {

@@ -6,14 +6,15 @@
 use crate::host::Host;
 use crate::instance::{AbortOnDrop, Failed, Failure, Function, Invoked, Limits, World};
 use crate::load::LoadCounters;
-use crate::stream;
+use crate::stream::{self, RequestBody, StreamBoxes};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
+use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
-use tern_invoke::mailbox::Mailboxes;
+use tern_invoke::stream::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogRecord, LogStream, STREAM_WINDOW};
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogRecord, LogStream};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -35,6 +36,14 @@ impl Http {
     }
 }
 
+/// A request's body as it reaches the worker.
+pub enum Upload {
+    /// All of it came with the request.
+    Whole(Bytes),
+    /// The rest is on its way from the caller (see [`crate::stream`]).
+    Streamed(RequestBody),
+}
+
 /// What an HTTP invocation answers with, after its head.
 pub enum Answer {
     /// The whole body.
@@ -51,6 +60,8 @@ pub struct Streaming {
     /// The guest; dropping this stops it and frees its instance.
     pub(crate) task: AbortOnDrop<wasmtime::Result<()>>,
     pub(crate) limits: Limits,
+    /// Trailers that came with the head: the body is over, and they end it.
+    pub(crate) trailers: Option<http::HeaderMap>,
 }
 
 /// After the head, how long to wait for more of the body before deciding
@@ -59,7 +70,7 @@ pub struct Streaming {
 const STREAM_DECIDE: Duration = Duration::from_millis(1);
 
 impl World for Http {
-    type Input = (InvokeRequest, Bytes);
+    type Input = (InvokeRequest, Upload);
     type Output = (InvokeResponse, Answer);
 
     fn engine(&self) -> &Engine {
@@ -82,6 +93,10 @@ impl World for Http {
     ) -> Result<Self::Output, Failed> {
         // Only a caller that takes chunks gets them.
         let may_stream = req.stream.is_some();
+        let body = match body {
+            Upload::Whole(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+            Upload::Streamed(b) => stream::counted(b, &limits),
+        };
         let http_req = to_hyper_request(req, body).map_err(Failure::BadRequest)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let setup = (|| -> wasmtime::Result<_> {
@@ -99,21 +114,22 @@ impl World for Http {
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         }));
 
-        let grace = limits.grace();
-        let head = match tokio::time::timeout_at(grace, rx).await {
-            Err(_) => return Err(limits.timed_out()),
-            Ok(Ok(Ok(resp))) => resp,
-            Ok(Ok(Err(code))) => return Err(Failure::ErrorResponse(format!("{code:?}")).into()),
-            Ok(Err(_)) => {
+        // An upload moves the deadline on as the guest reads it.
+        let head = match limits.within(rx).await {
+            None => return Err(limits.timed_out()),
+            Some(Ok(Ok(resp))) => resp,
+            Some(Ok(Err(code))) => return Err(Failure::ErrorResponse(format!("{code:?}")).into()),
+            Some(Err(_)) => {
                 // The outparam was dropped unset: the guest returned or died.
-                return match tokio::time::timeout_at(grace, &mut task.0).await {
-                    Err(_) => Err(limits.timed_out()),
-                    Ok(Ok(Ok(()))) => Err(Failure::NoResponse.into()),
-                    Ok(Ok(Err(e))) => Err(limits.classify(e)),
-                    Ok(Err(join)) => Err(Failure::Trap(format!("guest task ended: {join}")).into()),
+                return match limits.within(&mut task.0).await {
+                    None => Err(limits.timed_out()),
+                    Some(Ok(Ok(()))) => Err(Failure::NoResponse.into()),
+                    Some(Ok(Err(e))) => Err(limits.classify(e)),
+                    Some(Err(join)) => Err(Failure::Trap(format!("guest task ended: {join}")).into()),
                 };
             }
         };
+        let grace = limits.grace();
 
         let (parts, mut body) = head.into_parts();
         let headers: Vec<(String, String)> = parts
@@ -124,6 +140,7 @@ impl World for Http {
         let status = parts.status.as_u16();
         if may_stream {
             let mut first = BytesMut::new();
+            let mut trailers = None;
             loop {
                 match tokio::time::timeout(STREAM_DECIDE, body.frame()).await {
                     Ok(None) => {
@@ -132,30 +149,34 @@ impl World for Http {
                             Answer::Whole(first.freeze()),
                         ));
                     }
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => {
                             first.extend_from_slice(&data);
+                            if first.len() < STREAM_CHUNK_BYTES {
+                                continue;
+                            }
                         }
-                        if first.len() < STREAM_CHUNK_BYTES {
-                            continue;
-                        }
-                    }
+                        // Only a stream's end carries trailers.
+                        Err(frame) => trailers = frame.into_trailers().ok(),
+                    },
                     Ok(Some(Err(_))) => return Err(broken(&mut task, &limits, grace).await),
                     Err(_) => {}
                 }
-                let streaming = Streaming { first: first.freeze(), rest: body, task, limits };
+                let streaming = Streaming { first: first.freeze(), rest: body, task, limits, trailers };
                 return Ok((InvokeResponse { status, headers, stream: None }, Answer::Streaming(streaming)));
             }
         }
-        let collected = tokio::time::timeout_at(grace, Limited::new(body, self.body_limit).collect()).await;
+        let limit = self.body_limit.min(usize::try_from(limits.max_body).unwrap_or(usize::MAX));
+        let collected = limits.within(Limited::new(body, limit).collect()).await;
         let body = match collected {
-            Err(_) => return Err(limits.timed_out()),
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Err(Failure::ResponseTooLarge(self.body_limit).into());
+            None => return Err(limits.timed_out()),
+            Some(Ok(c)) => c.to_bytes(),
+            Some(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(Failure::ResponseTooLarge(limit).into());
             }
-            Ok(Err(_)) => return Err(broken(&mut task, &limits, grace).await),
+            Some(Err(_)) => return Err(broken(&mut task, &limits, limits.grace()).await),
         };
+        let grace = limits.grace();
         // The body is complete; a trap after this point does not change
         // what the client gets, but it belongs in the debug log.
         if let Ok(Ok(Err(e))) = tokio::time::timeout_at(grace, &mut task.0).await {
@@ -184,35 +205,48 @@ impl HttpFunction {
     /// response or the failure's error response.
     pub(crate) async fn serve(
         &self,
-        bus: &dyn Bus,
+        bus: &Arc<dyn Bus>,
         msg: &Message,
         load: &LoadCounters,
-        credits: Option<&Mailboxes>,
+        streams: Option<&StreamBoxes>,
     ) -> Vec<LogRecord> {
         let frame = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
             Ok(f) => f,
             Err(e) => {
                 let failure = Failure::BadRequest(format!("malformed invoke request: {e}"));
-                reply(bus, msg, error_response(&failure)).await;
+                reply(&**bus, msg, error_response(&failure)).await;
                 return Vec::new();
             }
         };
         let stream_to = frame.header.stream.clone();
+        let body = match (frame.header.upload.clone(), streams) {
+            (None, _) => Upload::Whole(frame.body),
+            (Some(credit), Some(boxes)) => {
+                Upload::Streamed(stream::receive(bus, boxes, credit, frame.body).await)
+            }
+            (Some(_), None) => {
+                let failure =
+                    Failure::BadRequest("this worker cannot take a streamed request body yet".into());
+                reply(&**bus, msg, error_response(&failure)).await;
+                return Vec::new();
+            }
+        };
         let started = load.started();
-        let Invoked { result, mut logs, tail } = self.invoke((frame.header, frame.body), String::new).await;
+        let Invoked { result, mut logs, tail } = self.invoke((frame.header, body), String::new).await;
         match result {
             Ok((mut head, Answer::Streaming(streaming))) => {
-                let (Some(credits), Some(to), Some(tail)) = (credits, stream_to, tail) else {
+                let (Some(boxes), Some(to), Some(tail)) = (streams, stream_to, tail) else {
                     // Only a request with a stream subject streams, and a
-                    // worker without its credit mailboxes never starts.
+                    // worker without its mailboxes never starts.
                     load.finished(started, true);
-                    reply(bus, msg, error_response(&Failure::NoResponse)).await;
+                    reply(&**bus, msg, error_response(&Failure::NoResponse)).await;
                     return logs;
                 };
-                let mailbox = credits.mailbox(STREAM_WINDOW as usize + 4);
-                head.stream = Some(mailbox.subject.clone());
-                reply(bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
-                let outcome = stream::send(bus, &to, mailbox, streaming).await;
+                let credits = stream::credit_mailbox(boxes);
+                head.stream = Some(credits.subject.clone());
+                reply(&**bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
+                let out = Outlet::new(bus.clone(), to, credits, streaming.limits.ends_by);
+                let outcome = stream::send(out, streaming).await;
                 load.finished(started, outcome.is_err());
                 let log = self.log();
                 logs = tail.collect(&log);
@@ -222,11 +256,11 @@ impl HttpFunction {
             }
             Ok((head, Answer::Whole(body))) => {
                 load.finished(started, false);
-                reply(bus, msg, Frame::new(head, body).encode()).await;
+                reply(&**bus, msg, Frame::new(head, body).encode()).await;
             }
             Err(failure) => {
                 load.finished(started, true);
-                reply(bus, msg, error_response(&failure)).await;
+                reply(&**bus, msg, error_response(&failure)).await;
             }
         }
         logs
@@ -253,7 +287,7 @@ fn error_response(failure: &Failure) -> Bytes {
 /// The request the guest gets. Its URI is built from parts, each parsed on
 /// its own: a Host header can never change the path (the gateway refuses a
 /// bad one; this is the second line).
-fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Full<Bytes>>, String> {
+fn to_hyper_request(req: InvokeRequest, body: RequestBody) -> Result<hyper::Request<RequestBody>, String> {
     let host = req
         .headers
         .iter()
@@ -279,7 +313,7 @@ fn to_hyper_request(req: InvokeRequest, body: Bytes) -> Result<hyper::Request<Fu
     for (k, v) in &req.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
-    builder.body(Full::new(body)).map_err(|e| e.to_string())
+    builder.body(body).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -293,16 +327,21 @@ mod tests {
             headers: vec![("host".into(), host.into())],
             hops: 0,
             stream: None,
+            upload: None,
         }
+    }
+
+    fn empty() -> RequestBody {
+        Full::new(Bytes::new()).map_err(|never| match never {}).boxed_unsync()
     }
 
     #[test]
     fn the_host_never_changes_the_path() {
-        let r = to_hyper_request(req("example.com:8080", "/api/greet/ada?x=1"), Bytes::new()).unwrap();
+        let r = to_hyper_request(req("example.com:8080", "/api/greet/ada?x=1"), empty()).unwrap();
         assert_eq!(r.uri().path(), "/api/greet/ada");
         assert_eq!(r.uri().authority().unwrap().as_str(), "example.com:8080");
-        assert!(to_hyper_request(req("x/api/info/INJECTED?", "/api/greet/ada"), Bytes::new()).is_err());
-        assert!(to_hyper_request(req("user@x", "/"), Bytes::new()).is_err());
-        assert!(to_hyper_request(req("x", "no-slash"), Bytes::new()).is_err());
+        assert!(to_hyper_request(req("x/api/info/INJECTED?", "/api/greet/ada"), empty()).is_err());
+        assert!(to_hyper_request(req("user@x", "/"), empty()).is_err());
+        assert!(to_hyper_request(req("x", "no-slash"), empty()).is_err());
     }
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};
-use tokio::task::JoinHandle;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// What a function version runs with, from its spec; either world.
@@ -27,6 +26,10 @@ pub(crate) struct Settings {
     pub env: Vec<(String, String)>,
     pub memory_mib: u32,
     pub timeout: Duration,
+    /// Largest request and response body (`--max-body`).
+    pub max_body: u64,
+    /// Longest one invocation may take, a streamed body included.
+    pub max_duration: Duration,
     /// Buckets it may open, and the store they are in.
     pub grants: Arc<Grants>,
     /// Its `wasi:config` keys (`--env` values and secrets), replaced when
@@ -113,7 +116,8 @@ impl<W: World> Function<W> {
         let stdout = CappedOutput::new(LOG_CAPTURE_BYTES);
         let stderr = CappedOutput::new(LOG_CAPTURE_BYTES);
         let s = &self.settings;
-        let deadline = Deadline::new(Instant::now() + s.timeout);
+        let started = Instant::now();
+        let deadline = Deadline::new(started + s.timeout);
         let state = State::new(s.grants.clone(), s.config.read().clone());
         let notes = Notes::default();
         let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline.clone(), notes.clone());
@@ -134,7 +138,14 @@ impl<W: World> Function<W> {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        let limits = Limits { deadline, timeout: s.timeout, memory_mib: s.memory_mib, memory_hit };
+        let limits = Limits {
+            deadline,
+            timeout: s.timeout,
+            ends_by: started + s.max_duration,
+            max_body: s.max_body,
+            memory_mib: s.memory_mib,
+            memory_hit,
+        };
         let result = self.world.call(store, limits, input).await;
         let tail = LogTail { stdout, stderr, notes };
         if matches!(&result, Ok(out) if W::still_running(out)) {
@@ -202,6 +213,9 @@ impl Deadline {
 pub struct Limits {
     pub deadline: Deadline,
     timeout: Duration,
+    /// However often the deadline moves, never past this.
+    pub ends_by: Instant,
+    pub max_body: u64,
     memory_mib: u32,
     memory_hit: Arc<AtomicBool>,
 }
@@ -215,6 +229,26 @@ impl Limits {
 
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The guest made progress (a chunk of body went in or out): it has
+    /// its timeout again from now, within the invocation's whole duration.
+    pub fn progressed(&self) {
+        self.deadline.extend_to((Instant::now() + self.timeout).min(self.ends_by));
+    }
+
+    /// Waits for `fut` until the deadline (plus grace), following the
+    /// deadline as it moves; `None` if it passed first.
+    pub async fn within<F: Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            let grace = self.grace();
+            match tokio::time::timeout_at(grace, &mut fut).await {
+                Ok(v) => return Some(v),
+                Err(_) if self.grace() > grace => continue,
+                Err(_) => return None,
+            }
+        }
     }
 
     pub fn timed_out(&self) -> Failed {
@@ -373,15 +407,7 @@ impl LogSink<'_> {
     }
 }
 
-/// A task aborted when its handle is dropped: a guest whose caller gave up
-/// is stopped.
-pub(crate) struct AbortOnDrop<T>(pub(crate) JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub(crate) use tern_task::AbortOnDrop;
 
 #[cfg(test)]
 mod tests {

@@ -1,76 +1,135 @@
-//! Sending the rest of a streamed response body to the caller as the
-//! guest writes it: chunks of at most [`STREAM_CHUNK_BYTES`] on the
-//! caller's stream subject, never more than the caller's credits allow
-//! ([`STREAM_WINDOW`] to start, one more per chunk it passed on), so a slow
-//! client pauses the guest instead of filling memory here.
+//! The worker's ends of streamed bodies (see [`tern_invoke::stream`]): the
+//! rest of a response body sent to the caller as the guest writes it
+//! ([`send`]), and the rest of a request body received as the caller
+//! sends it ([`receive`]).
 //!
-//! Time: each chunk (and each credit) moves the guest's deadline to
-//! `--timeout` from now, so the timeout bounds the time the guest takes
-//! between chunks, and a stream ends within [`MAX_STREAM_DURATION`] in all,
-//! however slowly its client reads. A caller that cancels (its client went
-//! away) stops the guest: the instance is dropped with the [`Streaming`]
-//! it lives in.
+//! Time: each chunk either way moves the guest's deadline to `--timeout`
+//! from now ([`Limits::progressed`]), so the timeout bounds the wait for
+//! the head and between chunks, and `--max-duration` bounds the whole.
+//! Size: `--max-body` is counted as bytes flow, each way. A caller that
+//! cancels (its client went away) stops the guest: the instance is dropped
+//! with the [`Streaming`] it lives in.
 
 use crate::http::{Streaming, broken};
-use crate::instance::{Failed, Limits};
+use crate::instance::{Failed, Failure, Limits};
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use http_body_util::BodyExt;
-use std::time::{Duration, Instant};
-use tern_bus::Bus;
-use tern_invoke::mailbox::Mailbox;
-use tern_protocol::{
-    Frame, STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk,
-    StreamCredit,
-};
+use http_body_util::combinators::UnsyncBoxBody;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_bus::{Bus, BusError};
+use tern_invoke::mailbox::Mailboxes;
+use tern_invoke::stream::{Outlet, Stopped, keepalive_every};
+use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
-/// The longest a streamed response may take in all.
-pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(15 * 60);
 /// How long the end of a body waits for its guest's outcome (see `send`).
 const GUEST_END_WAIT: Duration = Duration::from_millis(100);
 
-/// Sends the rest of `s` to `to`. Err carries the line for the function's
-/// log when the stream did not end with the whole body.
-pub(crate) async fn send(
-    bus: &dyn Bus,
-    to: &str,
-    mut credits: Mailbox,
-    mut s: Streaming,
-) -> Result<(), String> {
-    let ends_by = Instant::now() + MAX_STREAM_DURATION;
-    let keepalive = Duration::from_millis(STREAM_KEEPALIVE_MS);
-    let mut out = Sender { bus, to, seq: 0 };
-    let mut room = STREAM_WINDOW;
+/// The worker's mailboxes: credits for the responses it sends, chunks of
+/// the uploads it receives; one subscription each.
+pub struct StreamBoxes {
+    credits: Arc<Mailboxes>,
+    chunks: Arc<Mailboxes>,
+}
+
+impl StreamBoxes {
+    pub async fn open(bus: &dyn Bus) -> Result<Self, BusError> {
+        let credits = Mailboxes::open(bus, subject::credits, subject::credit).await?;
+        let chunks = Mailboxes::open(bus, subject::streams, subject::stream).await?;
+        Ok(StreamBoxes { credits, chunks })
+    }
+}
+
+/// A request body as the guest reads it.
+pub type RequestBody = UnsyncBoxBody<Bytes, ErrorCode>;
+
+/// The request body that begins with `first` and goes on in chunks from
+/// the caller, who takes credits at `credit`. Tells the caller where to
+/// send them.
+pub(crate) async fn receive(
+    bus: &Arc<dyn Bus>,
+    boxes: &StreamBoxes,
+    credit: String,
+    first: Bytes,
+) -> RequestBody {
+    let mailbox = boxes.chunks.mailbox(STREAM_WINDOW as usize + 2);
+    let open = StreamCredit { to: Some(mailbox.subject.clone()), ..Default::default() };
+    let open = serde_json::to_vec(&open).expect("serialise");
+    if let Err(e) = bus.publish(&credit, open.into()).await {
+        tracing::debug!("could not ask for the rest of a request body: {e}");
+    }
+    let frames = tern_invoke::stream::receive(bus.clone(), mailbox, credit, first)
+        .map(|f| f.map_err(|e| ErrorCode::InternalError(Some(format!("the request body broke off: {e}")))));
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+/// An upload counted against the limits as the guest reads it: each chunk
+/// is progress (the guest has its timeout again), and past `--max-body`
+/// it breaks off.
+pub(crate) fn counted(body: RequestBody, limits: &Limits) -> RequestBody {
+    let limits = limits.clone();
+    let mut seen = 0u64;
+    let frames = http_body_util::BodyStream::new(body).map(move |f| {
+        let f = f?;
+        if let Some(d) = f.data_ref() {
+            seen += d.len() as u64;
+            if seen > limits.max_body {
+                return Err(ErrorCode::HttpRequestBodySize(Some(seen)));
+            }
+            limits.progressed();
+        }
+        Ok(f)
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+/// Where a stream's credits arrive, for the response `send` will send.
+pub(crate) fn credit_mailbox(boxes: &StreamBoxes) -> tern_invoke::mailbox::Mailbox {
+    boxes.credits.mailbox(STREAM_WINDOW as usize + 4)
+}
+
+/// Sends the rest of `s` to `out`. Err carries the line for the
+/// function's log when the stream did not end with the whole body.
+pub(crate) async fn send(mut out: Outlet, mut s: Streaming) -> Result<(), String> {
+    if let Some(trailers) = s.trailers.take() {
+        out.end(fields(&trailers)).await;
+        return Ok(());
+    }
+    let mut sent = s.first.len() as u64;
     // The end or a failure met while gathering what the guest had written:
     // handled as the next frame, never lost.
     let mut carried = None;
     loop {
-        let grace = s.limits.grace();
         let frame = if let Some(f) = carried.take() {
             f
         } else {
-            tokio::select! {
+            enum Next<F> {
+                Credit(Result<(), Stopped>),
+                Frame(F),
+                Idle,
+                Late,
+            }
+            let next = tokio::select! {
                 biased;
-                m = credits.rx.recv() => {
-                    match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
-                        Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
-                        Some(Ok(c)) => room += c.grant,
-                        _ => {}
-                    }
-                    continue;
-                }
-                f = s.rest.frame() => f,
-                _ = tokio::time::sleep(keepalive) => {
+                r = out.credit() => Next::Credit(r),
+                f = s.rest.frame() => Next::Frame(f),
+                _ = tokio::time::sleep(keepalive_every()) => Next::Idle,
+                // A guest blocked on the host past its time (a spinning
+                // one is trapped by the epoch and ends its body in error).
+                _ = tokio::time::sleep_until(s.limits.grace()) => Next::Late,
+            };
+            match next {
+                Next::Credit(Ok(())) => continue,
+                Next::Credit(Err(stopped)) => return Err(stopped_line(stopped)),
+                Next::Idle => {
                     out.keepalive().await;
                     continue;
                 }
-                _ = tokio::time::sleep_until(grace) => {
-                    // A guest blocked on the host past its time (a spinning
-                    // one is trapped by the epoch and ends its body in error).
-                    let failure = s.limits.timed_out().0;
-                    out.fail(&failure.public_message()).await;
-                    return Err(format!("streamed response cut: {}", failure.log_line()));
-                }
+                Next::Late if s.limits.grace() > tokio::time::Instant::now() => continue,
+                Next::Late => return Err(cut(&mut out, s.limits.timed_out()).await),
+                Next::Frame(f) => f,
             }
         };
         match frame {
@@ -79,16 +138,13 @@ pub(crate) async fn send(
                 // finished it or trapped mid-write (its store went): the
                 // guest's own outcome tells them apart. One that finished
                 // and goes on working past this wait is taken as complete.
-                match tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
-                    Ok(Ok(Err(e))) => {
-                        let failed = s.limits.classify(e);
-                        return Err(cut(&mut out, failed).await);
-                    }
+                return match tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
+                    Ok(Ok(Err(e))) => Err(cut(&mut out, s.limits.classify(e)).await),
                     _ => {
-                        out.chunk(Bytes::new(), true).await;
-                        return Ok(());
+                        out.end(Vec::new()).await;
+                        Ok(())
                     }
-                }
+                };
             }
             Some(Err(_)) => {
                 let grace = s.limits.grace();
@@ -96,117 +152,68 @@ pub(crate) async fn send(
                 return Err(cut(&mut out, failed).await);
             }
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let data = match frame.into_data() {
+                    Ok(d) => d,
+                    Err(frame) => {
+                        // Trailers: the last frame.
+                        let trailers = frame.into_trailers().map(|t| fields(&t)).unwrap_or_default();
+                        out.end(trailers).await;
+                        return Ok(());
+                    }
+                };
                 // What else the guest has written already goes with it
                 // (copied together only when there is more).
                 let mut pending = data;
                 while pending.len() < STREAM_CHUNK_BYTES {
                     match s.rest.frame().now_or_never() {
-                        Some(Some(Ok(f))) => {
-                            if let Ok(d) = f.into_data() {
-                                let mut joined = BytesMut::from(pending);
-                                joined.extend_from_slice(&d);
-                                pending = joined.freeze();
-                            }
+                        Some(Some(Ok(f))) if f.is_data() => {
+                            let d = f.into_data().unwrap_or_default();
+                            let mut joined = BytesMut::from(pending);
+                            joined.extend_from_slice(&d);
+                            pending = joined.freeze();
                         }
-                        Some(end_or_error) => {
-                            carried = Some(end_or_error);
+                        Some(other) => {
+                            carried = Some(other);
                             break;
                         }
                         None => break,
                     }
                 }
-                while !pending.is_empty() {
-                    // Never past the caller's credits: its mailbox holds
-                    // the window and no more.
-                    wait_for_room(&mut room, &mut credits, &s.limits, ends_by, &mut out).await?;
-                    let piece = pending.split_to(pending.len().min(STREAM_CHUNK_BYTES));
-                    out.chunk(piece, false).await;
-                    room -= 1;
+                sent += pending.len() as u64;
+                if sent > s.limits.max_body {
+                    return Err(
+                        cut(&mut out, Failure::ResponseTooLarge(s.limits.max_body as usize).into()).await
+                    );
                 }
-                let next = (Instant::now() + s.limits.timeout()).min(ends_by);
-                s.limits.deadline.extend_to(next);
+                out.send(pending).await.map_err(stopped_line)?;
+                s.limits.progressed();
             }
         }
     }
 }
 
+fn stopped_line(stopped: Stopped) -> String {
+    match stopped {
+        Stopped::Cancelled => "the client went away; the guest was stopped".into(),
+        Stopped::Silent => "the caller went silent (its gateway is gone?); the guest was stopped".into(),
+        Stopped::TooLong => {
+            "the stream took longer than the function's --max-duration; the guest was stopped".into()
+        }
+        Stopped::Closed => "the worker is shutting down".into(),
+    }
+}
+
+/// Trailer fields as an invoke frame carries them.
+pub(crate) fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
+    map.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
+}
+
 /// Ends the caller's stream in an error; the line for the function's log.
-async fn cut(out: &mut Sender<'_>, Failed(failure, detail): Failed) -> String {
+async fn cut(out: &mut Outlet, Failed(failure, detail): Failed) -> String {
     out.fail(&failure.public_message()).await;
     let mut line = format!("streamed response cut: {}", failure.log_line());
     if let Some(d) = detail {
         line.push_str(&format!("\n{d}"));
     }
     line
-}
-
-/// Waits until the caller has room for a chunk, taking credits and a
-/// cancel as they come. The guest is paused meanwhile (its writes wait),
-/// not at fault: a slow client is waited for, up to the stream's whole
-/// duration, and each credit moves the guest's deadline on.
-async fn wait_for_room(
-    room: &mut u32,
-    credits: &mut Mailbox,
-    limits: &Limits,
-    ends_by: Instant,
-    out: &mut Sender<'_>,
-) -> Result<(), String> {
-    while *room == 0 {
-        tokio::select! {
-            m = credits.rx.recv() => match m.map(|m| serde_json::from_slice::<StreamCredit>(&m.payload)) {
-                Some(Ok(c)) if c.cancel => return Err("the client went away; the guest was stopped".into()),
-                Some(Ok(c)) => {
-                    *room += c.grant;
-                    limits.deadline.extend_to((Instant::now() + limits.timeout()).min(ends_by));
-                }
-                Some(Err(_)) => {}
-                None => return Err("the worker is shutting down".into()),
-            },
-            // The caller says it is alive every second while it waits for
-            // its client; silence means it is gone.
-            _ = tokio::time::sleep(Duration::from_millis(STREAM_SILENCE_MS)) => {
-                return Err("the caller went silent (its gateway is gone?); the guest was stopped".into());
-            }
-            _ = tokio::time::sleep_until(ends_by.into()) => {
-                out.fail("the stream took longer than its limit").await;
-                return Err(format!(
-                    "the client was still reading after {} min, the longest a stream may take; the guest was stopped",
-                    MAX_STREAM_DURATION.as_secs() / 60
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The caller's side of the stream: numbered chunks.
-struct Sender<'a> {
-    bus: &'a dyn Bus,
-    to: &'a str,
-    seq: u64,
-}
-
-impl Sender<'_> {
-    async fn chunk(&mut self, data: Bytes, end: bool) {
-        self.seq += 1;
-        self.send(StreamChunk { seq: self.seq, end, error: None, keepalive: false }, data).await;
-    }
-
-    async fn fail(&mut self, why: &str) {
-        self.seq += 1;
-        let head = StreamChunk { seq: self.seq, end: true, error: Some(why.to_string()), keepalive: false };
-        self.send(head, Bytes::new()).await;
-    }
-
-    async fn keepalive(&mut self) {
-        self.send(StreamChunk { seq: self.seq, end: false, error: None, keepalive: true }, Bytes::new())
-            .await;
-    }
-
-    async fn send(&self, head: StreamChunk, data: Bytes) {
-        if let Err(e) = self.bus.publish(self.to, Frame::new(head, data).encode()).await {
-            tracing::debug!("could not send a stream chunk to {}: {e}", self.to);
-        }
-    }
 }

@@ -14,6 +14,7 @@ use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
+use crate::stream::StreamBoxes;
 use crate::{Runtime, fetch, host::Host};
 use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
-use tern_invoke::mailbox::Mailboxes;
 use tern_invoke::{Activator, Invoker, SchedulerClient};
 use tern_kv::KvStore;
 use tern_protocol::nats_subject::SubjectPattern;
@@ -64,8 +64,8 @@ pub struct Worker {
     events: Option<Arc<dyn EventLog>>,
     /// Outbound HTTP and calls between functions.
     outbound: Arc<Outbound>,
-    /// Where callers' credits for streamed bodies arrive; set by `start`.
-    credits: std::sync::OnceLock<Arc<Mailboxes>>,
+    /// Where streamed bodies' chunks and credits arrive; set by `start`.
+    streams: std::sync::OnceLock<Arc<StreamBoxes>>,
     body_limit: usize,
     functions: Mutex<Functions>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -124,16 +124,16 @@ impl Handler {
     /// records out.
     async fn serve(
         &self,
-        bus: &dyn Bus,
+        bus: &Arc<dyn Bus>,
         msg: &Message,
         load: &LoadCounters,
-        credits: Option<&Mailboxes>,
+        streams: Option<&StreamBoxes>,
     ) -> Vec<LogRecord> {
         match self {
-            Handler::Http(f) => f.serve(bus, msg, load, credits).await,
+            Handler::Http(f) => f.serve(bus, msg, load, streams).await,
             Handler::Event(f) => {
                 let (reply, logs) = f.serve(msg.payload.clone(), load).await;
-                crate::http::reply(bus, msg, reply).await;
+                crate::http::reply(&**bus, msg, reply).await;
                 logs
             }
         }
@@ -160,7 +160,7 @@ impl Worker {
             kv,
             events,
             outbound,
-            credits: Default::default(),
+            streams: Default::default(),
             body_limit: tern_protocol::body_limit(bus.max_payload()),
             functions: Mutex::new(Functions {
                 boot: format!("{:016x}", tern_protocol::id::random_u64()),
@@ -184,8 +184,7 @@ impl Worker {
         let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
         let mut secrets = self.bus.subscribe(&subject::worker_secrets(node)).await?;
-        let credits = Mailboxes::open(&*self.bus, subject::credits, subject::credit).await?;
-        let _ = self.credits.set(credits);
+        let _ = self.streams.set(Arc::new(StreamBoxes::open(&*self.bus).await?));
 
         let me = self.clone();
         // Control messages are handled one at a time, so two versions of a
@@ -306,6 +305,8 @@ impl Worker {
             env: a.env.clone().into_iter().collect(),
             memory_mib: a.memory_mib,
             timeout: Duration::from_millis(a.timeout_ms),
+            max_body: a.max_body,
+            max_duration: Duration::from_millis(a.max_duration_ms),
             grants: Arc::new(Grants {
                 store: self.kv.clone(),
                 buckets: a.kv.clone(),
@@ -348,8 +349,8 @@ impl Worker {
         let current = Arc::new(RwLock::new(function));
         let load = Arc::new(LoadCounters::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let credits = self.credits.get().cloned();
-        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone(), credits));
+        let streams = self.streams.get().cloned();
+        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone(), streams));
         let loaded = Loaded {
             version: a.version,
             current,
@@ -435,7 +436,7 @@ async fn serve(
     mut stop: tokio::sync::oneshot::Receiver<()>,
     current: Arc<RwLock<Handler>>,
     load: Arc<LoadCounters>,
-    credits: Option<Arc<Mailboxes>>,
+    streams: Option<Arc<StreamBoxes>>,
 ) {
     let mut draining = false;
     // Per function on this worker, across its versions.
@@ -457,9 +458,9 @@ async fn serve(
         let bus = bus.clone();
         let load = load.clone();
         let log_limit = log_limit.clone();
-        let credits = credits.clone();
+        let streams = streams.clone();
         tokio::spawn(async move {
-            let logs = function.serve(&*bus, &msg, &load, credits.as_deref()).await;
+            let logs = function.serve(&bus, &msg, &load, streams.as_deref()).await;
             let logs = log_limit.admit(logs);
             if !logs.is_empty() {
                 let logs = serde_json::to_vec(&logs).expect("serialise logs");

@@ -395,7 +395,13 @@ impl Registry {
                 continue;
             };
             let pattern = RoutePattern::parse(pattern).map_or_else(|_| pattern.clone(), |p| p.normal());
-            routes.push(RouteEntry { pattern, function, timeout_ms: active.spec.timeout_ms });
+            routes.push(RouteEntry {
+                pattern,
+                function,
+                timeout_ms: active.spec.timeout_ms,
+                max_body: active.spec.max_body,
+                max_duration_ms: active.spec.max_duration_ms,
+            });
         }
         let mut triggers = Vec::new();
         for v in self.active_versions()? {

@@ -12,6 +12,16 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
+/// A spawned task aborted when its handle is dropped: work whose caller
+/// gave up (a guest, an upload) stops with it.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `work`; `None` if it panicked (logged with `what`).
 pub async fn guarded<T>(what: &'static str, work: impl Future<Output = T>) -> Option<T> {
     let work = async move {

@@ -10,6 +10,7 @@ pub mod client;
 pub mod events;
 pub mod in_process;
 pub mod load;
+pub mod memory;
 pub mod process;
 pub mod upstream;
 

@@ -8,9 +8,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use tern_tests::memory::{in_flight, rss_kib};
 use tern_tests::{Client, Cluster, ClusterOptions, TernUp, eventually, guest};
 
-const ROUTES: &[&str] = &["--route", "/lines", "--route", "/bytes", "--route", "/stall"];
+/// Its routes, and room for large bodies (8 MiB by default).
+const ROUTES: &[&str] =
+    &["--route", "/lines", "--route", "/bytes", "--route", "/stall", "--max-body", "1GiB"];
 
 /// GET `path` over a raw connection; each read with the time it came.
 fn timed_get(url: &str, path: &str, until: &[u8]) -> Vec<(Duration, Vec<u8>)> {
@@ -58,26 +61,11 @@ fn events_arrive_as_written(c: &Client, path: &str, event: impl Fn(usize) -> Str
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap()
-}
-
-/// Requests of `function` in flight on the live nodes.
-fn in_flight(c: &Client, function: &str) -> u64 {
-    let s = c.status();
-    let nodes = s["nodes"].as_array().unwrap().iter().filter(|n| n["alive"] == true);
-    nodes.map(|n| n["load"][function]["in_flight"].as_u64().unwrap_or(0)).sum()
-}
-
 #[test]
 fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     let (_dir, up) = TernUp::start_temp();
     up.deploy(&guest("stream"), "stream", ROUTES);
-    up.deploy(&guest("stream"), "quick", &["--route", "/quick/*", "--timeout", "1s"]);
+    up.deploy(&guest("stream"), "quick", &["--route", "/quick/*", "--timeout", "1s", "--max-body", "1GiB"]);
     up.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
     events_arrive_as_written(&up, "/lines?n=6&ms=200", |i| format!("data: {i}\n"));
     // The same from the SDK's streaming writer (examples/ticker).

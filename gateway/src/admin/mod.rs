@@ -252,6 +252,8 @@ impl Admin {
             timeout_ms: detail.active.spec.timeout_ms,
             uri: path,
             body_limit: self.body_limit,
+            max_body: detail.active.spec.max_body,
+            max_duration_ms: detail.active.spec.max_duration_ms,
         };
         proxy::forward(&self.invoker, None, target, req).await
     }

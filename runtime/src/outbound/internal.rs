@@ -51,7 +51,14 @@ pub(super) async fn call(
     };
     let headers = headers::forwarded(&parts.headers);
     let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let head = InvokeRequest { method: parts.method.as_str().to_string(), uri, headers, hops, stream: None };
+    let head = InvokeRequest {
+        method: parts.method.as_str().to_string(),
+        uri,
+        headers,
+        hops,
+        stream: None,
+        upload: None,
+    };
     let payload = Frame::new(head, body).encode();
 
     let remaining_ms = call.remaining().as_millis() as u64;

@@ -6,9 +6,14 @@
 //!   every T milliseconds;
 //! - `/bytes?mib=N`: N MiB as fast as the host takes them;
 //! - `/stall?ms=T`: one line, then nothing for T milliseconds, then a last;
-//! - `/trap?ms=T`: one line, another T milliseconds later, then a panic.
+//! - `/trap?ms=T`: one line, another T milliseconds later, then a panic;
+//! - `/echo`: the request body, written back as it is read;
+//! - `/count`: reads all of the request body, then answers with its size;
+//! - `/length?n=N&lie=L`: says content-length N, writes L bytes;
+//! - `/trailers`: a body, then trailers (`x-checksum`, named in `trailer`).
 
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasi::io::streams::{InputStream, StreamError};
 
 struct Stream;
 
@@ -28,7 +33,24 @@ impl wasi::exports::http::incoming_handler::Guest for Stream {
         let path = &path[path.rfind('/').unwrap_or(0)..];
         let content_type =
             if path == "/lines" { b"text/event-stream".to_vec() } else { b"text/plain".to_vec() };
-        let headers = Fields::from_list(&[("content-type".to_string(), content_type)]).unwrap();
+        let mut fields = vec![("content-type".to_string(), content_type)];
+        if path == "/length" {
+            fields.push(("content-length".to_string(), param(query, "n", 10).to_string().into_bytes()));
+        }
+        if path == "/trailers" {
+            fields.push(("trailer".to_string(), b"x-checksum".to_vec()));
+        }
+        if path == "/count" {
+            // Read it all before answering: the head waits for the body.
+            let n = read_all(&request, |_| {});
+            let response = OutgoingResponse::new(Fields::from_list(&fields).unwrap());
+            let body = response.body().unwrap();
+            ResponseOutparam::set(out, Ok(response));
+            body.write().unwrap().blocking_write_and_flush(format!("{n}\n").as_bytes()).unwrap();
+            OutgoingBody::finish(body, None).unwrap();
+            return;
+        }
+        let headers = Fields::from_list(&fields).unwrap();
         let response = OutgoingResponse::new(headers);
         response.set_status_code(200).unwrap();
         let body = response.body().unwrap();
@@ -61,11 +83,60 @@ impl wasi::exports::http::incoming_handler::Guest for Stream {
                 stream.blocking_write_and_flush(b"second\n").unwrap();
                 panic!("the guest fails after writing part of its body");
             }
+            "/echo" => {
+                read_all(&request, |bytes| {
+                    // blocking-write-and-flush takes at most 4096 bytes a call.
+                    for piece in bytes.chunks(4096) {
+                        stream.blocking_write_and_flush(piece).unwrap();
+                    }
+                });
+            }
+            "/length" => {
+                let chunk = vec![b'x'; 4096];
+                let mut left = param(query, "lie", 10) as usize;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if stream.blocking_write_and_flush(&chunk[..n]).is_err() {
+                        // Past the content-length: the host refuses it.
+                        return;
+                    }
+                    left -= n;
+                }
+            }
+            "/trailers" => {
+                stream.blocking_write_and_flush(b"body\n").unwrap();
+                drop(stream);
+                let trailers = Fields::from_list(&[("x-checksum".to_string(), b"abc123".to_vec())]).unwrap();
+                OutgoingBody::finish(body, Some(trailers)).unwrap();
+                return;
+            }
             _ => stream.blocking_write_and_flush(b"unknown path\n").unwrap(),
         }
         drop(stream);
-        OutgoingBody::finish(body, None).unwrap();
+        if let Err(e) = OutgoingBody::finish(body, None) {
+            // A body shorter than its content-length, say.
+            panic!("could not finish the body: {e:?}");
+        }
     }
+}
+
+/// Reads the request body to its end, handing each piece to `each`; its
+/// size.
+fn read_all(request: &IncomingRequest, mut each: impl FnMut(&[u8])) -> u64 {
+    let body = request.consume().unwrap();
+    let input: InputStream = body.stream().unwrap();
+    let mut n = 0u64;
+    loop {
+        match input.blocking_read(64 * 1024) {
+            Ok(bytes) => {
+                n += bytes.len() as u64;
+                each(&bytes);
+            }
+            Err(StreamError::Closed) => break,
+            Err(e) => panic!("the request body broke off: {e:?}"),
+        }
+    }
+    n
 }
 
 wasi::http::proxy::export!(Stream);

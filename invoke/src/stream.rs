@@ -1,0 +1,273 @@
+//! A body streamed over the bus, either way: a response from a worker to
+//! its caller, or an upload from the gateway to the worker that took the
+//! request. The sender ([`Outlet`]) sends [`StreamChunk`]s of at most
+//! [`STREAM_CHUNK_BYTES`] to the receiver's mailbox, never more than the
+//! receiver's credits allow ([`STREAM_WINDOW`] to start, one more for each
+//! chunk it has passed on); the receiver ([`receive`]) grants a credit as
+//! each chunk is taken from it. So a slow reader slows the writer, and at
+//! most the window is in flight per stream, whatever the body's size.
+//!
+//! Each side sends an empty message every [`STREAM_KEEPALIVE_MS`] while it
+//! has nothing else to say; one that hears nothing for
+//! [`STREAM_SILENCE_MS`] takes the other for dead and ends the stream. A
+//! receiver that is dropped before the end tells the sender to stop.
+
+use crate::mailbox::{Mailbox, Quiet};
+use bytes::Bytes;
+use http_body::Frame;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_bus::Bus;
+use tern_protocol::{
+    STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk, StreamCredit,
+};
+
+/// Why an [`Outlet`] stopped sending.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    #[error("the receiver went away")]
+    Cancelled,
+    #[error("the receiver went silent (its node is gone?)")]
+    Silent,
+    #[error("the stream took longer than its limit")]
+    TooLong,
+    #[error("shutting down")]
+    Closed,
+}
+
+pub fn silence() -> Duration {
+    Duration::from_millis(STREAM_SILENCE_MS)
+}
+
+pub fn keepalive_every() -> Duration {
+    Duration::from_millis(STREAM_KEEPALIVE_MS)
+}
+
+/// The sending side of one stream.
+pub struct Outlet {
+    bus: Arc<dyn Bus>,
+    to: String,
+    seq: u64,
+    room: u32,
+    credits: Mailbox,
+    ends_by: Instant,
+}
+
+impl Outlet {
+    /// Sends to `to`, taking credits from `credits`, until `ends_by`.
+    pub fn new(bus: Arc<dyn Bus>, to: String, credits: Mailbox, ends_by: Instant) -> Self {
+        credits.listen_from_now();
+        Outlet { bus, to, seq: 0, room: STREAM_WINDOW, credits, ends_by }
+    }
+
+    /// Waits for the receiver's next credit message and applies it; for a
+    /// sender's select loop, so a cancel or silence is noticed while the
+    /// body it sends is quiet.
+    pub async fn credit(&mut self) -> Result<(), Stopped> {
+        let m = self.credits.recv_within(silence()).await.map_err(|q| match q {
+            Quiet::Silent => Stopped::Silent,
+            Quiet::Closed => Stopped::Closed,
+        })?;
+        match serde_json::from_slice::<StreamCredit>(&m.payload) {
+            Ok(c) if c.cancel => Err(Stopped::Cancelled),
+            Ok(c) => {
+                self.room = self.room.saturating_add(c.grant);
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Sends `data` as chunks, each when the receiver has room for it: a
+    /// receiver that reads slowly makes this wait, not buffer.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), Stopped> {
+        while !data.is_empty() {
+            while self.room == 0 {
+                let ends_by = self.ends_by.into();
+                let timed = tokio::time::timeout_at(ends_by, self.credit()).await;
+                match timed {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        self.fail(&Stopped::TooLong.to_string()).await;
+                        return Err(Stopped::TooLong);
+                    }
+                }
+            }
+            let piece = data.split_to(data.len().min(STREAM_CHUNK_BYTES));
+            self.seq += 1;
+            let head = StreamChunk { seq: self.seq, end: false, error: None, trailers: Vec::new() };
+            self.publish(tern_protocol::Frame::new(head, piece).encode()).await;
+            self.room -= 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the body, complete, with these trailers.
+    pub async fn end(&mut self, trailers: Vec<(String, String)>) {
+        self.seq += 1;
+        let head = StreamChunk { seq: self.seq, end: true, error: None, trailers };
+        self.publish(tern_protocol::Frame::new(head, Bytes::new()).encode()).await;
+    }
+
+    /// Ends the body in an error: the receiver never takes it as complete.
+    pub async fn fail(&mut self, why: &str) {
+        self.seq += 1;
+        let head =
+            StreamChunk { seq: self.seq, end: true, error: Some(why.to_string()), trailers: Vec::new() };
+        self.publish(tern_protocol::Frame::new(head, Bytes::new()).encode()).await;
+    }
+
+    /// Says this side is alive, with nothing to send.
+    pub async fn keepalive(&self) {
+        self.publish(Bytes::new()).await;
+    }
+
+    async fn publish(&self, payload: Bytes) {
+        if let Err(e) = self.bus.publish(&self.to, payload).await {
+            tracing::debug!("could not send on stream {}: {e}", self.to);
+        }
+    }
+}
+
+/// The receiving side of one stream, as a stream of body frames: `first`
+/// (what came with the message that opened it), then the chunks arriving
+/// in `mailbox`; credits and keep-alives go to `credit`. Dropping it before
+/// the end tells the sender to stop.
+pub fn receive(
+    bus: Arc<dyn Bus>,
+    mailbox: Mailbox,
+    credit: String,
+    first: Bytes,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, String>> + Send + 'static {
+    mailbox.listen_from_now();
+    let alive = {
+        let (bus, subject) = (bus.clone(), credit.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(keepalive_every());
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let _ = bus.publish(&subject, Bytes::new()).await;
+            }
+        })
+    };
+    let state = Receiving {
+        bus,
+        mailbox,
+        credit,
+        first: Some(first),
+        trailers: None,
+        seq: 0,
+        over: false,
+        failed: false,
+        alive,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if let Some(first) = st.first.take().filter(|b| !b.is_empty()) {
+            return Some((Ok(Frame::data(first)), st));
+        }
+        if let Some(t) = st.trailers.take() {
+            return Some((Ok(Frame::trailers(t)), st));
+        }
+        if st.over || st.failed {
+            return None;
+        }
+        match next(&mut st).await {
+            Ok(Some(frame)) => Some((Ok(frame), st)),
+            Ok(None) => None,
+            Err(e) => {
+                st.failed = true;
+                Some((Err(e), st))
+            }
+        }
+    })
+}
+
+struct Receiving {
+    bus: Arc<dyn Bus>,
+    mailbox: Mailbox,
+    /// Where the sender takes credits and the cancel.
+    credit: String,
+    first: Option<Bytes>,
+    /// Trailers that came with the end, to yield after its bytes.
+    trailers: Option<http::HeaderMap>,
+    seq: u64,
+    /// The sender has ended the body, complete or broken off, or is
+    /// gone: nothing to cancel.
+    over: bool,
+    /// An error has been yielded: nothing more is.
+    failed: bool,
+    /// Tells the sender every second that this side is still there, while
+    /// its reader is slow.
+    alive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.alive.abort();
+        if self.over {
+            return;
+        }
+        // The reader went away before the end: stop the sender.
+        let (bus, subject) = (self.bus.clone(), self.credit.clone());
+        let cancel =
+            serde_json::to_vec(&StreamCredit { cancel: true, ..Default::default() }).expect("serialise");
+        tokio::spawn(async move {
+            let _ = bus.publish(&subject, cancel.into()).await;
+        });
+    }
+}
+
+/// The next frame; `None` at the end of the body.
+async fn next(st: &mut Receiving) -> Result<Option<Frame<Bytes>>, String> {
+    loop {
+        let msg = match st.mailbox.recv_within(silence()).await {
+            Ok(m) => m,
+            Err(Quiet::Closed) => return Err("shutting down".into()),
+            Err(Quiet::Silent) => {
+                st.over = true;
+                return Err(format!("the sender sent nothing for {:?}", silence()));
+            }
+        };
+        let chunk = tern_protocol::Frame::<StreamChunk>::decode(msg.payload)
+            .map_err(|e| format!("a malformed stream chunk: {e}"))?;
+        let head = chunk.header;
+        if head.seq != st.seq + 1 {
+            return Err(format!("stream chunk {} arrived after {} (one was lost)", head.seq, st.seq));
+        }
+        st.seq = head.seq;
+        if let Some(e) = head.error {
+            st.over = true;
+            return Err(e);
+        }
+        if head.end {
+            st.over = true;
+            st.trailers = trailers(&head.trailers);
+        } else {
+            let grant =
+                serde_json::to_vec(&StreamCredit { grant: 1, ..Default::default() }).expect("serialise");
+            if let Err(e) = st.bus.publish(&st.credit, grant.into()).await {
+                return Err(format!("could not ask the sender for more: {e}"));
+            }
+        }
+        if !chunk.body.is_empty() {
+            return Ok(Some(Frame::data(chunk.body)));
+        }
+        if head.end {
+            return Ok(st.trailers.take().map(Frame::trailers));
+        }
+    }
+}
+
+/// Trailer fields as a header map; `None` for none (or none valid).
+fn trailers(fields: &[(String, String)]) -> Option<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in fields {
+        if let (Ok(k), Ok(v)) =
+            (http::HeaderName::try_from(k.as_str()), http::HeaderValue::try_from(v.as_str()))
+        {
+            map.append(k, v);
+        }
+    }
+    (!map.is_empty()).then_some(map)
+}
