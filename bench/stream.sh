@@ -34,12 +34,12 @@ export RUST_LOG=warn
 
 start_embedded $TERN $UP_ADDR
 TERN_URL=http://$UP_ADDR TERN_TOKEN=$(cat "$tmp/embedded/admin-token") \
-  $TERN deploy $WASM --name stream --route /lines --route /bytes --min-scale 1 > /dev/null 2>&1
+  $TERN deploy $WASM --name stream --route /lines --route /bytes --min-scale 1 --max-body 4GiB > /dev/null 2>&1
 start_nats $NATS_PORT
 start_cluster $TERN $CLUSTER_ADDR
 sleep 1
 TERN_URL=http://$CLUSTER_ADDR TERN_TOKEN=$(cat "$tmp/gateway/admin-token") \
-  $TERN deploy $WASM --name stream --route /lines --route /bytes --min-scale 1 > /dev/null 2>&1
+  $TERN deploy $WASM --name stream --route /lines --route /bytes --min-scale 1 --max-body 4GiB > /dev/null 2>&1
 bg wasmtime serve -S cli --addr $WT_ADDR $WASM
 for addr in $UP_ADDR $CLUSTER_ADDR $WT_ADDR; do
   for _ in $(seq 1 100); do curl -sf "http://$addr/lines?n=1" > /dev/null && break; sleep 0.1; done

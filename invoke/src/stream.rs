@@ -78,6 +78,11 @@ impl Outlet {
         }
     }
 
+    /// Whether the receiver has taken every chunk sent so far.
+    pub fn all_taken(&self) -> bool {
+        self.room >= STREAM_WINDOW
+    }
+
     /// Sends `data` as chunks, each when the receiver has room for it: a
     /// receiver that reads slowly makes this wait, not buffer.
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), Stopped> {

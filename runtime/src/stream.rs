@@ -13,7 +13,7 @@
 use crate::http::{Streaming, broken};
 use crate::instance::{Failed, Failure, Limits};
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
@@ -92,102 +92,83 @@ pub(crate) fn credit_mailbox(boxes: &StreamBoxes) -> tern_invoke::mailbox::Mailb
 
 /// Sends the rest of `s` to `out`. Err carries the line for the
 /// function's log when the stream did not end with the whole body.
+///
+/// Writes are gathered into chunks the way Nagle's algorithm gathers
+/// segments: a full chunk goes at once; a partial one goes when nothing
+/// sent is still on its way (so a lone event is never held back), and
+/// otherwise waits to fill. A guest writing 4 KiB at a time thus sends
+/// 64 KiB chunks while the window is busy, not 4 KiB ones.
 pub(crate) async fn send(mut out: Outlet, mut s: Streaming) -> Result<(), String> {
     if let Some(trailers) = s.trailers.take() {
         out.end(fields(&trailers)).await;
         return Ok(());
     }
     let mut sent = s.first.len() as u64;
-    // The end or a failure met while gathering what the guest had written:
-    // handled as the next frame, never lost.
-    let mut carried = None;
+    let mut pending = BytesMut::new();
     loop {
-        let frame = if let Some(f) = carried.take() {
-            f
-        } else {
-            enum Next<F> {
-                Credit(Result<(), Stopped>),
-                Frame(F),
-                Idle,
-                Late,
-            }
-            let next = tokio::select! {
-                biased;
-                r = out.credit() => Next::Credit(r),
-                f = s.rest.frame() => Next::Frame(f),
-                _ = tokio::time::sleep(keepalive_every()) => Next::Idle,
-                // A guest blocked on the host past its time (a spinning
-                // one is trapped by the epoch and ends its body in error).
-                _ = tokio::time::sleep_until(s.limits.grace()) => Next::Late,
-            };
-            match next {
-                Next::Credit(Ok(())) => continue,
-                Next::Credit(Err(stopped)) => return Err(stopped_line(stopped)),
-                Next::Idle => {
-                    out.keepalive().await;
-                    continue;
-                }
-                Next::Late if s.limits.grace() > tokio::time::Instant::now() => continue,
-                Next::Late => return Err(cut(&mut out, s.limits.timed_out()).await),
-                Next::Frame(f) => f,
-            }
+        enum Next<F> {
+            Credit(Result<(), Stopped>),
+            Frame(F),
+            Idle,
+            Late,
+        }
+        let next = tokio::select! {
+            biased;
+            r = out.credit() => Next::Credit(r),
+            f = s.rest.frame() => Next::Frame(f),
+            _ = tokio::time::sleep(keepalive_every()) => Next::Idle,
+            // A guest blocked on the host past its time (a spinning one
+            // is trapped by the epoch and ends its body in error).
+            _ = tokio::time::sleep_until(s.limits.grace()) => Next::Late,
         };
-        match frame {
-            None => {
+        match next {
+            Next::Credit(Ok(())) => {}
+            Next::Credit(Err(stopped)) => return Err(stopped_line(stopped)),
+            Next::Idle => out.keepalive().await,
+            Next::Late if s.limits.grace() > tokio::time::Instant::now() => {}
+            Next::Late => return Err(cut(&mut out, s.limits.timed_out()).await),
+            Next::Frame(None) => {
                 // wasmtime ends a body the same way whether the guest
                 // finished it or trapped mid-write (its store went): the
                 // guest's own outcome tells them apart. One that finished
                 // and goes on working past this wait is taken as complete.
-                return match tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
-                    Ok(Ok(Err(e))) => Err(cut(&mut out, s.limits.classify(e)).await),
-                    _ => {
-                        out.end(Vec::new()).await;
-                        Ok(())
-                    }
-                };
+                if let Ok(Ok(Err(e))) = tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
+                    return Err(cut(&mut out, s.limits.classify(e)).await);
+                }
+                out.send(pending.split().freeze()).await.map_err(stopped_line)?;
+                out.end(Vec::new()).await;
+                return Ok(());
             }
-            Some(Err(_)) => {
+            Next::Frame(Some(Err(_))) => {
                 let grace = s.limits.grace();
                 let failed = broken(&mut s.task, &s.limits, grace).await;
                 return Err(cut(&mut out, failed).await);
             }
-            Some(Ok(frame)) => {
-                let data = match frame.into_data() {
-                    Ok(d) => d,
-                    Err(frame) => {
-                        // Trailers: the last frame.
-                        let trailers = frame.into_trailers().map(|t| fields(&t)).unwrap_or_default();
-                        out.end(trailers).await;
-                        return Ok(());
+            Next::Frame(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    sent += data.len() as u64;
+                    if sent > s.limits.max_body {
+                        let failed = Failure::ResponseTooLarge(s.limits.max_body as usize).into();
+                        return Err(cut(&mut out, failed).await);
                     }
-                };
-                // What else the guest has written already goes with it
-                // (copied together only when there is more).
-                let mut pending = data;
-                while pending.len() < STREAM_CHUNK_BYTES {
-                    match s.rest.frame().now_or_never() {
-                        Some(Some(Ok(f))) if f.is_data() => {
-                            let d = f.into_data().unwrap_or_default();
-                            let mut joined = BytesMut::from(pending);
-                            joined.extend_from_slice(&d);
-                            pending = joined.freeze();
-                        }
-                        Some(other) => {
-                            carried = Some(other);
-                            break;
-                        }
-                        None => break,
-                    }
+                    pending.extend_from_slice(&data);
                 }
-                sent += pending.len() as u64;
-                if sent > s.limits.max_body {
-                    return Err(
-                        cut(&mut out, Failure::ResponseTooLarge(s.limits.max_body as usize).into()).await
-                    );
+                Err(frame) => {
+                    // Trailers: the last frame.
+                    let trailers = frame.into_trailers().map(|t| fields(&t)).unwrap_or_default();
+                    out.send(pending.split().freeze()).await.map_err(stopped_line)?;
+                    out.end(trailers).await;
+                    return Ok(());
                 }
-                out.send(pending).await.map_err(stopped_line)?;
-                s.limits.progressed();
-            }
+            },
+        }
+        while pending.len() >= STREAM_CHUNK_BYTES {
+            out.send(pending.split_to(STREAM_CHUNK_BYTES).freeze()).await.map_err(stopped_line)?;
+            s.limits.progressed();
+        }
+        if !pending.is_empty() && out.all_taken() {
+            out.send(pending.split().freeze()).await.map_err(stopped_line)?;
+            s.limits.progressed();
         }
     }
 }
