@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tern_tests::memory::{in_flight, rss_kib};
+use tern_tests::memory::{RssWatch, in_flight, rss_kib};
 use tern_tests::{Client, Cluster, ClusterOptions, TernUp, eventually, guest};
 
 /// Its routes, and room for large bodies (8 MiB by default).
@@ -164,6 +164,36 @@ fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
     let mut body = Vec::new();
     r.read_to_end(&mut body).unwrap();
     assert_eq!(body.len(), 50 << 20);
+
+    // A client reading 1 KiB/s: neither the gateway nor the worker grows.
+    let watch = RssWatch::start(&[c.gateway.pid(), c.workers[0].pid()]);
+    let mut slow = TcpStream::connect(c.url.trim_start_matches("http://")).unwrap();
+    write!(slow, "GET /bytes?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut kib = [0u8; 1024];
+    for _ in 0..4 {
+        slow.read_exact(&mut kib).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for grew in watch.grew() {
+        assert!(grew < 16 << 10, "a slow client made a role grow by {grew} KiB");
+    }
+    // It leaves: the guest is stopped.
+    drop(slow);
+    assert!(
+        eventually(Duration::from_secs(5), || in_flight(&c, "stream") == 0),
+        "the guest of a client that left is still running"
+    );
+
+    // A guest that stalls past its timeout is cut; the client sees an error.
+    c.deploy(
+        &guest("stream"),
+        "quick",
+        &["--route", "/quick/*", "--timeout", "1s", "--node-selector", "zone=w0"],
+    );
+    let mut r = reqwest::blocking::get(format!("{}/quick/stall?ms=10000", c.url)).unwrap();
+    let mut body = Vec::new();
+    assert!(r.read_to_end(&mut body).is_err(), "a cut stream read as complete");
+    assert_eq!(String::from_utf8_lossy(&body), "first\n");
 
     // kill -9 the worker mid-stream: the client's stream ends promptly.
     let mut s = TcpStream::connect(c.url.trim_start_matches("http://")).unwrap();
