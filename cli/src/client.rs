@@ -229,18 +229,63 @@ pub async fn invoke(
         req = req.query(&[("subject", s)]);
     }
     if let Some(d) = data {
-        req = req.body(d);
+        let (body, len) = request_body(d).await?;
+        if let Some(len) = len {
+            req = req.header(reqwest::header::CONTENT_LENGTH, len);
+        }
+        req = req.body(body);
     }
     let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", api.url))?;
     let status = resp.status();
-    let body = resp.bytes().await?;
-    std::io::stdout().write_all(&body)?;
+    // The response as it comes: a streamed one is printed as it is written.
+    let mut body = resp.bytes_stream();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => {
+                out.write_all(&c)?;
+                out.flush()?;
+            }
+            Err(e) => {
+                eprintln!("the response broke off before its end: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
     if status.is_success() {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("function answered HTTP {status}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// `--data`: the text itself, or a file (`@FILE`) or stdin (`-`) streamed
+/// as it is read, so a large upload is never held here; with its length
+/// when known.
+async fn request_body(data: String) -> anyhow::Result<(reqwest::Body, Option<u64>)> {
+    fn streamed<R: tokio::io::AsyncRead + Unpin + Send + 'static>(r: R) -> reqwest::Body {
+        use tokio::io::AsyncReadExt;
+        let chunks = futures::stream::unfold(Some(r), |r| async move {
+            let mut r = r?;
+            let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+            match r.read_buf(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => Some((Ok(buf.freeze()), Some(r))),
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        reqwest::Body::wrap_stream(chunks)
+    }
+    if data == "-" {
+        return Ok((streamed(tokio::io::stdin()), None));
+    }
+    if let Some(path) = data.strip_prefix('@') {
+        let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {path}"))?;
+        let len = file.metadata().await.with_context(|| format!("cannot read {path}"))?.len();
+        return Ok((streamed(file), Some(len)));
+    }
+    Ok((data.into(), None))
 }
 
 pub async fn publish(

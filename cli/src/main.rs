@@ -81,7 +81,7 @@ enum Command {
         /// Path (and query) the function sees
         #[arg(long, default_value = "/")]
         path: String,
-        /// Request body; with it the request is a POST unless --method says otherwise
+        /// Request body: text, `@FILE` to stream a file, or `-` to stream stdin; with it the request is a POST unless --method says otherwise
         #[arg(long)]
         data: Option<String>,
         /// HTTP method

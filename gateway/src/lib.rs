@@ -85,7 +85,8 @@ pub struct Gateway {
     serving: Arc<serving::Serving>,
     invoker: Arc<tern_invoke::Invoker>,
     /// Where streamed response bodies arrive; set by [`Gateway::start`].
-    streams: std::sync::OnceLock<stream::Streams>,
+    /// Set by `start`; the admin API's invoke shares them.
+    streams: Arc<std::sync::OnceLock<stream::Streams>>,
     admin: admin::Admin,
 }
 
@@ -105,7 +106,9 @@ impl Gateway {
         let invoker = Arc::new(tern_invoke::Invoker::new(bus.clone(), activator, config.cold_start_bytes));
         let dispatch = Arc::new(dispatch::EventDispatch::new(invoker.clone(), events));
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
+        let streams = Arc::new(std::sync::OnceLock::new());
         let admin = admin::Admin {
+            streams: streams.clone(),
             token: config.admin_token.clone(),
             scheduler: scheduler.clone(),
             serving: serving.clone(),
@@ -115,7 +118,7 @@ impl Gateway {
             body_limit: config.body_limit,
             kv,
         };
-        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams: Default::default(), admin })
+        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, admin })
     }
 
     /// Starts following the scheduler's serving table.

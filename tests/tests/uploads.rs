@@ -141,6 +141,19 @@ fn in_tern_up_uploads_stream_within_their_limits() {
     let r = up.post("/up/count", vec![b'a'; 1000]);
     assert_eq!((r.status, r.body.trim()), (200, "1000"), "a small body travels whole");
 
+    // `tern invoke` streams both ways: a file or stdin up, the answer out.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let data: Vec<u8> = block().iter().cycle().take(20 * MIB as usize).copied().collect();
+    std::fs::write(file.path(), &data).unwrap();
+    let at = format!("@{}", file.path().display());
+    let out = up.tern(&["invoke", "up", "--path", "/echo", "--data", &at]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout == data, "tern invoke echoed {} bytes, not the file's 20 MiB", out.stdout.len());
+    let out = up.tern_with_stdin(&["invoke", "up", "--path", "/count", "--data", "-"], &data);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", 20 * MIB));
+    let lines = up.tern_ok(&["invoke", "up", "--path", "/lines?n=3&ms=10"]);
+    assert_eq!(lines, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+
     // --max-body (8 MiB by default): a declared length past it is refused
     // before a byte is read; a chunked body is cut as it passes it.
     let line = raw_post(&up.url, "/small/count", &format!("Content-Length: {}\r\n", 9 * MIB), &[]);

@@ -50,6 +50,8 @@ use tern_protocol::{
 
 /// What the admin API may use.
 pub struct Admin {
+    /// Streamed bodies for invoke, as on a route.
+    pub streams: Arc<std::sync::OnceLock<crate::stream::Streams>>,
     pub token: String,
     pub scheduler: SchedulerClient,
     pub serving: Arc<Serving>,
@@ -255,6 +257,6 @@ impl Admin {
             max_body: detail.active.spec.max_body,
             max_duration_ms: detail.active.spec.max_duration_ms,
         };
-        proxy::forward(&self.invoker, None, target, req).await
+        proxy::forward(&self.invoker, self.streams.get(), target, req).await
     }
 }
