@@ -86,7 +86,7 @@ pub async fn forward(
             let reply = tokio::select! {
                 r = &mut call => r,
                 up = &mut pump.0 => match up {
-                    Ok(Err(e)) => return text(e.status(), e.to_string()),
+                    Ok(Err(e)) => return text(upload::status(&e), e.to_string()),
                     // Sent in full (or the worker wanted no more): now the
                     // head is due within the function's timeout.
                     _ => {

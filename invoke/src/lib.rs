@@ -10,6 +10,7 @@ pub mod invoker;
 pub mod mailbox;
 pub mod scheduler_client;
 pub mod stream;
+pub mod upload;
 
 pub use activator::{ActivateError, Activator};
 pub use invoker::{CallError, Invoker};

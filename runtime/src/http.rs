@@ -254,7 +254,7 @@ impl HttpFunction {
                     reply(&**bus, msg, error_response(&Failure::NoResponse)).await;
                     return logs;
                 };
-                let credits = stream::credit_mailbox(boxes);
+                let credits = boxes.credit_mailbox();
                 head.stream = Some(credits.subject.clone());
                 reply(&**bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
                 let out = Outlet::new(bus.clone(), to, credits, streaming.limits.ends_by);

@@ -19,8 +19,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
-use tern_invoke::mailbox::Mailboxes;
+use tern_invoke::mailbox::{Mailbox, Mailboxes};
 use tern_invoke::stream::{Outlet, Stopped, keepalive_every};
+use tern_invoke::upload::fields;
 use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
@@ -40,6 +41,16 @@ impl StreamBoxes {
         let chunks = Mailboxes::open(bus, subject::streams, subject::stream).await?;
         Ok(StreamBoxes { credits, chunks })
     }
+
+    /// A mailbox for one stream's chunks.
+    pub(crate) fn chunk_mailbox(&self) -> Mailbox {
+        self.chunks.mailbox(STREAM_WINDOW as usize + 2)
+    }
+
+    /// A mailbox for the credits of one stream this worker sends.
+    pub(crate) fn credit_mailbox(&self) -> Mailbox {
+        self.credits.mailbox(STREAM_WINDOW as usize + 4)
+    }
 }
 
 /// A request body as the guest reads it.
@@ -54,7 +65,7 @@ pub(crate) async fn receive(
     credit: String,
     first: Bytes,
 ) -> RequestBody {
-    let mailbox = boxes.chunks.mailbox(STREAM_WINDOW as usize + 2);
+    let mailbox = boxes.chunk_mailbox();
     let open = StreamCredit { to: Some(mailbox.subject.clone()), ..Default::default() };
     let open = serde_json::to_vec(&open).expect("serialise");
     if let Err(e) = bus.publish(&credit, open.into()).await {
@@ -83,11 +94,6 @@ pub(crate) fn counted(body: RequestBody, limits: &Limits) -> RequestBody {
         Ok(f)
     });
     http_body_util::StreamBody::new(frames).boxed_unsync()
-}
-
-/// Where a stream's credits arrive, for the response `send` will send.
-pub(crate) fn credit_mailbox(boxes: &StreamBoxes) -> tern_invoke::mailbox::Mailbox {
-    boxes.credits.mailbox(STREAM_WINDOW as usize + 4)
 }
 
 /// Sends the rest of `s` to `out`. Err carries the line for the
@@ -182,11 +188,6 @@ fn stopped_line(stopped: Stopped) -> String {
         }
         Stopped::Closed => "the worker is shutting down".into(),
     }
-}
-
-/// Trailer fields as an invoke frame carries them.
-pub(crate) fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
-    map.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
 }
 
 /// Ends the caller's stream in an error; the line for the function's log.

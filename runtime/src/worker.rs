@@ -153,7 +153,7 @@ impl Worker {
         let scheduler = SchedulerClient::new(bus.clone());
         let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT));
         let invoker = Arc::new(Invoker::new(bus.clone(), activator, HELD_CALL_BYTES));
-        let outbound = Outbound::new(config.outbound.clone(), invoker)?;
+        let outbound = Outbound::new(config.outbound.clone(), invoker, bus.clone())?;
         Ok(Arc::new(Worker {
             config,
             runtime,
@@ -184,7 +184,9 @@ impl Worker {
         let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
         let mut secrets = self.bus.subscribe(&subject::worker_secrets(node)).await?;
-        let _ = self.streams.set(Arc::new(StreamBoxes::open(&*self.bus).await?));
+        let streams = Arc::new(StreamBoxes::open(&*self.bus).await?);
+        self.outbound.set_streams(streams.clone());
+        let _ = self.streams.set(streams);
 
         let me = self.clone();
         // Control messages are handled one at a time, so two versions of a

@@ -154,6 +154,34 @@ fn in_tern_up_uploads_stream_within_their_limits() {
     let lines = up.tern_ok(&["invoke", "up", "--path", "/lines?n=3&ms=10"]);
     assert_eq!(lines, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
 
+    // A call between functions streams both ways too: 20 MiB up to `up`
+    // and 20 MiB back, past what one message holds (8 MiB here).
+    up.deploy(
+        &guest("fetch"),
+        "caller",
+        &[
+            "--route",
+            "/caller",
+            "--allow-outbound",
+            "http://up.tern.internal",
+            "--max-outbound-body",
+            "64MiB",
+            "--max-body",
+            "64MiB",
+            "--memory",
+            "256",
+            "--env",
+            "NAME=caller",
+        ],
+    );
+    let r = up.post("/caller?url=http://up.tern.internal/count", vec![b'q'; 20 * MIB as usize]);
+    assert_eq!((r.status, r.body.as_str()), (200, "20971520\nvia caller\n"), "the upload reached up whole");
+    let r = reqwest::blocking::get(format!("{}/caller?url=http://up.tern.internal/bytes?mib=20", up.url))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().unwrap();
+    assert!(body.starts_with(&vec![b'x'; 20 * MIB as usize]), "{} bytes came back", body.len());
+
     // --max-body (8 MiB by default): a declared length past it is refused
     // before a byte is read; a chunked body is cut as it passes it.
     let line = raw_post(&up.url, "/small/count", &format!("Content-Length: {}\r\n", 9 * MIB), &[]);

@@ -5,11 +5,16 @@
 //! being sent, so a cycle (a → a, a → b → a) ends.
 
 use super::Call;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use crate::instance::AbortOnDrop;
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full, StreamBody};
+use std::time::{Duration, Instant};
+use tern_invoke::upload::{self, UploadLimits};
 use tern_invoke::{CallError, headers};
 use tern_protocol::outbound::internal_function;
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS};
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS, STREAM_CHUNK_BYTES};
 use wasmtime_wasi_http::{Error, WasiBody};
 
 pub(super) async fn call(
@@ -38,35 +43,50 @@ pub(super) async fn call(
     }
 
     let (parts, body) = request.into_parts();
-    let limit = call.grant.max_internal_body;
     let body = super::count_request(body, call.grant.net.clone());
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Err(match e.downcast::<Error>() {
-                Ok(e) => *e,
-                Err(_) => Error::HttpRequestBodySize(Some(limit as u64)),
-            });
-        }
-    };
-    let headers = headers::forwarded(&parts.headers);
-    let uri = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let shared = &call.grant.shared;
+    let streams = shared.streams.get().cloned();
+    let remaining = call.remaining();
+    // A body that fits one chunk goes whole; a larger one streams, as a
+    // client's upload through the gateway does (see `tern_invoke::upload`).
+    let (first, rest) = gather(body, call.grant.max_internal_body, streams.is_some(), remaining).await?;
+    let mailbox = streams.as_ref().map(|s| s.chunk_mailbox());
+    let credits = streams.as_ref().zip(rest.as_ref()).map(|(s, _)| s.credit_mailbox());
     let head = InvokeRequest {
         method: parts.method.as_str().to_string(),
-        uri,
-        headers,
+        uri: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        headers: headers::forwarded(&parts.headers),
         hops,
-        stream: None,
-        upload: None,
+        stream: mailbox.as_ref().map(|m| m.subject.clone()),
+        upload: credits.as_ref().map(|m| m.subject.clone()),
     };
-    let payload = Frame::new(head, body).encode();
+    let sent = first.len() as u64;
+    let payload = Frame::new(head, first).encode();
 
-    let remaining_ms = call.remaining().as_millis() as u64;
-    match call.grant.shared.invoker.call(function, remaining_ms, payload).await {
-        Ok(reply) => match Frame::<InvokeResponse>::decode(reply.payload) {
-            Ok(f) => response(f.header, f.body),
-            Err(e) => Ok(plain(502, format!("function {function} sent a malformed reply: {e}\n"))),
-        },
+    let remaining_ms = remaining.as_millis() as u64;
+    let call_fn = shared.invoker.call(function, remaining_ms, payload);
+    let (reply, upload) = match (credits, rest) {
+        (Some(credits), Some(rest)) => {
+            // The callee enforces its own --max-body; the caller's time
+            // bounds the whole.
+            let limits =
+                UploadLimits { max_body: u64::MAX, idle: remaining, ends_by: Instant::now() + remaining };
+            let mut upload =
+                AbortOnDrop(tokio::spawn(upload::send(shared.bus.clone(), credits, rest, sent, limits)));
+            tokio::pin!(call_fn);
+            let reply = tokio::select! {
+                r = &mut call_fn => r,
+                up = &mut upload.0 => match up {
+                    Ok(Err(e)) => return Ok(plain(502, format!("could not send the request body to function {function}: {e}\n"))),
+                    _ => call_fn.await,
+                }
+            };
+            (reply, Some(upload))
+        }
+        _ => (call_fn.await, None),
+    };
+    let reply = match reply {
+        Ok(reply) => reply,
         // What a client of the gateway would be told.
         Err(e) => {
             let status = match &e {
@@ -74,15 +94,68 @@ pub(super) async fn call(
                 CallError::Timeout { .. } => 504,
                 CallError::Unreachable { .. } => 502,
             };
-            Ok(plain(status, format!("{e}\n")))
+            return Ok(plain(status, format!("{e}\n")));
         }
-    }
+    };
+    let f = match Frame::<InvokeResponse>::decode(reply.payload) {
+        Ok(f) => f,
+        Err(e) => return Ok(plain(502, format!("function {function} sent a malformed reply: {e}\n"))),
+    };
+    let builder = headers::response_head(f.header.status, &f.header.headers);
+    let body = match (streams, mailbox, f.header.stream.clone()) {
+        (Some(_), Some(mailbox), Some(credit)) => {
+            let frames = tern_invoke::stream::receive(shared.bus.clone(), mailbox, credit, f.body)
+                .map_err(|e| Error::InternalError(Some(format!("the response broke off: {e}"))));
+            let body = StreamBody::new(frames).boxed_unsync();
+            match upload {
+                // The upload goes on for as long as the response does.
+                Some(upload) => body
+                    .map_frame(move |frame| {
+                        let _upload = &upload;
+                        frame
+                    })
+                    .boxed_unsync(),
+                None => body,
+            }
+        }
+        _ => Full::new(f.body).map_err(|never| match never {}).boxed_unsync(),
+    };
+    builder.body(body).map_err(|_| Error::HttpProtocolError)
 }
 
-fn response(head: InvokeResponse, body: Bytes) -> Result<http::Response<WasiBody>, Error> {
-    let builder = headers::response_head(head.status, &head.headers);
-    let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
-    builder.body(body).map_err(|_| Error::HttpProtocolError)
+/// All of a body that fits one chunk (or any body, when the worker cannot
+/// stream yet, up to `whole_limit`); else its first chunk and the rest.
+async fn gather(
+    mut body: WasiBody,
+    whole_limit: usize,
+    may_stream: bool,
+    within: Duration,
+) -> Result<(Bytes, Option<WasiBody>), Error> {
+    let enough = if may_stream { STREAM_CHUNK_BYTES } else { whole_limit + 1 };
+    let mut first = BytesMut::new();
+    let gathered = tokio::time::timeout(within, async {
+        while first.len() < enough {
+            match body.frame().await {
+                None => return Ok(true),
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        first.extend_from_slice(&d);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        Ok(body.is_end_stream())
+    })
+    .await;
+    let ended = match gathered {
+        Err(_) => return Err(Error::ConnectionReadTimeout),
+        Ok(r) => r?,
+    };
+    if first.len() > whole_limit && (ended || !may_stream) {
+        return Err(Error::HttpRequestBodySize(Some(whole_limit as u64)));
+    }
+    Ok((first.freeze(), (!ended).then_some(body)))
 }
 
 fn plain(status: u16, text: String) -> http::Response<WasiBody> {
