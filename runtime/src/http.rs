@@ -156,6 +156,7 @@ impl World for Http {
                 };
                 match frame {
                     Ok(None) => {
+                        guest_finished(&mut task, &limits).await?;
                         return Ok((
                             InvokeResponse { status, headers, stream: None },
                             Answer::Whole(first.freeze()),
@@ -188,14 +189,25 @@ impl World for Http {
             }
             Some(Err(_)) => return Err(broken(&mut task, &limits, limits.grace()).await),
         };
-        let grace = limits.grace();
-        // The body is complete; a trap after this point does not change
-        // what the client gets, but it belongs in the debug log.
-        if let Ok(Ok(Err(e))) = tokio::time::timeout_at(grace, &mut task.0).await {
-            tracing::debug!("guest failed after its response was complete: {e:#}");
-        }
-
+        guest_finished(&mut task, &limits).await?;
         Ok((InvokeResponse { status, headers, stream: None }, Answer::Whole(body)))
+    }
+}
+
+/// How long the end of a body waits for its guest's outcome.
+pub(crate) const GUEST_END_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether a body that ended was finished by its guest: wasmtime ends a
+/// body the same way when the guest trapped mid-write (its store went), so
+/// the guest's own outcome tells them apart. One that finished and goes on
+/// working past [`GUEST_END_WAIT`] is taken as done.
+pub(crate) async fn guest_finished(
+    task: &mut AbortOnDrop<wasmtime::Result<()>>,
+    limits: &Limits,
+) -> Result<(), Failed> {
+    match tokio::time::timeout(GUEST_END_WAIT, &mut task.0).await {
+        Ok(Ok(Err(e))) => Err(limits.classify(e)),
+        _ => Ok(()),
     }
 }
 

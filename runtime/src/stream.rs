@@ -10,23 +10,19 @@
 //! cancels (its client went away) stops the guest: the instance is dropped
 //! with the [`Streaming`] it lives in.
 
-use crate::http::{Streaming, broken};
+use crate::http::{Streaming, broken, guest_finished};
 use crate::instance::{Failed, Failure, Limits};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
-use std::time::Duration;
 use tern_bus::{Bus, BusError};
 use tern_invoke::mailbox::{Mailbox, Mailboxes};
 use tern_invoke::stream::{Outlet, Stopped, keepalive_every};
 use tern_invoke::upload::fields;
 use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-
-/// How long the end of a body waits for its guest's outcome (see `send`).
-const GUEST_END_WAIT: Duration = Duration::from_millis(100);
 
 /// The worker's mailboxes: credits for the responses it sends, chunks of
 /// the uploads it receives; one subscription each.
@@ -134,12 +130,8 @@ pub(crate) async fn send(mut out: Outlet, mut s: Streaming) -> Result<(), String
             Next::Late if s.limits.grace() > tokio::time::Instant::now() => {}
             Next::Late => return Err(cut(&mut out, s.limits.timed_out()).await),
             Next::Frame(None) => {
-                // wasmtime ends a body the same way whether the guest
-                // finished it or trapped mid-write (its store went): the
-                // guest's own outcome tells them apart. One that finished
-                // and goes on working past this wait is taken as complete.
-                if let Ok(Ok(Err(e))) = tokio::time::timeout(GUEST_END_WAIT, &mut s.task.0).await {
-                    return Err(cut(&mut out, s.limits.classify(e)).await);
+                if let Err(failed) = guest_finished(&mut s.task, &s.limits).await {
+                    return Err(cut(&mut out, failed).await);
                 }
                 out.send(pending.split().freeze()).await.map_err(stopped_line)?;
                 out.end(Vec::new()).await;

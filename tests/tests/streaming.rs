@@ -147,6 +147,10 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     assert!(String::from_utf8_lossy(&body).starts_with("first\n"), "{:?}", String::from_utf8_lossy(&body));
     let logs = up.tern_ok(&["logs", "quick"]);
     assert!(logs.contains("streamed response cut: invocation failed: trap"), "{logs}");
+    // One that traps right after writing (within the time its body would
+    // travel whole) answers 500, not its part as a whole body.
+    let r = up.get("/quick/trap?ms=0");
+    assert_eq!(r.status, 500, "{}", r.body);
 }
 
 #[test]
