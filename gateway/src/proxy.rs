@@ -41,7 +41,9 @@ pub async fn forward(
     let declared =
         parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > target.max_body) {
-        // Refused before a byte of it is read.
+        // Refused before it is sent on; what the client is still sending
+        // is read and dropped (within bounds) so it reads the answer.
+        tern_invoke::upload::drain(body).await;
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
             upload::UploadError::TooLarge(target.max_body).to_string(),

@@ -147,6 +147,7 @@ where
         sent += data.len() as u64;
         if sent > limits.max_body {
             out.fail("the request body is larger than the function's limit").await;
+            drain(rest).await;
             return Err(UploadError::TooLarge(limits.max_body));
         }
         if let Err(s) = out.send(data).await {
@@ -157,6 +158,32 @@ where
             return Ok(());
         }
     }
+}
+
+/// At most this much of a refused body is read and dropped, within
+/// [`DRAIN_TIME`], before it is answered.
+pub const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+pub const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops what is left of a body that is refused (too large), up
+/// to [`DRAIN_BYTES`] or [`DRAIN_TIME`]: a client still sending when the
+/// refusal comes then reads it, where closing on unread bytes would reset
+/// the connection and lose the answer. Past the bound it is closed anyway.
+pub async fn drain<B>(body: B)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut body = body;
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while read < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(f)) => read += f.data_ref().map_or(0, |d| d.len() as u64),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Header fields as an invoke frame carries them.

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
 use tern_invoke::stream::Outlet;
@@ -71,6 +72,29 @@ pub struct Streaming {
 /// for between yields, not with a timer (tokio's rounds up to 1-2 ms, all
 /// of it added to a stream's first byte).
 const STREAM_DECIDE: Duration = Duration::from_micros(300);
+/// Longer while the guest is running (not waiting): on a loaded machine a
+/// body written at once can take more than [`STREAM_DECIDE`] to come.
+const STREAM_DECIDE_RUNNING: Duration = Duration::from_millis(5);
+
+/// The guest's future, noting whether it is being run right now.
+struct Watched<F> {
+    guest: std::pin::Pin<Box<F>>,
+    running: Arc<AtomicBool>,
+}
+
+impl<F: std::future::Future> std::future::Future for Watched<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.running.store(true, Ordering::Relaxed);
+        let poll = self.guest.as_mut().poll(cx);
+        self.running.store(false, Ordering::Relaxed);
+        poll
+    }
+}
 
 impl World for Http {
     type Input = (InvokeRequest, Upload);
@@ -112,10 +136,12 @@ impl World for Http {
         let pre = self.pre.clone();
         // The guest runs in its own task: it may keep writing the body after
         // it has handed over the response head.
-        let mut task = AbortOnDrop(tokio::spawn(async move {
+        let running = Arc::new(AtomicBool::new(false));
+        let guest = Box::pin(async move {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-        }));
+        });
+        let mut task = AbortOnDrop(tokio::spawn(Watched { guest, running: running.clone() }));
 
         // An upload moves the deadline on as the guest reads it.
         let head = match limits.within(rx).await {
@@ -144,10 +170,17 @@ impl World for Http {
         if may_stream {
             let mut first = BytesMut::new();
             let mut trailers = None;
-            let decide_by = std::time::Instant::now() + STREAM_DECIDE;
+            let started = std::time::Instant::now();
+            let undecided = || {
+                // A guest still at work (on another thread, under load) may
+                // be about to finish its body; one waiting on something
+                // else (a timer, a request) is streaming.
+                let waited = started.elapsed();
+                waited < STREAM_DECIDE || (running.load(Ordering::Relaxed) && waited < STREAM_DECIDE_RUNNING)
+            };
             loop {
                 let frame = match body.frame().now_or_never() {
-                    None if std::time::Instant::now() < decide_by => {
+                    None if undecided() => {
                         tokio::task::yield_now().await;
                         continue;
                     }

@@ -183,7 +183,7 @@ fn in_tern_up_uploads_stream_within_their_limits() {
     assert!(body.starts_with(&vec![b'x'; 20 * MIB as usize]), "{} bytes came back", body.len());
 
     // --max-body (8 MiB by default): a declared length past it is refused
-    // before a byte is read; a chunked body is cut as it passes it.
+    // before the function is called; a chunked body is cut as it passes it.
     let line = raw_post(&up.url, "/small/count", &format!("Content-Length: {}\r\n", 9 * MIB), &[]);
     assert!(line.contains("413"), "{line}");
     let (status, _, _) = upload(&format!("{}/small/count", up.url), 9 * MIB, false);
