@@ -86,7 +86,9 @@ pub async fn forward(
             let call = invoker.call(function, target.max_duration_ms, payload);
             tokio::pin!(call);
             let reply = tokio::select! {
-                r = &mut call => r,
+                // An upload refused is answered as such, whatever the
+                // guest makes of its broken body.
+                biased;
                 up = &mut pump.0 => match up {
                     Ok(Err(e)) => return text(upload::status(&e), e.to_string()),
                     // Sent in full (or the worker wanted no more): now the
@@ -98,7 +100,8 @@ pub async fn forward(
                             Err(_) => Err(CallError::Timeout { function: function.into() }),
                         }
                     }
-                }
+                },
+                r = &mut call => r,
             };
             reply.map(|r| (r, Some(pump)))
         }

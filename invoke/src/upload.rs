@@ -146,8 +146,11 @@ where
         }
         sent += data.len() as u64;
         if sent > limits.max_body {
-            out.fail("the request body is larger than the function's limit").await;
+            // Drained before the worker hears of it: the caller answers
+            // 413 as this returns, before the guest could answer for its
+            // broken body.
             drain(rest).await;
+            out.fail("the request body is larger than the function's limit").await;
             return Err(UploadError::TooLarge(limits.max_body));
         }
         if let Err(s) = out.send(data).await {
