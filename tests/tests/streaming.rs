@@ -147,8 +147,8 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     assert!(String::from_utf8_lossy(&body).starts_with("first\n"), "{:?}", String::from_utf8_lossy(&body));
     let logs = up.tern_ok(&["logs", "quick"]);
     assert!(logs.contains("streamed response cut: invocation failed: trap"), "{logs}");
-    // One that traps right after writing (within the time its body would
-    // travel whole) answers 500, not its part as a whole body.
+    // One that traps right after writing, before its body could be seen
+    // to stream, answers 500, not its part as a whole body.
     let r = up.get("/quick/trap?ms=0");
     assert_eq!(r.status, 500, "{}", r.body);
 }
@@ -178,8 +178,10 @@ fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
         slow.read_exact(&mut kib).unwrap();
         std::thread::sleep(Duration::from_secs(1));
     }
+    // (A 500 MiB body: what grows is the window and the roles' own
+    // buffers, not the body.)
     for grew in watch.grew() {
-        assert!(grew < 16 << 10, "a slow client made a role grow by {grew} KiB");
+        assert!(grew < 32 << 10, "a slow client made a role grow by {grew} KiB");
     }
     // It leaves: the guest is stopped.
     drop(slow);

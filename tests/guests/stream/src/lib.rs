@@ -6,7 +6,8 @@
 //!   every T milliseconds;
 //! - `/bytes?mib=N`: N MiB as fast as the host takes them;
 //! - `/stall?ms=T`: one line, then nothing for T milliseconds, then a last;
-//! - `/trap?ms=T`: one line, another T milliseconds later, then a panic;
+//! - `/trap?ms=T`: one line, another T milliseconds later (at once for 0),
+//!   then a panic;
 //! - `/echo`: the request body, written back as it is read;
 //! - `/count`: reads all of the request body, then answers with its size;
 //! - `/length?n=N&lie=L`: says content-length N, writes L bytes;
@@ -79,7 +80,10 @@ impl wasi::exports::http::incoming_handler::Guest for Stream {
             }
             "/trap" => {
                 stream.blocking_write_and_flush(b"first\n").unwrap();
-                sleep_ms(param(query, "ms", 50));
+                let ms = param(query, "ms", 50);
+                if ms > 0 {
+                    sleep_ms(ms);
+                }
                 stream.blocking_write_and_flush(b"second\n").unwrap();
                 panic!("the guest fails after writing part of its body");
             }
