@@ -9,9 +9,9 @@ use crate::body::{self, Body, text};
 use crate::stream::Streams;
 use crate::upload::{self, Gathered};
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::time::{Duration, Instant};
+use tern_invoke::upload::Unanswered;
 use tern_invoke::{CallError, Invoker, headers};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
 use tern_task::AbortOnDrop;
@@ -75,7 +75,7 @@ pub async fn forward(
             // echoes), so the upload runs beside the call, and lives on
             // with a streamed response.
             let ends_by = Instant::now() + Duration::from_millis(target.max_duration_ms);
-            let mut pump = AbortOnDrop(tokio::spawn(upload::send(
+            let up = AbortOnDrop(tokio::spawn(upload::send(
                 streams.bus.clone(),
                 credits,
                 rest,
@@ -83,31 +83,17 @@ pub async fn forward(
                 target.max_body,
                 ends_by,
             )));
-            let call = invoker.call(function, target.max_duration_ms, payload);
-            tokio::pin!(call);
-            let reply = tokio::select! {
-                // An upload refused is answered as such, whatever the
-                // guest makes of its broken body.
-                biased;
-                up = &mut pump.0 => match up {
-                    Ok(Err(e)) => return text(upload::status(&e), e.to_string()),
-                    // Sent in full (or the worker wanted no more): now the
-                    // head is due within the function's timeout.
-                    _ => {
-                        let wait = Duration::from_millis(target.timeout_ms) + Duration::from_secs(5);
-                        match tokio::time::timeout(wait, call).await {
-                            Ok(r) => r,
-                            Err(_) => Err(CallError::Timeout { function: function.into() }),
-                        }
-                    }
-                },
-                r = &mut call => r,
-            };
-            reply.map(|r| (r, Some(pump)))
+            let then = Duration::from_millis(target.timeout_ms) + Duration::from_secs(5);
+            let max_ms = target.max_duration_ms;
+            match tern_invoke::upload::call_beside(invoker, function, max_ms, payload, up, then).await {
+                Ok((reply, up)) => Ok((reply, Some(up))),
+                Err(Unanswered::Upload(e)) => return text(upload::status(&e), e.to_string()),
+                Err(Unanswered::Call(e)) => Err(e),
+            }
         }
         _ => invoker.call(function, target.timeout_ms, payload).await.map(|r| (r, None)),
     };
-    let (reply, pump) = match reply {
+    let (reply, upload) = match reply {
         Ok(r) => r,
         Err(e) => {
             let mut r = text(e.status(), e.to_string());
@@ -124,19 +110,7 @@ pub async fn forward(
         }
     };
     let body = match (streams, mailbox, f.header.stream.clone()) {
-        (Some(streams), Some(mailbox), Some(credit)) => {
-            let body = streams.body(mailbox, credit, f.body);
-            match pump {
-                // The upload goes on for as long as the response does.
-                Some(pump) => body
-                    .map_frame(move |frame| {
-                        let _upload = &pump;
-                        frame
-                    })
-                    .boxed_unsync(),
-                None => body,
-            }
-        }
+        (Some(streams), Some(mailbox), Some(credit)) => streams.body(mailbox, credit, f.body, upload),
         _ => body::whole(f.body),
     };
     headers::response_head(f.header.status, &f.header.headers).body(body).unwrap_or_else(|e| {

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, StreamBody};
 use std::sync::Arc;
 use tern_bus::Bus;
 use tern_invoke::mailbox::{Mailbox, Mailboxes};
+use tern_invoke::upload::Running;
 use tern_protocol::{STREAM_WINDOW, subject};
 
 /// The gateway's streams: one subscription for the chunks of all the
@@ -47,12 +48,14 @@ impl Streams {
     }
 
     /// The body of a response the worker streams: `first`, then the
-    /// chunks in `mailbox`; credits go to `credit`.
-    pub fn body(&self, mailbox: Mailbox, credit: String, first: Bytes) -> Body {
-        let frames = tern_invoke::stream::receive(self.bus.clone(), mailbox, credit, first).map_err(|e| {
-            tracing::info!("a streamed response broke off: {e}");
-            BoxError::from(e)
-        });
+    /// chunks in `mailbox`; credits go to `credit`. The request's `upload`,
+    /// if it is still going, goes on as long as the response does.
+    pub fn body(&self, mailbox: Mailbox, credit: String, first: Bytes, upload: Option<Running>) -> Body {
+        let frames =
+            tern_invoke::stream::receive(self.bus.clone(), mailbox, credit, first, upload).map_err(|e| {
+                tracing::info!("a streamed response broke off: {e}");
+                BoxError::from(e)
+            });
         StreamBody::new(frames).boxed_unsync()
     }
 }

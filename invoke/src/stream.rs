@@ -137,12 +137,14 @@ impl Outlet {
 /// The receiving side of one stream, as a stream of body frames: `first`
 /// (what came with the message that opened it), then the chunks arriving
 /// in `mailbox`; credits and keep-alives go to `credit`. Dropping it before
-/// the end tells the sender to stop.
+/// the end tells the sender to stop. `upload`, the same request's body on
+/// its way out, goes on for as long as this is read.
 pub fn receive(
     bus: Arc<dyn Bus>,
     mailbox: Mailbox,
     credit: String,
     first: Bytes,
+    upload: Option<crate::upload::Running>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, String>> + Send + 'static {
     mailbox.listen_from_now();
     let alive = {
@@ -166,6 +168,7 @@ pub fn receive(
         over: false,
         failed: false,
         alive,
+        _upload: upload,
     };
     futures::stream::unfold(state, |mut st| async move {
         if let Some(first) = st.first.take().filter(|b| !b.is_empty()) {
@@ -205,6 +208,7 @@ struct Receiving {
     /// Tells the sender every second that this side is still there, while
     /// its reader is slow.
     alive: tokio::task::JoinHandle<()>,
+    _upload: Option<crate::upload::Running>,
 }
 
 impl Drop for Receiving {
@@ -262,6 +266,11 @@ async fn next(st: &mut Receiving) -> Result<Option<Frame<Bytes>>, String> {
             return Ok(st.trailers.take().map(Frame::trailers));
         }
     }
+}
+
+/// Header fields as an invoke frame carries them (trailers, say).
+pub fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
+    map.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
 }
 
 /// Trailer fields as a header map; `None` for none (or none valid).

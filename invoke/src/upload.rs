@@ -5,16 +5,18 @@
 //! mailbox (`StreamCredit::to`), and from then on its credits pace the
 //! body: while the guest does not read, this does not read either.
 
+use crate::invoker::{CallError, Invoker};
 use crate::mailbox::Mailbox;
-use crate::stream::{Outlet, Stopped, keepalive_every};
+use crate::stream::{Outlet, Stopped, fields, keepalive_every};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body::Body;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tern_bus::Bus;
+use tern_bus::{Bus, Message};
 use tern_protocol::{STREAM_CHUNK_BYTES, StreamCredit};
+use tern_task::AbortOnDrop;
 
 /// Why an upload ended before its body did.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,48 @@ pub enum UploadError {
     TooLong,
     #[error("the worker running the function went away during the upload")]
     WorkerGone,
+}
+
+/// An upload running beside its call; dropping it stops the upload.
+pub type Running = AbortOnDrop<Result<(), UploadError>>;
+
+/// Why a call whose body streams got no reply.
+#[derive(Debug)]
+pub enum Unanswered {
+    Call(CallError),
+    /// The upload failed before the reply came; it is the answer, whatever
+    /// the guest makes of its broken body.
+    Upload(UploadError),
+}
+
+/// Sends `payload` to `function` (waiting up to `wait_ms`, as
+/// [`Invoker::call`]) while `upload` sends the rest of its body. Once the
+/// body is sent, the reply is due within `then`. The upload comes back with
+/// the reply: a response that streams keeps it going (see
+/// [`crate::stream::receive`]).
+pub async fn call_beside(
+    invoker: &Invoker,
+    function: &str,
+    wait_ms: u64,
+    payload: Bytes,
+    mut upload: Running,
+    then: Duration,
+) -> Result<(Message, Running), Unanswered> {
+    let call = invoker.call(function, wait_ms, payload);
+    tokio::pin!(call);
+    let reply = tokio::select! {
+        biased;
+        sent = &mut upload.0 => match sent {
+            Ok(Err(e)) => return Err(Unanswered::Upload(e)),
+            // Sent in full, or the worker wanted no more.
+            _ => match tokio::time::timeout(then, call).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::Timeout { function: function.into() }),
+            },
+        },
+        r = &mut call => r,
+    };
+    reply.map(|r| (r, upload)).map_err(Unanswered::Call)
 }
 
 /// Limits one upload runs within.
@@ -187,9 +231,4 @@ where
         }
     })
     .await;
-}
-
-/// Header fields as an invoke frame carries them.
-pub fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
-    map.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
 }

@@ -19,8 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
 use tern_bus::{Bus, BusError};
 use tern_invoke::mailbox::{Mailbox, Mailboxes};
-use tern_invoke::stream::{Outlet, Stopped, keepalive_every};
-use tern_invoke::upload::fields;
+use tern_invoke::stream::{Outlet, Stopped, fields, keepalive_every};
 use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
@@ -67,7 +66,7 @@ pub(crate) async fn receive(
     if let Err(e) = bus.publish(&credit, open.into()).await {
         tracing::debug!("could not ask for the rest of a request body: {e}");
     }
-    let frames = tern_invoke::stream::receive(bus.clone(), mailbox, credit, first)
+    let frames = tern_invoke::stream::receive(bus.clone(), mailbox, credit, first, None)
         .map(|f| f.map_err(|e| ErrorCode::InternalError(Some(format!("the request body broke off: {e}")))));
     http_body_util::StreamBody::new(frames).boxed_unsync()
 }

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, StreamBody};
 use std::time::{Duration, Instant};
-use tern_invoke::upload::{self, UploadLimits};
+use tern_invoke::upload::{self, Unanswered, UploadLimits};
 use tern_invoke::{CallError, headers};
 use tern_protocol::outbound::internal_function;
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS, STREAM_CHUNK_BYTES};
@@ -64,29 +64,28 @@ pub(super) async fn call(
     let payload = Frame::new(head, first).encode();
 
     let remaining_ms = remaining.as_millis() as u64;
-    let call_fn = shared.invoker.call(function, remaining_ms, payload);
-    let (reply, upload) = match (credits, rest) {
+    let reply = match (credits, rest) {
         (Some(credits), Some(rest)) => {
             // The callee enforces its own --max-body; the caller's time
             // bounds the whole.
             let limits =
                 UploadLimits { max_body: u64::MAX, idle: remaining, ends_by: Instant::now() + remaining };
-            let mut upload =
-                AbortOnDrop(tokio::spawn(upload::send(shared.bus.clone(), credits, rest, sent, limits)));
-            tokio::pin!(call_fn);
-            let reply = tokio::select! {
-                r = &mut call_fn => r,
-                up = &mut upload.0 => match up {
-                    Ok(Err(e)) => return Ok(plain(502, format!("could not send the request body to function {function}: {e}\n"))),
-                    _ => call_fn.await,
+            let up = AbortOnDrop(tokio::spawn(upload::send(shared.bus.clone(), credits, rest, sent, limits)));
+            match upload::call_beside(&shared.invoker, function, remaining_ms, payload, up, remaining).await {
+                Ok((reply, up)) => Ok((reply, Some(up))),
+                Err(Unanswered::Upload(e)) => {
+                    return Ok(plain(
+                        502,
+                        format!("could not send the request body to function {function}: {e}\n"),
+                    ));
                 }
-            };
-            (reply, Some(upload))
+                Err(Unanswered::Call(e)) => Err(e),
+            }
         }
-        _ => (call_fn.await, None),
+        _ => shared.invoker.call(function, remaining_ms, payload).await.map(|r| (r, None)),
     };
-    let reply = match reply {
-        Ok(reply) => reply,
+    let (reply, upload) = match reply {
+        Ok(r) => r,
         // What a client of the gateway would be told.
         Err(e) => {
             let status = match &e {
@@ -104,19 +103,9 @@ pub(super) async fn call(
     let builder = headers::response_head(f.header.status, &f.header.headers);
     let body = match (streams, mailbox, f.header.stream.clone()) {
         (Some(_), Some(mailbox), Some(credit)) => {
-            let frames = tern_invoke::stream::receive(shared.bus.clone(), mailbox, credit, f.body)
+            let frames = tern_invoke::stream::receive(shared.bus.clone(), mailbox, credit, f.body, upload)
                 .map_err(|e| Error::InternalError(Some(format!("the response broke off: {e}"))));
-            let body = StreamBody::new(frames).boxed_unsync();
-            match upload {
-                // The upload goes on for as long as the response does.
-                Some(upload) => body
-                    .map_frame(move |frame| {
-                        let _upload = &upload;
-                        frame
-                    })
-                    .boxed_unsync(),
-                None => body,
-            }
+            StreamBody::new(frames).boxed_unsync()
         }
         _ => Full::new(f.body).map_err(|never| match never {}).boxed_unsync(),
     };
