@@ -462,6 +462,18 @@ mod tests {
         s.timeout_ms = 0;
         assert!(s.validate().unwrap_err().contains("timeout"));
         s.timeout_ms = 1000;
+        s.max_body = 0;
+        assert!(s.validate().unwrap_err().contains("max body 0 bytes is out of range"));
+        s.max_body = MAX_MAX_BODY + 1;
+        assert!(s.validate().unwrap_err().contains("max body"));
+        s.max_body = MAX_MAX_BODY;
+        s.max_duration_ms = 999;
+        assert!(
+            s.validate().unwrap_err().contains("max duration 999 ms is out of range (the timeout, 1000 ms")
+        );
+        s.max_duration_ms = MAX_MAX_DURATION_MS + 1;
+        assert!(s.validate().unwrap_err().contains("max duration"));
+        s.max_duration_ms = 1000;
         s.min_scale = 3;
         s.max_scale = 1;
         assert!(s.validate().unwrap_err().contains("min scale 3 is more than max scale 1"));

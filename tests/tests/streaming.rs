@@ -33,6 +33,19 @@ fn timed_get(url: &str, path: &str, until: &[u8]) -> Vec<(Duration, Vec<u8>)> {
     reads
 }
 
+/// GETs 500 MiB and reads 1 KiB a second of it for 4 s; the connection,
+/// still open.
+fn read_slowly(url: &str) -> TcpStream {
+    let mut slow = TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    write!(slow, "GET /bytes?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut kib = [0u8; 1024];
+    for _ in 0..4 {
+        slow.read_exact(&mut kib).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    slow
+}
+
 /// Six events 200 ms apart (`event(i)` is the i-th's text): the first
 /// within 300 ms, each as written.
 fn events_arrive_as_written(c: &Client, path: &str, event: impl Fn(usize) -> String) {
@@ -92,13 +105,7 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     // A client reading 1 KiB/s from a guest writing 500 MiB: the guest is
     // paused, not buffered.
     let before = rss_kib(up.pid());
-    let mut slow = TcpStream::connect(up.url.trim_start_matches("http://")).unwrap();
-    write!(slow, "GET /bytes?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut kib = [0u8; 1024];
-    for _ in 0..4 {
-        slow.read_exact(&mut kib).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let slow = read_slowly(&up.url);
     let grew = rss_kib(up.pid()).saturating_sub(before);
     assert!(grew < 16 << 10, "a slow client made tern up grow by {grew} KiB");
     assert_eq!(up.get("/hello").status, 200, "other functions serve meanwhile");
@@ -107,6 +114,7 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     drop(slow);
     let mut early = TcpStream::connect(up.url.trim_start_matches("http://")).unwrap();
     write!(early, "GET /lines?n=1000&ms=100 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut kib = [0u8; 1024];
     assert!(early.read(&mut kib).unwrap() > 0, "the first chunk came");
     drop(early);
     assert!(
@@ -171,13 +179,7 @@ fn through_a_cluster_bodies_stream_and_a_dead_worker_ends_the_stream() {
 
     // A client reading 1 KiB/s: neither the gateway nor the worker grows.
     let watch = RssWatch::start(&[c.gateway.pid(), c.workers[0].pid()]);
-    let mut slow = TcpStream::connect(c.url.trim_start_matches("http://")).unwrap();
-    write!(slow, "GET /bytes?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut kib = [0u8; 1024];
-    for _ in 0..4 {
-        slow.read_exact(&mut kib).unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let slow = read_slowly(&c.url);
     // (A 500 MiB body: what grows is the window and the roles' own
     // buffers, not the body.)
     for grew in watch.grew() {

@@ -216,6 +216,17 @@ fn in_tern_up_uploads_stream_within_their_limits() {
     let _ = s.read_to_string(&mut raw);
     assert!(raw.contains("body\n") && raw.to_lowercase().contains("x-checksum: abc123"), "{raw}");
 
+    // --max-duration bounds a stream however steadily it goes: a guest
+    // writing every 200 ms (well within its 1 s timeout) is cut at 2 s.
+    up.deploy(&guest("stream"), "brief", &["--route", "/brief/*", "--timeout", "1s", "--max-duration", "2s"]);
+    let started = Instant::now();
+    let mut r = reqwest::blocking::get(format!("{}/brief/lines?n=100&ms=200", up.url)).unwrap();
+    let mut body = Vec::new();
+    assert!(r.read_to_end(&mut body).is_err(), "a stream past --max-duration read as complete");
+    let took = started.elapsed();
+    assert!(took > Duration::from_millis(1800) && took < Duration::from_secs(5), "cut after {took:?}");
+    assert!(String::from_utf8_lossy(&body).contains("data: 5\n"), "{}", String::from_utf8_lossy(&body));
+
     // HEAD: the head, no body.
     let r = reqwest::blocking::Client::new().head(format!("{}/up/bytes?mib=1", up.url)).send().unwrap();
     assert_eq!(r.status(), 200);
