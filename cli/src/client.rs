@@ -7,7 +7,7 @@ use reqwest::{Method, RequestBuilder, Response};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
-use tern_protocol::{ChangeReply, ClusterStatus, FunctionDetail, FunctionSummary, LogRecord};
+use tern_protocol::{ChangeReply, ClusterStatus, FunctionDetail, FunctionSummary};
 
 pub(crate) struct Api {
     pub(crate) url: String,
@@ -382,38 +382,6 @@ pub async fn dlq_replay(conn: &Conn, name: &str, id: Option<String>, json: bool)
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-pub async fn logs(
-    conn: &Conn,
-    name: &str,
-    follow: bool,
-    tail: usize,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let api = Api::new(conn)?;
-    let req = api
-        .request(Method::GET, &format!("/functions/{name}/logs"))
-        .query(&[("tail", tail.to_string()), ("follow", follow.to_string())]);
-    let resp = api.send(req).await?;
-    let mut stream = resp.bytes_stream();
-    let mut pending = Vec::new();
-    let mut out = std::io::stdout();
-    while let Some(chunk) = stream.next().await {
-        pending.extend_from_slice(&chunk.context("the log stream broke off")?);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            if json {
-                out.write_all(&line)?;
-            } else if let Ok(r) = serde_json::from_slice::<LogRecord>(&line) {
-                let at = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(r.ts_ms));
-                let stream = serde_json::to_value(r.stream)?.as_str().unwrap_or("").to_string();
-                writeln!(out, "{at} v{} {stream}: {}", r.version, r.line)?;
-            }
-            out.flush()?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {

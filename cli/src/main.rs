@@ -2,6 +2,7 @@
 
 mod client;
 mod deploy;
+mod observe;
 mod state;
 mod up;
 
@@ -123,7 +124,8 @@ enum Command {
         #[command(subcommand)]
         command: state::SecretCommand,
     },
-    /// Show a function's logs (stdout, stderr, and Tern's notes on failures)
+    /// Show a function's logs (stdout, stderr, Tern's notes on failures,
+    /// and a REPORT line after each invocation)
     Logs {
         name: String,
         /// Keep printing new lines until interrupted
@@ -132,7 +134,32 @@ enum Command {
         /// How many recent lines to show first
         #[arg(long, default_value_t = 200)]
         tail: usize,
+        /// Only lines written within this long (10m, 2h, …)
+        #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+        since: Option<Duration>,
+        /// Only lines containing this text
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+        /// Only the lines of this invocation (its Tern-Invocation-Id)
+        #[arg(long, value_name = "ID")]
+        invocation: Option<String>,
         /// Print JSON lines
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List a function's recent invocations, newest first: one receipt each
+    /// (status, duration, time in the guest, peak memory, bytes, node)
+    Invocations {
+        name: String,
+        /// Only the failed ones (5xx, or an event that was not handled)
+        #[arg(long)]
+        failed: bool,
+        /// How many to show at most
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -262,8 +289,12 @@ fn main() -> ExitCode {
             }
             Command::Kv { command } => state::kv(command).await,
             Command::Secret { command } => state::secret(command).await,
-            Command::Logs { name, follow, tail, json, conn } => {
-                client::logs(&conn, &name, follow, tail, json).await
+            Command::Logs { name, follow, tail, since, grep, invocation, json, conn } => {
+                let filter = observe::LogFilter { tail, since, grep, invocation };
+                observe::logs(&conn, &name, follow, filter, json).await
+            }
+            Command::Invocations { name, failed, limit, json, conn } => {
+                observe::invocations(&conn, &name, failed, limit, json).await
             }
         }
     });

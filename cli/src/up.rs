@@ -104,6 +104,31 @@ pub struct RegistryArgs {
     #[arg(long, default_value_t = tern_scheduler::DEFAULT_KEEP_VERSIONS as u64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     keep_versions: u64,
+    /// How long and how much of functions' logs and receipts is kept:
+    /// AGE[/SIZE], the oldest dropped first
+    #[arg(long, default_value = "24h/1GiB", value_name = "AGE[/SIZE]", value_parser = parse_retention)]
+    log_retention: tern_logbook::Retention,
+}
+
+fn parse_retention(s: &str) -> Result<tern_logbook::Retention, String> {
+    let (age, size) = s.split_once('/').unwrap_or((s, ""));
+    let mut r = tern_logbook::Retention::default();
+    if !age.is_empty() {
+        r.max_age = crate::parse_duration(age)?;
+    }
+    if !size.is_empty() {
+        r.max_bytes = crate::parse_size(size)?;
+    }
+    if r.max_age.is_zero() || r.max_bytes < 1 << 20 {
+        return Err("keep logs for more than 0s and at least 1MiB".into());
+    }
+    Ok(r)
+}
+
+impl RegistryArgs {
+    fn keep(&self) -> tern_roles::KeepConfig {
+        tern_roles::KeepConfig { versions: self.keep_versions as usize, logs: self.log_retention }
+    }
 }
 
 impl ScaleArgs {
@@ -311,7 +336,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         node_id,
         scale: args.scale.config()?,
         activator: args.activator.config(),
-        keep_versions: args.registry.keep_versions as usize,
+        keep: args.registry.keep(),
         outbound,
     };
     let platform = tern_roles::up(bus, events, kv, config).await?;
@@ -327,14 +352,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
     let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
-    let scheduler = tern_roles::scheduler(
-        bus,
-        events,
-        &data_dir,
-        args.scale.config()?,
-        args.registry.keep_versions as usize,
-    )
-    .await?;
+    let scheduler =
+        tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?, args.registry.keep()).await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);

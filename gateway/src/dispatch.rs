@@ -50,6 +50,7 @@ fn head(d: &Delivery) -> EventDelivery {
         subject: d.event.subject.clone(),
         headers: d.event.headers.clone(),
         attempt: d.attempt,
+        trigger: None,
     }
 }
 

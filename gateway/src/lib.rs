@@ -233,6 +233,7 @@ impl Gateway {
             body_limit: self.config.body_limit,
             max_body: entry.max_body,
             max_duration_ms: entry.max_duration_ms,
+            trigger: tern_protocol::TriggerKind::Http,
         };
         proxy::forward(&self.invoker, self.streams.get(), target, req).await
     }

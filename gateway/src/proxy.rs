@@ -13,7 +13,12 @@ use hyper::body::Incoming;
 use std::time::{Duration, Instant};
 use tern_invoke::upload::Unanswered;
 use tern_invoke::{CallError, Invoker, headers};
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse};
+use tern_protocol::trace::{self, TraceParent};
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, TriggerKind};
+
+/// The response header that names the invocation (its receipt and log
+/// lines carry the same id).
+pub const INVOCATION_ID: &str = "tern-invocation-id";
 use tern_task::AbortOnDrop;
 
 /// Where and how to send one request.
@@ -27,15 +32,44 @@ pub struct Target<'a> {
     /// The function's `--max-body` and `--max-duration`.
     pub max_body: u64,
     pub max_duration_ms: u64,
+    /// A route's request, or `tern invoke`.
+    pub trigger: TriggerKind,
 }
 
 /// Sends `req` to a replica of the target function and relays its answer.
 /// With `streams`, bodies stream both ways; without, they travel whole.
+/// Every answer, an error of the gateway's own included, names the
+/// invocation in [`INVOCATION_ID`].
 pub async fn forward(
     invoker: &Invoker,
     streams: Option<&Streams>,
     target: Target<'_>,
     req: Request<Incoming>,
+) -> Response<Body> {
+    let id = tern_protocol::id::invocation_id();
+    let value = HeaderValue::from_str(&id).expect("hex is a valid header value");
+    let mut response = send(invoker, streams, target, req, id).await;
+    response.headers_mut().insert(INVOCATION_ID, value);
+    response
+}
+
+/// The request's trace context for the function: the client's
+/// `traceparent`, if valid, continued by a new span; else a new trace.
+fn traced(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    let parent = headers.get(trace::HEADER).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let span = parent.map_or_else(TraceParent::start, |p| p.child());
+    let mut out = headers::forwarded(headers);
+    out.retain(|(k, _)| !k.eq_ignore_ascii_case(trace::HEADER));
+    out.push((trace::HEADER.into(), span.header_value()));
+    out
+}
+
+async fn send(
+    invoker: &Invoker,
+    streams: Option<&Streams>,
+    target: Target<'_>,
+    req: Request<Incoming>,
+    invocation: String,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let declared =
@@ -60,10 +94,12 @@ pub async fn forward(
     let head = InvokeRequest {
         method: parts.method.as_str().to_string(),
         uri: target.uri,
-        headers: headers::forwarded(&parts.headers),
+        headers: traced(&parts.headers),
         hops: 0,
         stream: mailbox.as_ref().map(|m| m.subject.clone()),
         upload: credits.as_ref().map(|m| m.subject.clone()),
+        invocation,
+        trigger: Some(target.trigger),
     };
     let sent = first.len() as u64;
     let payload = Frame::new(head, first).encode();

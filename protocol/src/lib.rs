@@ -13,15 +13,18 @@ pub mod id;
 mod messages;
 pub mod nats_subject;
 pub mod outbound;
+mod receipt;
 pub mod route;
 mod secrets;
 mod spec;
 mod spec_query;
 mod status;
 pub mod subject;
+pub mod trace;
 
 pub use frame::{Frame, FrameError, decode_reply, encode_reply};
 pub use messages::*;
+pub use receipt::*;
 pub use secrets::*;
 pub use spec::*;
 pub use status::*;

@@ -119,6 +119,13 @@ pub struct InvokeRequest {
     /// mailbox to this subject, and the caller streams the rest there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<String>,
+    /// The invocation's id, made by the gateway so it can answer with it
+    /// (`Tern-Invocation-Id`); empty: the worker makes one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub invocation: String,
+    /// What started it; absent: an HTTP request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::TriggerKind>,
 }
 
 /// The deepest chain of calls between functions.
@@ -133,6 +140,10 @@ pub struct EventDelivery {
     pub headers: Vec<(String, String)>,
     /// 1 on the first delivery.
     pub attempt: u32,
+    /// What started it; absent: an event trigger (a cron tick when its
+    /// subject is a cron subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::TriggerKind>,
 }
 
 /// Header of the event deliveries in one invoke request, on the same
@@ -395,6 +406,15 @@ pub struct LogsRequest {
     pub name: String,
     /// At most this many of the newest records.
     pub tail: usize,
+    /// Only records at or after this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// Only lines containing this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    /// Only lines (and the report) of this invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
 }
 
 /// The error half of every control reply, mapped to an HTTP status by the
@@ -456,7 +476,8 @@ mod tests {
 
     #[test]
     fn a_batch_carries_each_event_with_its_length() {
-        let one = EventDelivery { id: "a".into(), subject: "s".into(), headers: vec![], attempt: 2 };
+        let one =
+            EventDelivery { id: "a".into(), subject: "s".into(), headers: vec![], attempt: 2, trigger: None };
         let batch = EventBatch::of_one(one, 3);
         let json = serde_json::to_string(&batch).unwrap();
         let back: EventBatch = serde_json::from_str(&json).unwrap();

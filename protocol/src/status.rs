@@ -184,6 +184,10 @@ pub struct LogRecord {
     pub ts_ms: u64,
     pub stream: LogStream,
     pub line: String,
+    /// The invocation that wrote it (see [`crate::Receipt`]); empty for a
+    /// line about the function rather than one invocation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub invocation: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,4 +197,6 @@ pub enum LogStream {
     Stderr,
     /// Written by Tern: traps, timeouts, limits.
     Tern,
+    /// An invocation's receipt, as one line after its output.
+    Report,
 }

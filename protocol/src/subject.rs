@@ -56,10 +56,12 @@ pub enum SchedulerOp {
     SecretSet,
     SecretList,
     SecretDelete,
+    /// Receipts of a function's recent invocations.
+    Invocations,
 }
 
 impl SchedulerOp {
-    pub const ALL: [SchedulerOp; 12] = [
+    pub const ALL: [SchedulerOp; 13] = [
         SchedulerOp::Deploy,
         SchedulerOp::List,
         SchedulerOp::Describe,
@@ -72,6 +74,7 @@ impl SchedulerOp {
         SchedulerOp::SecretSet,
         SchedulerOp::SecretList,
         SchedulerOp::SecretDelete,
+        SchedulerOp::Invocations,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl SchedulerOp {
             SchedulerOp::SecretSet => "secret-set",
             SchedulerOp::SecretList => "secret-list",
             SchedulerOp::SecretDelete => "secret-delete",
+            SchedulerOp::Invocations => "invocations",
         }
     }
 }
@@ -97,6 +101,11 @@ impl SchedulerOp {
 /// and never stored).
 pub fn cron(function: &str) -> String {
     format!("tern.cron.{function}")
+}
+
+/// The function a [`cron`] subject ticks for.
+pub fn function_of_cron(subject: &str) -> Option<&str> {
+    subject.strip_prefix("tern.cron.")
 }
 
 /// Every cron tick subject, for the event log's stream.
@@ -166,6 +175,21 @@ pub fn logs_all() -> String {
 /// The function a [`logs`] subject belongs to.
 pub fn function_of_logs(subject: &str) -> Option<&str> {
     subject.strip_prefix(PREFIX)?.strip_prefix(".logs.")
+}
+
+/// Receipts of one function's invocations, published by the workers.
+pub fn receipts(function: &str) -> String {
+    format!("{PREFIX}.receipts.{function}")
+}
+
+/// Wildcard over every function's receipts.
+pub fn receipts_all() -> String {
+    format!("{PREFIX}.receipts.>")
+}
+
+/// The function a [`receipts`] subject belongs to.
+pub fn function_of_receipts(subject: &str) -> Option<&str> {
+    subject.strip_prefix(PREFIX)?.strip_prefix(".receipts.")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use tern_bus::{Bus, NatsBus};
 use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_kv::{JetStreamKv, KvStore, SledKv};
+use tern_logbook::{Logbook, Retention, SledLogbook};
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
@@ -116,18 +117,35 @@ pub fn open_kv(
     })
 }
 
+/// Functions' logs and receipts, kept in the data dir within `retention`.
+pub fn open_logbook(data_dir: &Path, retention: Retention) -> Result<Arc<dyn Logbook>, StartError> {
+    let dir = data_dir.join("logbook");
+    let what = format!("cannot open the function logs in {} (is another tern using it?)", dir.display());
+    Ok(Arc::new(SledLogbook::open(&dir, retention).map_err(fail(what))?))
+}
+
+/// What the scheduler keeps, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepConfig {
+    /// Versions kept per function.
+    pub versions: usize,
+    /// Functions' logs and receipts.
+    pub logs: Retention,
+}
+
 pub async fn scheduler(
     bus: Arc<dyn Bus>,
     events: Arc<dyn EventLog>,
     data_dir: &Path,
     scale: ScaleConfig,
-    keep_versions: usize,
+    keep: KeepConfig,
 ) -> Result<Arc<Scheduler>, StartError> {
     let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
         .map_err(fail("cannot start the wasm runtime"))?;
+    let logbook = open_logbook(data_dir, keep.logs)?;
     let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
     let scheduler =
-        Scheduler::open(data_dir, bus, runtime, scale, events, keep_versions).map_err(fail(what))?;
+        Scheduler::open(data_dir, bus, runtime, scale, events, logbook, keep.versions).map_err(fail(what))?;
     scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
     Ok(scheduler)
 }
@@ -222,8 +240,7 @@ pub struct UpConfig {
     pub node_id: String,
     pub scale: ScaleConfig,
     pub activator: ActivatorConfig,
-    /// Versions kept per function.
-    pub keep_versions: usize,
+    pub keep: KeepConfig,
     pub outbound: OutboundConfig,
 }
 
@@ -237,7 +254,7 @@ pub async fn up(
     config: UpConfig,
 ) -> Result<Platform, StartError> {
     let scheduler =
-        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep_versions).await?;
+        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep).await?;
     let worker_config = WorkerConfig {
         node_id: config.node_id,
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },

@@ -5,11 +5,14 @@
 //! per event, in order.
 
 use crate::host::Host;
-use crate::instance::{Failed, Failure, Function, Invoked, Limits, World};
+use crate::instance::{Ending, Failed, Failure, Function, Invoked, Limits, Metered, Served, World};
 use crate::load::LoadCounters;
 use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{
-    EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream, cap_error_text,
+    EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream, Receipt,
+    TriggerKind, cap_error_text, subject,
 };
 use wasmtime::{Engine, Store};
 
@@ -46,6 +49,12 @@ impl World for Event {
         self.pre.engine()
     }
 
+    fn trace((delivery, _): &Self::Input) -> Option<TraceParent> {
+        let (_, v) = delivery.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(trace::HEADER))?;
+        // This invocation is a span of the publisher's trace.
+        TraceParent::parse(v).map(|t| t.child())
+    }
+
     async fn call(
         &self,
         mut store: Store<Host>,
@@ -59,11 +68,13 @@ impl World for Event {
             headers: delivery.headers,
             attempt: delivery.attempt,
         };
+        limits.usage.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         let pre = self.pre.clone();
-        let call = async move {
+        let guest = Box::pin(async move {
             let f = pre.instantiate_async(&mut store).await?;
             f.tern_function_event_handler().call_handle(&mut store, &event).await
-        };
+        });
+        let call = Metered { guest, usage: limits.usage.clone(), running: None };
         match tokio::time::timeout_at(limits.grace(), call).await {
             Err(_) => Err(limits.timed_out()),
             Ok(Ok(answer)) => Ok(answer),
@@ -74,15 +85,19 @@ impl World for Event {
 
 impl EventFunction {
     /// Serves one invoke message: a batch of events, each counted in
-    /// `load` as its own request.
-    pub(crate) async fn serve(&self, payload: Bytes, load: &LoadCounters) -> (Bytes, Vec<LogRecord>) {
+    /// `load` as its own request, with its own receipt (`node`: this
+    /// worker).
+    pub(crate) async fn serve(&self, payload: Bytes, load: &LoadCounters, node: &str) -> (Bytes, Served) {
         let Frame { header: batch, body } = match Frame::<EventBatch>::decode(payload) {
             Ok(f) => f,
             Err(e) => {
                 // No count to answer with: the caller treats a short
                 // answer as a failure of every event it sent.
                 tracing::warn!(function = %self.name, "malformed event batch: {e}");
-                return (Frame::new(EventBatchResult { results: vec![] }, Bytes::new()).encode(), Vec::new());
+                return (
+                    Frame::new(EventBatchResult { results: vec![] }, Bytes::new()).encode(),
+                    Served::default(),
+                );
             }
         };
         let mut offset: usize = 0;
@@ -93,37 +108,54 @@ impl EventFunction {
             offset = end;
             runs.push(async move {
                 let started = load.started();
-                let outcome = self.deliver(e.delivery, data).await;
+                let cold = load.first_call();
+                let outcome = self.deliver(e.delivery, data, cold, node).await;
                 load.finished(started, outcome.0.error.is_some());
                 outcome
             });
         }
-        let mut logs = Vec::new();
+        let mut served = Served::default();
         let mut results = Vec::with_capacity(runs.len());
-        for (result, event_logs) in futures::future::join_all(runs).await {
-            logs.extend(event_logs);
+        for (result, logs, receipt) in futures::future::join_all(runs).await {
+            served.logs.extend(logs);
+            served.receipts.push(receipt);
             results.push(result);
         }
-        (Frame::new(EventBatchResult { results }, Bytes::new()).encode(), logs)
+        (Frame::new(EventBatchResult { results }, Bytes::new()).encode(), served)
     }
 
     /// One event in a fresh instance; its result says why it failed, if it
     /// did (the handler's error, or a trap, timeout or limit).
-    async fn deliver(&self, delivery: EventDelivery, data: Bytes) -> (EventResult, Vec<LogRecord>) {
+    async fn deliver(
+        &self,
+        delivery: EventDelivery,
+        data: Bytes,
+        cold: bool,
+        node: &str,
+    ) -> (EventResult, Vec<LogRecord>, Receipt) {
         let (id, attempt) = (delivery.id.clone(), delivery.attempt);
+        let trigger = delivery.trigger.unwrap_or(if subject::function_of_cron(&delivery.subject).is_some() {
+            TriggerKind::Cron
+        } else {
+            TriggerKind::Event
+        });
         let context = || format!("event {id} attempt {attempt}: ");
-        let Invoked { result, mut logs, .. } = self.invoke((delivery, data), context).await;
+        let invocation = tern_protocol::id::invocation_id();
+        let Invoked { result, mut logs, meter, .. } =
+            self.invoke((delivery, data), invocation, context).await;
         let transient = matches!(result, Err(Failure::Capacity));
-        let error = match result {
-            Ok(Ok(())) => None,
+        let (error, status) = match result {
+            Ok(Ok(())) => (None, 200),
             Ok(Err(message)) => {
                 let message = cap_error_text(message);
                 let line = format!("event {id} attempt {attempt} failed: {message}");
-                logs.push(self.log().record(LogStream::Tern, line));
-                Some(message)
+                logs.push(self.log(&meter.id).record(LogStream::Tern, line));
+                (Some(message), 500)
             }
-            Err(failure) => Some(failure.public_message()),
+            Err(failure) => (Some(failure.public_message()), failure.status()),
         };
-        (EventResult { error, transient }, logs)
+        let end = Ending { trigger, status, error: error.clone(), attempt: Some(attempt), cold };
+        let receipt = meter.receipt(&self.name, self.version, node, end);
+        (EventResult { error, transient }, logs, receipt)
     }
 }

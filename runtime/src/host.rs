@@ -5,7 +5,7 @@ use crate::outbound::OutboundHooks;
 use crate::output::CappedOutput;
 use crate::state::{State, StateView};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -74,11 +74,13 @@ pub(crate) struct MemoryLimit {
     max: usize,
     used: usize,
     pub(crate) hit: Arc<AtomicBool>,
+    /// The most `used` has been: the invocation's peak memory.
+    pub(crate) peak: Arc<AtomicU64>,
 }
 
 impl MemoryLimit {
     pub(crate) fn new(max: usize) -> Self {
-        MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)) }
+        MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)), peak: Arc::default() }
     }
 
     /// Takes `extra` bytes from the budget, if they fit.
@@ -86,6 +88,7 @@ impl MemoryLimit {
         match self.used.checked_add(extra) {
             Some(total) if total <= self.max => {
                 self.used = total;
+                self.peak.fetch_max(total as u64, Ordering::Relaxed);
                 true
             }
             _ => {

@@ -4,7 +4,9 @@
 //! error response) is the reply frame.
 
 use crate::host::Host;
-use crate::instance::{AbortOnDrop, Failed, Failure, Function, Invoked, Limits, World};
+use crate::instance::{
+    AbortOnDrop, Ending, Failed, Failure, Function, Invoked, Limits, Metered, Served, World,
+};
 use crate::load::LoadCounters;
 use crate::stream::{self, RequestBody, StreamBoxes};
 use bytes::{Bytes, BytesMut};
@@ -16,7 +18,8 @@ use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
 use tern_invoke::stream::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogRecord, LogStream};
+use tern_protocol::trace::{self, TraceParent};
+use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogStream, TriggerKind};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -76,26 +79,6 @@ const STREAM_DECIDE: Duration = Duration::from_micros(300);
 /// body written at once can take more than [`STREAM_DECIDE`] to come.
 const STREAM_DECIDE_RUNNING: Duration = Duration::from_millis(5);
 
-/// The guest's future, noting whether it is being run right now.
-struct Watched<F> {
-    guest: std::pin::Pin<Box<F>>,
-    running: Arc<AtomicBool>,
-}
-
-impl<F: std::future::Future> std::future::Future for Watched<F> {
-    type Output = F::Output;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        self.running.store(true, Ordering::Relaxed);
-        let poll = self.guest.as_mut().poll(cx);
-        self.running.store(false, Ordering::Relaxed);
-        poll
-    }
-}
-
 impl World for Http {
     type Input = (InvokeRequest, Upload);
     type Output = (InvokeResponse, Answer);
@@ -106,6 +89,11 @@ impl World for Http {
 
     fn hops((req, _): &Self::Input) -> u32 {
         req.hops
+    }
+
+    fn trace((req, _): &Self::Input) -> Option<TraceParent> {
+        let (_, v) = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(trace::HEADER))?;
+        TraceParent::parse(v)
     }
 
     fn still_running((_, answer): &Self::Output) -> bool {
@@ -121,7 +109,10 @@ impl World for Http {
         // Only a caller that takes chunks gets them.
         let may_stream = req.stream.is_some();
         let body = match body {
-            Upload::Whole(b) => Full::new(b).map_err(|never| match never {}).boxed_unsync(),
+            Upload::Whole(b) => {
+                limits.usage.bytes_in.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Full::new(b).map_err(|never| match never {}).boxed_unsync()
+            }
             Upload::Streamed(b) => stream::counted(b, &limits),
         };
         let http_req = to_hyper_request(req, body).map_err(Failure::BadRequest)?;
@@ -141,7 +132,8 @@ impl World for Http {
             let proxy = pre.instantiate_async(&mut store).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         });
-        let mut task = AbortOnDrop(tokio::spawn(Watched { guest, running: running.clone() }));
+        let metered = Metered { guest, usage: limits.usage.clone(), running: Some(running.clone()) };
+        let mut task = AbortOnDrop(tokio::spawn(metered));
 
         // An upload moves the deadline on as the guest reads it.
         let head = match limits.within(rx).await {
@@ -190,6 +182,7 @@ impl World for Http {
                 match frame {
                     Ok(None) => {
                         guest_finished(&mut task, &limits).await?;
+                        limits.usage.bytes_out.fetch_add(first.len() as u64, Ordering::Relaxed);
                         return Ok((
                             InvokeResponse { status, headers, stream: None },
                             Answer::Whole(first.freeze()),
@@ -223,6 +216,7 @@ impl World for Http {
             Some(Err(_)) => return Err(broken(&mut task, &limits, limits.grace()).await),
         };
         guest_finished(&mut task, &limits).await?;
+        limits.usage.bytes_out.fetch_add(body.len() as u64, Ordering::Relaxed);
         Ok((InvokeResponse { status, headers, stream: None }, Answer::Whole(body)))
     }
 }
@@ -259,23 +253,30 @@ pub(crate) async fn broken(
 
 impl HttpFunction {
     /// Serves one invoke message: decode, run counted in `load`, encode the
-    /// response or the failure's error response.
+    /// response or the failure's error response. `node` is this worker,
+    /// for the receipt.
     pub(crate) async fn serve(
         &self,
         bus: &Arc<dyn Bus>,
         msg: &Message,
         load: &LoadCounters,
         streams: Option<&StreamBoxes>,
-    ) -> Vec<LogRecord> {
+        node: &str,
+    ) -> Served {
         let frame = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {
             Ok(f) => f,
             Err(e) => {
                 let failure = Failure::BadRequest(format!("malformed invoke request: {e}"));
                 reply(&**bus, msg, error_response(&failure)).await;
-                return Vec::new();
+                return Served::default();
             }
         };
         let stream_to = frame.header.stream.clone();
+        let trigger = frame.header.trigger.unwrap_or(TriggerKind::Http);
+        let id = match &frame.header.invocation {
+            i if i.is_empty() => tern_protocol::id::invocation_id(),
+            i => i.clone(),
+        };
         let body = match (frame.header.upload.clone(), streams) {
             (None, _) => Upload::Whole(frame.body),
             (Some(credit), Some(boxes)) => {
@@ -285,42 +286,73 @@ impl HttpFunction {
                 let failure =
                     Failure::BadRequest("this worker cannot take a streamed request body yet".into());
                 reply(&**bus, msg, error_response(&failure)).await;
-                return Vec::new();
+                return Served::default();
             }
         };
         let started = load.started();
-        let Invoked { result, mut logs, tail } = self.invoke((frame.header, body), String::new).await;
-        match result {
+        let cold = load.first_call();
+        let Invoked { result, mut logs, tail, meter } =
+            self.invoke((frame.header, body), id, String::new).await;
+        let ending =
+            |status: u16, error: Option<String>| Ending { trigger, status, error, attempt: None, cold };
+        let end = match result {
             Ok((mut head, Answer::Streaming(streaming))) => {
                 let (Some(boxes), Some(to), Some(tail)) = (streams, stream_to, tail) else {
                     // Only a request with a stream subject streams, and a
                     // worker without its mailboxes never starts.
                     load.finished(started, true);
-                    reply(&**bus, msg, error_response(&Failure::NoResponse)).await;
-                    return logs;
+                    let failure = Failure::NoResponse;
+                    reply(&**bus, msg, error_response(&failure)).await;
+                    return self.served(
+                        logs,
+                        &meter,
+                        node,
+                        ending(failure.status(), Some(failure.public_message())),
+                    );
                 };
                 let credits = boxes.credit_mailbox();
                 head.stream = Some(credits.subject.clone());
+                let status = head.status;
+                meter.usage.bytes_out.fetch_add(streaming.first.len() as u64, Ordering::Relaxed);
                 reply(&**bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
                 let out = Outlet::new(bus.clone(), to, credits, streaming.limits.ends_by);
                 let outcome = stream::send(out, streaming).await;
                 load.finished(started, outcome.is_err());
-                let log = self.log();
+                let log = self.log(&meter.id);
                 logs = tail.collect(&log);
-                if let Err(line) = outcome {
-                    logs.push(log.record(LogStream::Tern, line));
+                match outcome {
+                    Ok(()) => ending(status, None),
+                    Err(line) => {
+                        logs.push(log.record(LogStream::Tern, line.clone()));
+                        // The head went out already: the client saw it, and
+                        // a body that ended unfinished.
+                        ending(status, Some(line))
+                    }
                 }
             }
             Ok((head, Answer::Whole(body))) => {
                 load.finished(started, false);
+                let status = head.status;
                 reply(&**bus, msg, Frame::new(head, body).encode()).await;
+                ending(status, None)
             }
             Err(failure) => {
                 load.finished(started, true);
                 reply(&**bus, msg, error_response(&failure)).await;
+                ending(failure.status(), Some(failure.public_message()))
             }
-        }
-        logs
+        };
+        self.served(logs, &meter, node, end)
+    }
+
+    fn served(
+        &self,
+        logs: Vec<tern_protocol::LogRecord>,
+        meter: &crate::instance::Meter,
+        node: &str,
+        end: Ending,
+    ) -> Served {
+        Served { logs, receipts: vec![meter.receipt(&self.name, self.version, node, end)] }
     }
 }
 
@@ -385,6 +417,8 @@ mod tests {
             hops: 0,
             stream: None,
             upload: None,
+            invocation: String::new(),
+            trigger: None,
         }
     }
 

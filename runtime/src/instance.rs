@@ -15,7 +15,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tern_protocol::{LogRecord, LogStream, clock};
+use tern_protocol::trace::TraceParent;
+use tern_protocol::{LogRecord, LogStream, Receipt, TriggerKind, clock};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// What a function version runs with, from its spec; either world.
@@ -52,6 +53,12 @@ pub trait World: Send + Sync + 'static {
         0
     }
 
+    /// The trace `input` is a span of (its `traceparent`), if any: events
+    /// the guest publishes carry it on.
+    fn trace(_input: &Self::Input) -> Option<TraceParent> {
+        None
+    }
+
     /// Whether the guest is still producing `output` (a streamed body)
     /// when `call` returns.
     fn still_running(_output: &Self::Output) -> bool {
@@ -83,6 +90,99 @@ pub struct Invoked<T> {
     /// For an output whose guest is still running (a streamed body): its
     /// log, to read once it is done.
     pub tail: Option<LogTail>,
+    /// For its receipt.
+    pub meter: Meter,
+}
+
+/// What serving one invoke message produced: log records, and a receipt
+/// per invocation (an event batch is several).
+#[derive(Default)]
+pub struct Served {
+    pub logs: Vec<LogRecord>,
+    pub receipts: Vec<Receipt>,
+}
+
+/// What an invocation used, counted as it runs (a streamed body goes on
+/// counting after `invoke` returns).
+#[derive(Default)]
+pub struct Usage {
+    /// Time the guest's code was being run (its future polled).
+    pub guest_ns: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// The most memory and tables the store held; kept by its limiter.
+    pub peak_memory: Arc<AtomicU64>,
+}
+
+/// One invocation's id, start and usage: what its receipt is made of.
+pub struct Meter {
+    pub id: String,
+    start_ms: u64,
+    started: Instant,
+    pub usage: Arc<Usage>,
+    trace_id: String,
+}
+
+/// How an invocation ended, for its receipt.
+pub struct Ending {
+    pub trigger: TriggerKind,
+    pub status: u16,
+    pub error: Option<String>,
+    pub attempt: Option<u32>,
+    pub cold: bool,
+}
+
+impl Meter {
+    /// The receipt, as of now (the end of the invocation).
+    pub fn receipt(&self, function: &str, version: u64, node: &str, end: Ending) -> Receipt {
+        let u = &self.usage;
+        Receipt {
+            id: self.id.clone(),
+            function: function.to_string(),
+            version,
+            trigger: end.trigger,
+            status: end.status,
+            error: end.error,
+            start_ms: self.start_ms,
+            duration_us: self.started.elapsed().as_micros() as u64,
+            guest_us: u.guest_ns.load(Ordering::Relaxed) / 1000,
+            peak_memory_bytes: u.peak_memory.load(Ordering::Relaxed),
+            bytes_in: u.bytes_in.load(Ordering::Relaxed),
+            bytes_out: u.bytes_out.load(Ordering::Relaxed),
+            attempt: end.attempt,
+            cold: end.cold,
+            node: node.to_string(),
+            trace_id: self.trace_id.clone(),
+        }
+    }
+}
+
+/// A guest's future, timed: the time spent polling it is the time in the
+/// guest. With `running`, it also says whether it is being run right now.
+pub(crate) struct Metered<F> {
+    pub guest: std::pin::Pin<Box<F>>,
+    pub usage: Arc<Usage>,
+    pub running: Option<Arc<AtomicBool>>,
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let start = Instant::now();
+        if let Some(r) = &self.running {
+            r.store(true, Ordering::Relaxed);
+        }
+        let poll = self.guest.as_mut().poll(cx);
+        if let Some(r) = &self.running {
+            r.store(false, Ordering::Relaxed);
+        }
+        self.usage.guest_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        poll
+    }
 }
 
 /// What an invocation writes to its log, read when it is over.
@@ -106,11 +206,13 @@ impl<W: World> Function<W> {
         Function { name: settings.name.clone(), version: settings.version, settings, world }
     }
 
-    /// Runs one invocation in a fresh instance. `context` makes the prefix
-    /// of Tern's log line about a failure (which event, say), only then.
+    /// Runs one invocation, `id`, in a fresh instance. `context` makes the
+    /// prefix of Tern's log line about a failure (which event, say), only
+    /// then.
     pub(crate) async fn invoke(
         &self,
         input: W::Input,
+        id: String,
         context: impl FnOnce() -> String,
     ) -> Invoked<W::Output> {
         let stdout = CappedOutput::new(LOG_CAPTURE_BYTES);
@@ -118,12 +220,16 @@ impl<W: World> Function<W> {
         let s = &self.settings;
         let started = Instant::now();
         let deadline = Deadline::new(started + s.timeout);
-        let state = State::new(s.grants.clone(), s.config.read().clone());
+        let trace = W::trace(&input);
+        let trace_id = trace.as_ref().map(|t| t.trace_id.clone()).unwrap_or_default();
+        let state = State::new(s.grants.clone(), s.config.read().clone(), trace);
         let notes = Notes::default();
         let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline.clone(), notes.clone());
         let host =
             Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state, hooks);
         let memory_hit = host.limits.hit.clone();
+        let usage = Arc::new(Usage { peak_memory: host.limits.peak.clone(), ..Usage::default() });
+        let meter = Meter { id, start_ms: clock::now_ms(), started, usage, trace_id };
         let mut store = Store::new(self.world.engine(), host);
         store.limiter(|h| &mut h.limits);
         // Every epoch tick the guest yields to tokio (so a spinning guest
@@ -145,14 +251,15 @@ impl<W: World> Function<W> {
             max_body: s.max_body,
             memory_mib: s.memory_mib,
             memory_hit,
+            usage: meter.usage.clone(),
         };
         let result = self.world.call(store, limits, input).await;
         let tail = LogTail { stdout, stderr, notes };
         if matches!(&result, Ok(out) if W::still_running(out)) {
             // The guest goes on writing: its log is read when it is done.
-            return Invoked { result: result.map_err(|f| f.0), logs: Vec::new(), tail: Some(tail) };
+            return Invoked { result: result.map_err(|f| f.0), logs: Vec::new(), tail: Some(tail), meter };
         }
-        let log = self.log();
+        let log = self.log(&meter.id);
         let mut logs = tail.collect(&log);
         let result = result.map_err(|Failed(failure, detail)| {
             let mut line = format!("{}{}", context(), failure.log_line());
@@ -162,11 +269,12 @@ impl<W: World> Function<W> {
             logs.push(log.record(LogStream::Tern, line));
             failure
         });
-        Invoked { result, logs, tail: None }
+        Invoked { result, logs, tail: None, meter }
     }
 
-    pub(crate) fn log(&self) -> LogSink<'_> {
-        LogSink { function: &self.name, version: self.version }
+    /// Log records of invocation `id` of this version.
+    pub(crate) fn log<'a>(&'a self, id: &'a str) -> LogSink<'a> {
+        LogSink { function: &self.name, version: self.version, invocation: id }
     }
 }
 
@@ -218,6 +326,8 @@ pub struct Limits {
     pub max_body: u64,
     memory_mib: u32,
     memory_hit: Arc<AtomicBool>,
+    /// What the invocation uses, for its receipt.
+    pub usage: Arc<Usage>,
 }
 
 impl Limits {
@@ -359,6 +469,7 @@ pub(crate) const RECORD_OVERHEAD: usize = 64;
 pub struct LogSink<'a> {
     pub function: &'a str,
     pub version: u64,
+    pub invocation: &'a str,
 }
 
 impl LogSink<'_> {
@@ -403,6 +514,7 @@ impl LogSink<'_> {
             ts_ms: clock::now_ms(),
             stream,
             line,
+            invocation: self.invocation.to_string(),
         }
     }
 }

@@ -16,6 +16,7 @@ mod fetch;
 mod host;
 pub mod http;
 pub mod instance;
+mod journal;
 mod load;
 mod log_limit;
 mod lru;

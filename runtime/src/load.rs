@@ -13,6 +13,8 @@ pub(crate) struct LoadCounters {
     completed: AtomicU64,
     errors: AtomicU64,
     latency_us_total: AtomicU64,
+    /// Whether this replica has served a request yet.
+    called: std::sync::atomic::AtomicBool,
 }
 
 /// In-flight requests and their integral over time. The autoscaler needs
@@ -43,6 +45,12 @@ impl LoadCounters {
         c.accrue(now);
         c.in_flight += 1;
         now
+    }
+
+    /// True for the first call on this replica since it was loaded (a
+    /// cold start), false after.
+    pub(crate) fn first_call(&self) -> bool {
+        !self.called.load(Ordering::Relaxed) && !self.called.swap(true, Ordering::Relaxed)
     }
 
     pub(crate) fn finished(&self, started: Instant, failed: bool) {

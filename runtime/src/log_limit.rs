@@ -55,6 +55,7 @@ impl LogLimit {
                 && let Some(first) = logs.first()
             {
                 out.push(LogRecord {
+                    invocation: String::new(),
                     function: first.function.clone(),
                     version: first.version,
                     ts_ms: clock::now_ms(),
@@ -90,6 +91,7 @@ mod tests {
     fn lines(n: usize, len: usize) -> Vec<LogRecord> {
         (0..n)
             .map(|_| LogRecord {
+                invocation: String::new(),
                 function: "f".into(),
                 version: 1,
                 ts_ms: 0,

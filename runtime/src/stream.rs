@@ -81,6 +81,7 @@ pub(crate) fn counted(body: RequestBody, limits: &Limits) -> RequestBody {
         let f = f?;
         if let Some(d) = f.data_ref() {
             seen += d.len() as u64;
+            limits.usage.bytes_in.fetch_add(d.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if seen > limits.max_body {
                 return Err(ErrorCode::HttpRequestBodySize(Some(seen)));
             }
@@ -144,6 +145,10 @@ pub(crate) async fn send(mut out: Outlet, mut s: Streaming) -> Result<(), String
             Next::Frame(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
                     sent += data.len() as u64;
+                    s.limits
+                        .usage
+                        .bytes_out
+                        .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if sent > s.limits.max_body {
                         let failed = Failure::ResponseTooLarge(s.limits.max_body as usize).into();
                         return Err(cut(&mut out, failed).await);

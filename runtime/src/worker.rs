@@ -9,7 +9,8 @@
 use crate::artifact::LoadError;
 use crate::event::{Event, EventFunction, EventFunctionPre};
 use crate::http::{Http, HttpFunction};
-use crate::instance::Settings;
+use crate::instance::{Served, Settings};
+use crate::journal::Journal;
 use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
@@ -28,7 +29,7 @@ use tern_kv::KvStore;
 use tern_protocol::nats_subject::SubjectPattern;
 use tern_protocol::outbound::OutboundPattern;
 use tern_protocol::{
-    ApiError, Assign, Capacity, Generation, LogRecord, NodeAnnounce, Reply, SecretsUpdate, Unassign, World,
+    ApiError, Assign, Capacity, Generation, NodeAnnounce, Reply, SecretsUpdate, Unassign, World,
     encode_reply, subject,
 };
 use tern_task::guarded;
@@ -68,7 +69,17 @@ pub struct Worker {
     streams: std::sync::OnceLock<Arc<StreamBoxes>>,
     body_limit: usize,
     functions: Mutex<Functions>,
+    /// Logs and receipts on their way to the bus.
+    journal: Arc<Journal>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What every function's serving task shares on this node.
+struct Serving {
+    bus: Arc<dyn Bus>,
+    streams: Option<Arc<StreamBoxes>>,
+    journal: Arc<Journal>,
+    node: String,
 }
 
 /// The functions this node serves, and the count of changes to that set
@@ -121,20 +132,14 @@ impl Handler {
     }
 
     /// Answers one invoke message (a streamed body included); the log
-    /// records out.
-    async fn serve(
-        &self,
-        bus: &Arc<dyn Bus>,
-        msg: &Message,
-        load: &LoadCounters,
-        streams: Option<&StreamBoxes>,
-    ) -> Vec<LogRecord> {
+    /// records and receipts out.
+    async fn serve(&self, on: &Serving, msg: &Message, load: &LoadCounters) -> Served {
         match self {
-            Handler::Http(f) => f.serve(bus, msg, load, streams).await,
+            Handler::Http(f) => f.serve(&on.bus, msg, load, on.streams.as_deref(), &on.node).await,
             Handler::Event(f) => {
-                let (reply, logs) = f.serve(msg.payload.clone(), load).await;
-                crate::http::reply(&**bus, msg, reply).await;
-                logs
+                let (reply, served) = f.serve(msg.payload.clone(), load, &on.node).await;
+                crate::http::reply(&*on.bus, msg, reply).await;
+                served
             }
         }
     }
@@ -167,6 +172,7 @@ impl Worker {
                 changes: 0,
                 loaded: HashMap::new(),
             }),
+            journal: Arc::default(),
             tasks: Mutex::new(Vec::new()),
             bus,
         }))
@@ -233,7 +239,8 @@ impl Worker {
                 guarded("heartbeat", me.publish_state(&subject::node_heartbeat())).await;
             }
         });
-        self.tasks.lock().extend([control, heartbeat]);
+        let journal = tokio::spawn(self.journal.clone().run(self.bus.clone()));
+        self.tasks.lock().extend([control, heartbeat, journal]);
         Ok(())
     }
 
@@ -351,8 +358,13 @@ impl Worker {
         let current = Arc::new(RwLock::new(function));
         let load = Arc::new(LoadCounters::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let streams = self.streams.get().cloned();
-        tokio::spawn(serve(self.bus.clone(), sub, stopped, current.clone(), load.clone(), streams));
+        let on = Arc::new(Serving {
+            bus: self.bus.clone(),
+            streams: self.streams.get().cloned(),
+            journal: self.journal.clone(),
+            node: self.config.node_id.clone(),
+        });
+        tokio::spawn(serve(on, sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded {
             version: a.version,
             current,
@@ -433,12 +445,11 @@ impl Drop for Worker {
 /// closes (the function is unloaded) the subscription is drained: requests
 /// the bus already routed here are still served, none is dropped.
 async fn serve(
-    bus: Arc<dyn Bus>,
+    on: Arc<Serving>,
     mut sub: tern_bus::Subscription,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     current: Arc<RwLock<Handler>>,
     load: Arc<LoadCounters>,
-    streams: Option<Arc<StreamBoxes>>,
 ) {
     let mut draining = false;
     // Per function on this worker, across its versions.
@@ -457,17 +468,13 @@ async fn serve(
             },
         };
         let function = current.read().clone();
-        let bus = bus.clone();
+        let on = on.clone();
         let load = load.clone();
         let log_limit = log_limit.clone();
-        let streams = streams.clone();
         tokio::spawn(async move {
-            let logs = function.serve(&bus, &msg, &load, streams.as_deref()).await;
-            let logs = log_limit.admit(logs);
-            if !logs.is_empty() {
-                let logs = serde_json::to_vec(&logs).expect("serialise logs");
-                let _ = bus.publish(&subject::logs(function.name()), logs.into()).await;
-            }
+            let served = function.serve(&on, &msg, &load).await;
+            let logs = log_limit.admit(served.logs);
+            on.journal.add(function.name(), logs, served.receipts);
         });
     }
 }

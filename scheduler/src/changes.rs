@@ -101,7 +101,9 @@ impl Scheduler {
         self.remove_unwanted_triggers().await;
         let n = name.clone();
         let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
-        self.logs.forget(&name);
+        if let Err(e) = self.logbook.forget(&name).await {
+            tracing::warn!(function = %name, "cannot delete its logs: {e}");
+        }
         // A new function of the same name starts with none of these.
         match self.events.delete_dead_letters(&name).await {
             Ok(0) => {}

@@ -8,9 +8,9 @@ use std::time::Instant;
 use tern_bus::{Message, respond};
 use tern_protocol::subject::SchedulerOp;
 use tern_protocol::{
-    ApiError, ClusterStatus, DeployRequest, Frame, FunctionDetail, LogsRequest, NameRequest, Reply,
-    RollbackRequest, SecretDeleteRequest, SecretSetRequest, TriggerStatus, WakeReply, WakeRequest,
-    encode_reply,
+    ApiError, ClusterStatus, DeployRequest, Frame, FunctionDetail, InvocationsRequest, LogsRequest,
+    NameRequest, Reply, RollbackRequest, SecretDeleteRequest, SecretSetRequest, TriggerStatus, WakeReply,
+    WakeRequest, encode_reply,
 };
 
 fn parse<T: serde::de::DeserializeOwned>(msg: &Message) -> Result<T, ApiError> {
@@ -45,7 +45,7 @@ impl Scheduler {
                 Err(e) => encode_reply::<()>(&Err(e)),
             },
             SchedulerOp::Logs => match parse::<LogsRequest>(&msg) {
-                Ok(req) => encode_reply::<_>(&Ok(self.logs.recent(&req.name, req.tail))),
+                Ok(req) => encode_reply(&self.logs(req).await),
                 Err(e) => encode_reply::<()>(&Err(e)),
             },
             SchedulerOp::Routes => encode_reply(&self.registry.run(|r| r.serving_table()).await),
@@ -55,6 +55,10 @@ impl Scheduler {
                 Err(e) => encode_reply::<()>(&Err(e)),
             },
             SchedulerOp::SecretList => encode_reply(&self.list_secrets().await),
+            SchedulerOp::Invocations => match parse::<InvocationsRequest>(&msg) {
+                Ok(req) => encode_reply(&self.invocations(req).await),
+                Err(e) => encode_reply::<()>(&Err(e)),
+            },
             SchedulerOp::SecretDelete => match parse::<SecretDeleteRequest>(&msg) {
                 Ok(req) => encode_reply(&self.delete_secret(req).await),
                 Err(e) => encode_reply::<()>(&Err(e)),

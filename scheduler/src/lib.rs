@@ -1,6 +1,6 @@
 //! The Tern scheduler: owns the registry, validates deploys, tracks worker
 //! membership from heartbeats, scales and places function versions on
-//! workers, fires cron ticks, keeps recent function logs, and pushes the
+//! workers, fires cron ticks, keeps function logs and receipts, and pushes the
 //! serving table (routes and triggers) to gateways.
 //!
 //! It answers control requests on `tern.v1.scheduler.*` (see
@@ -11,17 +11,18 @@
 //! - [`nodes`]: worker membership; [`scaling`]: the autoscaler's inputs and
 //!   outputs, decided by [`autoscale::decide`];
 //! - [`triggers`]: event triggers' consumers and cron; [`artifacts`]:
-//!   components served to workers; [`logs`]: the recent-log ring;
+//!   components served to workers; [`records`]: logs and receipts, kept in
+//!   a [`tern_logbook::Logbook`];
 //! - [`registry`] (sled) behind [`store::RegistryHandle`].
 
 pub mod artifacts;
 pub mod autoscale;
 mod changes;
 mod control;
-pub mod logs;
 pub mod nodes;
 pub mod placement;
 mod reconcile;
+mod records;
 pub mod registry;
 pub mod scaling;
 mod sealed;
@@ -34,7 +35,6 @@ pub use scaling::ScaleConfig;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use logs::LogRing;
 use nodes::Nodes;
 use registry::RegistryError;
 use scaling::Scaling;
@@ -45,7 +45,7 @@ use store::RegistryHandle;
 use tern_bus::{Bus, BusError, respond};
 use tern_events::EventLog;
 use tern_protocol::subject::{self, SchedulerOp};
-use tern_protocol::{ApiError, LogRecord, NodeAnnounce, encode_reply};
+use tern_protocol::{ApiError, NodeAnnounce, encode_reply};
 use tern_runtime::Runtime;
 use tern_task::guarded;
 
@@ -78,7 +78,8 @@ pub struct Scheduler {
     runtime: Arc<Runtime>,
     nodes: Nodes,
     scaling: Scaling,
-    logs: LogRing,
+    /// Functions' log lines and receipts.
+    logbook: Arc<dyn tern_logbook::Logbook>,
     /// Registry changes and placement run one at a time, so workers and
     /// gateways see them in the order they were recorded.
     changes: tokio::sync::Mutex<()>,
@@ -97,6 +98,7 @@ impl Scheduler {
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
         events: Arc<dyn EventLog>,
+        logbook: Arc<dyn tern_logbook::Logbook>,
         keep_versions: usize,
     ) -> Result<Arc<Self>, SchedulerError> {
         let registry = RegistryHandle::open(&data_dir.join("registry"))?;
@@ -108,7 +110,7 @@ impl Scheduler {
             runtime,
             nodes: Nodes::default(),
             scaling: Scaling::new(scale_config),
-            logs: LogRing::default(),
+            logbook,
             changes: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             events,
@@ -159,15 +161,7 @@ impl Scheduler {
                 }
             });
         }
-        let mut logs = self.bus.subscribe(&subject::logs_all()).await?;
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(msg) = logs.next().await {
-                if let Ok(records) = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload) {
-                    guarded("log-ring", async { me.logs.keep(records) }).await;
-                }
-            }
-        });
+        self.collect_records().await?;
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {

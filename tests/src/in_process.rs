@@ -60,7 +60,10 @@ impl InProcess {
                 node_id: "local".into(),
                 scale: options.scale,
                 activator: options.activator,
-                keep_versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
+                keep: tern_roles::KeepConfig {
+                    versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
+                    logs: Default::default(),
+                },
                 outbound: Default::default(),
             };
             tern_roles::up(Arc::new(InProcessBus::new()), events, kv, config).await.expect("start every role")

@@ -82,7 +82,13 @@ impl Admin {
             Err(r) => return r,
         };
         let id = tern_events::new_event_id();
-        let head = EventDelivery { id: id.clone(), subject, headers: Vec::new(), attempt: 1 };
+        let head = EventDelivery {
+            id: id.clone(),
+            subject,
+            headers: Vec::new(),
+            attempt: 1,
+            trigger: Some(tern_protocol::TriggerKind::Invoke),
+        };
         let error = self.dispatch.deliver_one(name, timeout_ms, head, &data).await.err();
         let status = if error.is_none() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
         json(status, &serde_json::json!({ "event_id": id, "error": error }))
@@ -143,6 +149,7 @@ impl Admin {
                 headers: l.event.headers.clone(),
                 // The count goes on, so a handler can tell a replay.
                 attempt: l.attempts + 1,
+                trigger: Some(tern_protocol::TriggerKind::Invoke),
             };
             let timeout_ms = detail.active.spec.timeout_ms;
             let error = match self.dispatch.deliver_one(name, timeout_ms, head, &l.event.data).await {

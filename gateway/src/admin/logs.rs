@@ -1,6 +1,9 @@
-//! `GET /api/v1/functions/{name}/logs[?tail=N&follow=true]`: the recent
-//! records the scheduler keeps, then (with follow) the live ones, as JSON
-//! lines.
+//! `GET /api/v1/functions/{name}/logs[?tail=N&since_ms=T&grep=TEXT&invocation=ID&follow=true]`:
+//! the records the scheduler keeps that match, each invocation's report
+//! after its lines, then (with follow) the live ones, as JSON lines.
+//!
+//! `GET /api/v1/functions/{name}/invocations[?limit=N&failed=true&id=ID]`:
+//! the newest receipts, as a JSON array.
 
 use super::{Admin, error, param, parse_num};
 use crate::body::{Body, full};
@@ -10,7 +13,7 @@ use http::{Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame as BodyFrame;
 use tern_protocol::subject::{self, SchedulerOp};
-use tern_protocol::{ApiError, LogRecord, LogsRequest};
+use tern_protocol::{ApiError, InvocationsRequest, LogRecord, LogsRequest, Receipt};
 
 /// Log chunks a follower may have waiting before it is cut off.
 const FOLLOW_BUFFER: usize = 256;
@@ -21,6 +24,8 @@ const FOLLOW_BUFFER: usize = 256;
 /// memory on the bus or here. Ends when the follower goes away.
 fn follow_live(
     mut live: tern_bus::Subscription,
+    mut reports: tern_bus::Subscription,
+    filter: Filter,
     backlog: Bytes,
     capacity: usize,
 ) -> tokio::sync::mpsc::Receiver<Bytes> {
@@ -28,14 +33,24 @@ fn follow_live(
     let _ = tx.try_send(backlog);
     tokio::spawn(async move {
         loop {
-            let msg = tokio::select! {
+            let records = tokio::select! {
                 m = live.next() => match m {
-                    Some(m) => m,
+                    Some(m) => serde_json::from_slice::<Vec<LogRecord>>(&m.payload).ok(),
+                    None => break,
+                },
+                m = reports.next() => match m {
+                    Some(m) => serde_json::from_slice::<Vec<Receipt>>(&m.payload)
+                        .ok()
+                        .map(|rs| rs.iter().map(Receipt::report).collect()),
                     None => break,
                 },
                 _ = tx.closed() => break,
             };
-            let Ok(records) = serde_json::from_slice::<Vec<LogRecord>>(&msg.payload) else { continue };
+            let Some(mut records) = records else { continue };
+            records.retain(|r| filter.matches(r));
+            if records.is_empty() {
+                continue;
+            }
             if tx.capacity() <= 1 {
                 let _ = tx.try_send(lines(&[follower_too_slow(&records, capacity)]));
                 break;
@@ -44,6 +59,20 @@ fn follow_live(
         }
     });
     rx
+}
+
+/// What a follower asked to see.
+#[derive(Default)]
+struct Filter {
+    grep: Option<String>,
+    invocation: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, r: &LogRecord) -> bool {
+        self.grep.as_ref().is_none_or(|g| r.line.contains(g.as_str()))
+            && self.invocation.as_ref().is_none_or(|i| &r.invocation == i)
+    }
 }
 
 /// The last line a follower that stopped reading gets.
@@ -57,6 +86,7 @@ fn follower_too_slow(seen: &[LogRecord], capacity: usize) -> LogRecord {
         line: format!(
             "this follower fell {capacity} batches behind and was disconnected; follow again to go on"
         ),
+        invocation: String::new(),
     }
 }
 
@@ -75,32 +105,68 @@ impl Admin {
             Ok(t) => t.unwrap_or(200),
             Err(e) => return error(e),
         };
+        let since_ms = match parse_num::<u64>(q, "since_ms") {
+            Ok(s) => s,
+            Err(e) => return error(e),
+        };
+        let filter = Filter {
+            grep: param(q, "grep").map(str::to_string),
+            invocation: param(q, "invocation").map(str::to_string),
+        };
         let follow = matches!(param(q, "follow"), Some("true" | "1"));
         // Subscribe before reading the backlog so nothing falls in between.
         let live = if follow {
-            match self.bus.subscribe(&subject::logs(&name)).await {
+            let (logs, receipts) = (subject::logs(&name), subject::receipts(&name));
+            let subscribed =
+                futures::future::try_join(self.bus.subscribe(&logs), self.bus.subscribe(&receipts));
+            match subscribed.await {
                 Ok(s) => Some(s),
                 Err(e) => return error(ApiError::unavailable(e.to_string())),
             }
         } else {
             None
         };
-        let recent: Vec<LogRecord> =
-            match self.scheduler.call(SchedulerOp::Logs, &LogsRequest { name, tail }).await {
-                Ok(r) => r,
-                Err(e) => return error(e),
-            };
+        let req = LogsRequest {
+            name,
+            tail,
+            since_ms,
+            grep: filter.grep.clone(),
+            invocation: filter.invocation.clone(),
+        };
+        let recent: Vec<LogRecord> = match self.scheduler.call(SchedulerOp::Logs, &req).await {
+            Ok(r) => r,
+            Err(e) => return error(e),
+        };
         let backlog = lines(&recent);
-        let Some(live) = live else {
+        let Some((live, reports)) = live else {
             return full(StatusCode::OK, "application/x-ndjson", backlog);
         };
-        let rx = follow_live(live, backlog, FOLLOW_BUFFER);
+        let rx = follow_live(live, reports, filter, backlog, FOLLOW_BUFFER);
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
             .map(|b| Ok::<_, crate::body::BoxError>(BodyFrame::data(b)));
         let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
         r.headers_mut()
             .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-ndjson"));
         r
+    }
+}
+
+impl Admin {
+    pub(super) async fn invocations(&self, name: String, q: &[(String, String)]) -> Response<Body> {
+        let limit = match parse_num::<usize>(q, "limit") {
+            Ok(l) => l.unwrap_or(100),
+            Err(e) => return error(e),
+        };
+        let req = InvocationsRequest {
+            name,
+            limit,
+            failed: matches!(param(q, "failed"), Some("true" | "1")),
+            id: param(q, "id").map(str::to_string),
+        };
+        match self.scheduler.call::<Vec<Receipt>>(SchedulerOp::Invocations, &req).await {
+            Ok(r) => super::json(StatusCode::OK, &r),
+            Err(e) => error(e),
+        }
     }
 }
 
@@ -116,6 +182,7 @@ mod tests {
             ts_ms: 0,
             stream: tern_protocol::LogStream::Stdout,
             line: line.into(),
+            invocation: String::new(),
         };
         serde_json::to_vec(&vec![r]).unwrap().into()
     }
@@ -124,7 +191,8 @@ mod tests {
     async fn a_follower_that_stops_reading_is_cut_off_with_a_line() {
         let bus = InProcessBus::new();
         let live = bus.subscribe("tern.v1.logs.f").await.unwrap();
-        let mut rx = follow_live(live, Bytes::from_static(b"backlog\n"), 8);
+        let reports = bus.subscribe("tern.v1.receipts.f").await.unwrap();
+        let mut rx = follow_live(live, reports, Filter::default(), Bytes::from_static(b"backlog\n"), 8);
         for i in 0..100 {
             bus.publish("tern.v1.logs.f", record(&i.to_string())).await.unwrap();
         }

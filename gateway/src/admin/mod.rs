@@ -171,6 +171,9 @@ impl Admin {
                 reply(StatusCode::OK, r)
             }
             (Method::GET, ["functions", name, "logs"]) => self.logs(name.to_string(), &query(&req)).await,
+            (Method::GET, ["functions", name, "invocations"]) => {
+                self.invocations(name.to_string(), &query(&req)).await
+            }
             (_, ["functions", name, "invoke"]) => {
                 let name = name.to_string();
                 self.invoke(name, req).await
@@ -256,6 +259,7 @@ impl Admin {
             body_limit: self.body_limit,
             max_body: detail.active.spec.max_body,
             max_duration_ms: detail.active.spec.max_duration_ms,
+            trigger: tern_protocol::TriggerKind::Invoke,
         };
         proxy::forward(&self.invoker, self.streams.get(), target, req).await
     }

@@ -59,6 +59,8 @@ pub(super) async fn call(
         hops,
         stream: mailbox.as_ref().map(|m| m.subject.clone()),
         upload: credits.as_ref().map(|m| m.subject.clone()),
+        invocation: String::new(),
+        trigger: None,
     };
     let sent = first.len() as u64;
     let payload = Frame::new(head, first).encode();

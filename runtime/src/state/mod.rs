@@ -56,11 +56,17 @@ pub(crate) struct State {
     /// Bucket handles this instance holds: each is host memory the guest's
     /// `--memory` does not count, so their number is capped.
     open_buckets: usize,
+    /// The invocation's trace: events it publishes are spans of it.
+    pub trace: Option<tern_protocol::trace::TraceParent>,
 }
 
 impl State {
-    pub(crate) fn new(grants: Arc<Grants>, config: Arc<BTreeMap<String, String>>) -> Self {
-        State { grants, config, cursors: Vec::new(), open_buckets: 0 }
+    pub(crate) fn new(
+        grants: Arc<Grants>,
+        config: Arc<BTreeMap<String, String>>,
+        trace: Option<tern_protocol::trace::TraceParent>,
+    ) -> Self {
+        State { grants, config, cursors: Vec::new(), open_buckets: 0, trace }
     }
 }
 

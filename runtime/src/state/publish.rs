@@ -15,7 +15,7 @@ impl Host for StateView<'_> {
         &mut self,
         subject: String,
         data: Vec<u8>,
-        headers: Vec<(String, String)>,
+        mut headers: Vec<(String, String)>,
     ) -> wasmtime::Result<Result<String, Error>> {
         let grants = &self.state.grants;
         if let Err(e) = tern_protocol::nats_subject::check_event_subject(&subject) {
@@ -38,6 +38,13 @@ impl Host for StateView<'_> {
                 data.len(),
                 grants.max_event_bytes
             ))));
+        }
+        // The event carries the invocation's trace on, unless the guest
+        // set its own.
+        if let Some(trace) = &self.state.trace
+            && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(tern_protocol::trace::HEADER))
+        {
+            headers.push((tern_protocol::trace::HEADER.into(), trace.child().header_value()));
         }
         let Some(log) = &grants.events else {
             return Ok(Err(Error::Unavailable("this node has no event log".into())));

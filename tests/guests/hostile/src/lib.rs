@@ -81,6 +81,10 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 reply(out, 200, "flooded\n");
             }
             "log" => {
+                // The trace context the gateway passed on, if any.
+                for v in request.headers().get(&"traceparent".to_string()) {
+                    println!("traceparent {}", String::from_utf8_lossy(&v));
+                }
                 println!("a line on stdout");
                 eprintln!("a line on stderr");
                 reply(out, 200, "logged\n");
