@@ -54,7 +54,7 @@ pub enum Answer {
     /// The whole body.
     Whole(Bytes),
     /// The start of a body the guest is still writing; see [`crate::stream`].
-    Streaming(Streaming),
+    Streaming(Box<Streaming>),
 }
 
 /// A response body on its way out of a running guest.
@@ -202,7 +202,10 @@ impl World for Http {
                     Err(_) => {}
                 }
                 let streaming = Streaming { first: first.freeze(), rest: body, task, limits, trailers };
-                return Ok((InvokeResponse { status, headers, stream: None }, Answer::Streaming(streaming)));
+                return Ok((
+                    InvokeResponse { status, headers, stream: None },
+                    Answer::Streaming(Box::new(streaming)),
+                ));
             }
         }
         let limit = self.body_limit.min(usize::try_from(limits.max_body).unwrap_or(usize::MAX));
@@ -316,7 +319,7 @@ impl HttpFunction {
                 meter.usage.bytes_out.fetch_add(streaming.first.len() as u64, Ordering::Relaxed);
                 reply(&**bus, msg, Frame::new(head, streaming.first.clone()).encode()).await;
                 let out = Outlet::new(bus.clone(), to, credits, streaming.limits.ends_by);
-                let outcome = stream::send(out, streaming).await;
+                let outcome = stream::send(out, *streaming).await;
                 load.finished(started, outcome.is_err());
                 let log = self.log(&meter.id);
                 logs = tail.collect(&log);
