@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_bus::{Bus, InProcessBus, NatsBus, NatsOptions};
+use tern_metrics::Metrics;
 use tern_protocol::Capacity;
 use tern_roles::{ActivatorConfig, GatewayRole, UpConfig};
 use tern_runtime::WorkerConfig;
@@ -176,6 +177,32 @@ impl ActivatorArgs {
     }
 }
 
+/// Prometheus metrics and invocation receipts.
+#[derive(Args, Clone)]
+pub struct MetricsArgs {
+    /// Record no metrics and no invocation receipts (what `bench/http.sh` compares against)
+    #[arg(long)]
+    no_metrics: bool,
+    /// Also serve Prometheus metrics at http://ADDR/metrics (a gateway and `tern up` serve them on their own address)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Scrapers of the gateway's /metrics must send this bearer token [default: none needed]
+    #[arg(long, env = "TERN_METRICS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
+}
+
+impl MetricsArgs {
+    /// The process's one registry, and its own listener if asked for.
+    async fn start(&self) -> anyhow::Result<Arc<Metrics>> {
+        let metrics = Arc::new(if self.no_metrics { Metrics::disabled() } else { Metrics::new() });
+        if let Some(addr) = self.metrics_listen {
+            let bound = tern_roles::serve_metrics(addr, metrics.clone()).await?;
+            eprintln!("  metrics:     http://{bound}/metrics");
+        }
+        Ok(metrics)
+    }
+}
+
 #[derive(Args)]
 pub struct UpArgs {
     /// Address to serve functions and the admin API on (port 0 picks a free port)
@@ -196,6 +223,8 @@ pub struct UpArgs {
     kv: KvArgs,
     #[command(flatten)]
     outbound: OutboundArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -209,6 +238,8 @@ pub struct SchedulerArgs {
     scale: ScaleArgs,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -231,6 +262,8 @@ pub struct WorkerArgs {
     kv: KvArgs,
     #[command(flatten)]
     outbound: OutboundArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -247,6 +280,8 @@ pub struct GatewayArgs {
     activator: ActivatorArgs,
     #[command(flatten)]
     kv: KvArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 fn init_logging() {
@@ -320,7 +355,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         Some(_) => Some(connect(&args.nats, "up").await?),
         None => None,
     };
-    let events = tern_roles::open_events(nats.as_deref(), &data_dir, args.nats.js_replicas).await?;
+    let metrics = args.metrics.start().await?;
+    let events =
+        tern_roles::open_events(nats.as_deref(), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
     let kv = tern_roles::open_kv(nats.as_deref(), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
@@ -338,6 +375,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         activator: args.activator.config(),
         keep: args.registry.keep(),
         outbound,
+        metrics,
+        metrics_token: args.metrics.metrics_token.clone(),
     };
     let platform = tern_roles::up(bus, events, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
@@ -351,9 +390,12 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "scheduler").await?;
-    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
+    let metrics = args.metrics.start().await?;
+    let events =
+        tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
     let scheduler =
-        tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?, args.registry.keep()).await?;
+        tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
+            .await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;
     drop(scheduler);
@@ -375,8 +417,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         outbound,
     };
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
-    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
-    let worker = tern_roles::worker(bus, &data_dir, config, kv, events).await?;
+    let metrics = args.metrics.start().await?;
+    let events =
+        tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
+    let worker = tern_roles::worker(bus, &data_dir, config, kv, events, metrics).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
@@ -386,10 +430,13 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let data_dir = data_dir(args.data_dir)?;
     let bus = connect(&args.nats, "gateway").await?;
-    let events = tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas).await?;
+    let metrics = args.metrics.start().await?;
+    let events =
+        tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
-    serve(tern_roles::gateway(bus, events, kv, &data_dir, args.listen, args.activator.config()).await?)
-        .await?;
+    let observe = tern_roles::Observe { metrics, token: args.metrics.metrics_token.clone() };
+    let activator = args.activator.config();
+    serve(tern_roles::gateway(bus, events, kv, &data_dir, args.listen, activator, observe).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

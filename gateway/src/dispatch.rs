@@ -16,6 +16,7 @@ use std::time::Duration;
 use tern_bus::BusError;
 use tern_events::{DeadLetter, Delivery, EventLog};
 use tern_invoke::{CallError, Invoker};
+use tern_metrics::Metrics;
 use tern_protocol::{
     BatchedEvent, EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, FunctionSpec,
     TriggerEntry, clock,
@@ -86,11 +87,16 @@ fn cut(batch: &[Delivery], limit: usize) -> Vec<Vec<usize>> {
 pub struct EventDispatch {
     invoker: Arc<Invoker>,
     log: Arc<dyn EventLog>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventDispatch {
-    pub fn new(invoker: Arc<Invoker>, log: Arc<dyn EventLog>) -> Self {
-        EventDispatch { invoker, log }
+    pub fn new(invoker: Arc<Invoker>, log: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> Self {
+        EventDispatch { invoker, log, metrics }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The event log deliveries come from and dead letters go to.
@@ -234,8 +240,12 @@ impl EventDispatch {
     async fn settle(&self, t: &TriggerEntry, d: &Delivery, outcome: Result<(), String>) {
         let (id, attempt) = (d.event.id.as_str(), d.attempt);
         let settled = match outcome {
-            Ok(()) => d.ack().await,
+            Ok(()) => {
+                self.metrics.delivery(&t.function, "ack");
+                d.ack().await
+            }
             Err(error) if attempt >= t.max_attempts => {
+                self.metrics.delivery(&t.function, "dead_letter");
                 tracing::warn!(function = %t.function, event = id, attempt, "dead letter: {error}");
                 let letter = DeadLetter {
                     event: d.event.clone(),
@@ -254,6 +264,7 @@ impl EventDispatch {
                 }
             }
             Err(error) => {
+                self.metrics.delivery(&t.function, "retry");
                 let delay = FunctionSpec::retry_delay_ms(t.backoff_ms, attempt);
                 tracing::info!(function = %t.function, event = id, attempt, delay_ms = delay, "retrying: {error}");
                 d.retry_after(Duration::from_millis(delay)).await

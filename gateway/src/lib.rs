@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, BusError};
 use tern_events::EventLog;
+use tern_metrics::Metrics;
 use tern_protocol::route;
 use tokio::net::TcpListener;
 
@@ -60,6 +61,10 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// HTTPS, if given a certificate.
     pub tls: Option<Arc<tls::Tls>>,
+    /// What `/metrics` serves (the process's one registry).
+    pub metrics: Arc<Metrics>,
+    /// A bearer token `/metrics` asks for; none: open, like most exporters.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for GatewayConfig {
@@ -74,6 +79,8 @@ impl std::fmt::Debug for GatewayConfig {
             .field("cold_start_bytes", &self.cold_start_bytes)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
+            .field("metrics", &self.metrics.enabled())
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -102,9 +109,11 @@ impl Gateway {
             scheduler.clone(),
             config.cold_start_buffer,
             config.cold_start_timeout,
+            config.metrics.clone(),
         ));
         let invoker = Arc::new(tern_invoke::Invoker::new(bus.clone(), activator, config.cold_start_bytes));
-        let dispatch = Arc::new(dispatch::EventDispatch::new(invoker.clone(), events));
+        let dispatch =
+            Arc::new(dispatch::EventDispatch::new(invoker.clone(), events, config.metrics.clone()));
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
         let streams = Arc::new(std::sync::OnceLock::new());
         let admin = admin::Admin {
@@ -186,6 +195,27 @@ impl Gateway {
         }
     }
 
+    /// `GET /metrics`: open, or behind `--metrics-token`.
+    fn metrics(&self, req: &Request<Incoming>) -> Response<Body> {
+        if let Some(want) = &self.config.metrics_token {
+            let given = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !given.is_some_and(|t| token::matches(want, t.trim())) {
+                return text(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics needs the metrics token (Authorization: Bearer …)",
+                );
+            }
+        }
+        let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        tern_metrics::serve::response(&self.config.metrics, accept).map(|b| {
+            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(b, |never| match never {}))
+        })
+    }
+
     /// One request: the admin API, or a function's route.
     async fn handle(&self, mut req: Request<Incoming>) -> Response<Body> {
         // hyper's read buffer bounds the head only roughly; this is the limit.
@@ -207,6 +237,9 @@ impl Gateway {
         let path = route::normal_path(req.uri().path());
         if route::is_admin_path(&path) {
             return self.admin.handle(&path, req).await;
+        }
+        if path == route::METRICS_PATH {
+            return self.metrics(&req);
         }
         let Some(entry) = self.serving.route(&path) else {
             return text(StatusCode::NOT_FOUND, format!("no function serves {path}"));

@@ -62,10 +62,36 @@ impl Triggers {
                 Some(r) => *r.entry.write() = w.clone(),
                 None => {
                     let entry = Arc::new(RwLock::new(w.clone()));
-                    let task = tokio::spawn(pull(self.dispatch.clone(), entry.clone()));
+                    let (dispatch, e) = (self.dispatch.clone(), entry.clone());
+                    let task = tokio::spawn(async move {
+                        futures::future::join(pull(dispatch.clone(), e.clone()), report(dispatch, e)).await;
+                    });
                     running.insert(w.trigger.consumer.clone(), Running { entry, task });
                 }
             }
+        }
+    }
+}
+
+/// How often a trigger's backlog and its function's dead letters are read
+/// for the metrics.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps `tern_event_backlog` and `tern_event_dead_letters` of one trigger
+/// up to date.
+async fn report(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) {
+    if !dispatch.metrics().enabled() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(REPORT_EVERY).await;
+        let e = entry.read().clone();
+        let log = dispatch.log();
+        if let Ok(stats) = log.stats(&e.trigger.consumer).await {
+            dispatch.metrics().backlog(&e.function, &e.trigger.filter, stats.waiting + stats.unacked);
+        }
+        if let Ok(n) = log.dead_letter_count(&e.function).await {
+            dispatch.metrics().dead_letters(&e.function, n);
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tern_bus::BusError;
+use tern_metrics::Metrics;
 use tern_protocol::subject::SchedulerOp;
 use tern_protocol::{ErrorKind, WakeReply, WakeRequest};
 use tern_task::guarded;
@@ -29,6 +30,18 @@ pub enum ActivateError {
     /// The scheduler answered that the function cannot start now.
     #[error("{0}")]
     Refused(String),
+}
+
+impl ActivateError {
+    /// The `reason` label of `tern_activator_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActivateError::Full { .. } => "full",
+            ActivateError::BytesFull { .. } => "bytes_full",
+            ActivateError::Timeout { .. } => "timeout",
+            ActivateError::Refused(_) => "refused",
+        }
+    }
 }
 
 /// One function's wake in progress: its waiters and, once the scheduler
@@ -50,20 +63,27 @@ pub struct Activator {
     /// another wake.
     woken_at: Mutex<HashMap<String, Instant>>,
     next_id: AtomicU64,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// Decrements the waiter count when a held request leaves, however it
-/// leaves (answered, timed out, or its client went away).
-struct Held(Arc<Waking>);
+/// Decrements the waiter count (and the held gauge) when a held request
+/// leaves, however it leaves (answered, timed out, or its client went
+/// away).
+struct Held<'a> {
+    waking: Arc<Waking>,
+    metrics: &'a Metrics,
+    function: &'a str,
+}
 
-impl Drop for Held {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.waking.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.held(self.function, -1);
     }
 }
 
 impl Activator {
-    pub fn new(scheduler: SchedulerClient, limit: usize, timeout: Duration) -> Self {
+    pub fn new(scheduler: SchedulerClient, limit: usize, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Activator {
             scheduler,
             limit,
@@ -71,6 +91,7 @@ impl Activator {
             waking: Mutex::new(HashMap::new()),
             woken_at: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            metrics,
         }
     }
 
@@ -90,9 +111,12 @@ impl Activator {
             let mut waking = self.waking.lock();
             let w = waking.entry(function.to_string()).or_insert_with(|| self.start_wake(function));
             let waiting = w.waiting.fetch_add(1, Ordering::Relaxed);
-            let held = Held(w.clone());
+            self.metrics.held(function, 1);
+            let held = Held { waking: w.clone(), metrics: &self.metrics, function };
             if waiting >= self.limit {
-                return Err(ActivateError::Full { function: function.to_string(), waiting });
+                let full = ActivateError::Full { function: function.to_string(), waiting };
+                self.metrics.rejected(function, full.reason());
+                return Err(full);
             }
             (held, w.outcome.clone())
         };
@@ -103,6 +127,9 @@ impl Activator {
             Err(_) => Err(ActivateError::Timeout { function: function.to_string(), timeout: self.timeout }),
         };
         drop(held);
+        if let Err(e) = &result {
+            self.metrics.rejected(function, e.reason());
+        }
         result
     }
 
@@ -118,11 +145,13 @@ impl Activator {
             // Even if the wake panics, the waiters get an answer and the
             // next request starts a new wake: a dead wake must not hold the
             // function at 503 for good.
+            let started = Instant::now();
             let outcome = guarded("activator-wake", me.wake(&function, &waking)).await.unwrap_or_else(|| {
                 Err(ActivateError::Refused(format!("waking function {function} failed; try again")))
             });
             if outcome.is_ok() {
                 me.woken_at.lock().insert(function.clone(), Instant::now());
+                me.metrics.cold_start(&function, started.elapsed());
             }
             // Leave the map first: a request that finds no replica after
             // this outcome (it was unloaded again) starts a new wake.

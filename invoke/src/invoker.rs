@@ -116,11 +116,12 @@ impl Invoker {
                     };
                     if held.is_none() {
                         let budget = self.held.budget;
-                        held = Some(
-                            self.held
-                                .hold(payload.len())
-                                .ok_or(CallError::Cold(ActivateError::BytesFull { budget }))?,
-                        );
+                        let Some(h) = self.held.hold(payload.len()) else {
+                            let full = ActivateError::BytesFull { budget };
+                            self.activator.metrics.rejected(function, full.reason());
+                            return Err(CallError::Cold(full));
+                        };
+                        held = Some(h);
                     }
                     self.activator.wait(function, sent_at, deadline).await.map_err(CallError::Cold)?;
                 }

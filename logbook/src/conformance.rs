@@ -31,6 +31,7 @@ pub fn receipt(function: &str, id: &str, status: u16) -> Receipt {
         start_ms: clock::now_ms(),
         duration_us: 1000,
         guest_us: 500,
+        instantiate_us: 20,
         peak_memory_bytes: 1 << 16,
         bytes_in: 0,
         bytes_out: 2,

@@ -50,6 +50,9 @@ pub struct Receipt {
     pub duration_us: u64,
     /// Of which the guest's code ran (the rest: waiting on I/O, the host).
     pub guest_us: u64,
+    /// Of which making its fresh instance took.
+    #[serde(default)]
+    pub instantiate_us: u64,
     /// The most linear memory (and tables) the instance held.
     pub peak_memory_bytes: u64,
     pub bytes_in: u64,

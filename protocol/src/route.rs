@@ -66,7 +66,21 @@ fn decode_slashes_and_dots(raw: &str) -> std::borrow::Cow<'_, str> {
 
 /// Whether a normal path is the admin API's.
 pub fn is_admin_path(normal: &str) -> bool {
-    normal == ADMIN_PREFIX || normal.strip_prefix(ADMIN_PREFIX).is_some_and(|r| r.starts_with('/'))
+    under(normal, ADMIN_PREFIX)
+}
+
+/// The gateway's own metrics endpoint: Prometheus scrapes it.
+pub const METRICS_PATH: &str = "/metrics";
+/// The gateway's dashboard and its assets.
+pub const UI_PREFIX: &str = "/ui";
+
+fn under(normal: &str, prefix: &str) -> bool {
+    normal == prefix || normal.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Whether a normal path is the dashboard's (`/ui` and under it).
+pub fn is_ui_path(normal: &str) -> bool {
+    under(normal, UI_PREFIX)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +159,15 @@ impl RoutePattern {
             out.push('/');
         }
         out
+    }
+
+    /// Whether the pattern names a path the gateway keeps for itself,
+    /// literally: [`METRICS_PATH`], or [`UI_PREFIX`] and under it. (As for
+    /// the admin API, `/*` and `/:x` are allowed: the gateway decides its
+    /// own paths first.)
+    pub fn reaches_gateway(&self) -> bool {
+        let literal = |i: usize, s: &str| matches!(self.segments.get(i), Some(Segment::Literal(l)) if l == s);
+        (literal(0, "metrics") && self.segments.len() == 1) || literal(0, "ui") || self.reaches_admin()
     }
 
     /// Whether the pattern names the admin API's space: its first segment
@@ -274,6 +297,12 @@ mod tests {
         }
         for r in ["/*", "/api/greet/:name", "/api/info/*", "/apiv1", "/:a/:b"] {
             assert!(!p(r).reaches_admin(), "{r}");
+        }
+        for r in ["/metrics", "/ui", "/ui/*", "/ui/x", "/api/v1/*"] {
+            assert!(p(r).reaches_gateway(), "{r}");
+        }
+        for r in ["/metrics/x", "/uix", "/*", "/:a", "/app/metrics"] {
+            assert!(!p(r).reaches_gateway(), "{r}");
         }
     }
 

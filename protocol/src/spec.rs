@@ -227,10 +227,12 @@ impl FunctionSpec {
         let mut seen = std::collections::HashMap::new();
         for r in &self.routes {
             let pattern = crate::route::RoutePattern::parse(r).map_err(|e| format!("route {r:?}: {e}"))?;
-            if pattern.reaches_admin() {
+            if pattern.reaches_gateway() {
                 return Err(format!(
-                    "route {r:?} would reach under {}, which is Tern's admin API",
-                    crate::route::ADMIN_PREFIX
+                    "route {r:?} would reach a path the gateway keeps for itself: {} (the admin API), {} or {} (the dashboard)",
+                    crate::route::ADMIN_PREFIX,
+                    crate::route::METRICS_PATH,
+                    crate::route::UI_PREFIX,
                 ));
             }
             if let Some(other) = seen.insert(pattern.shape(), r) {

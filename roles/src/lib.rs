@@ -12,10 +12,14 @@ use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_kv::{JetStreamKv, KvStore, SledKv};
 use tern_logbook::{Logbook, Retention, SledLogbook};
+use tern_metrics::Metrics;
+
+mod counted;
+pub use counted::CountedLog;
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
-use tern_scheduler::{ScaleConfig, Scheduler};
+use tern_scheduler::{ScaleConfig, Scheduler, Stores};
 use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -79,12 +83,14 @@ pub fn default_max_connections() -> usize {
 /// The durable event log: JetStream over the cluster's NATS, else sled in
 /// the data dir.
 /// `js_replicas`: servers per JetStream stream (cluster mode only).
+/// What it publishes is counted in `metrics`.
 pub async fn open_events(
     nats: Option<&NatsBus>,
     data_dir: &Path,
     js_replicas: usize,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn EventLog>, StartError> {
-    Ok(match nats {
+    let inner: Arc<dyn EventLog> = match nats {
         Some(bus) => Arc::new(
             JetStreamLog::open(bus.client().clone(), js_replicas)
                 .await
@@ -95,7 +101,25 @@ pub async fn open_events(
             let what = format!("cannot open the event log in {} (is another tern using it?)", dir.display());
             Arc::new(SledLog::open(&dir).map_err(fail(what))?)
         }
-    })
+    };
+    Ok(Arc::new(CountedLog { inner, metrics }))
+}
+
+/// The gateway's metrics: the process's registry, and the token a
+/// scrape of its `/metrics` needs, if any.
+pub struct Observe {
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+}
+
+/// Serves `/metrics` on `listen` (`--metrics-listen`) for as long as the
+/// process runs.
+pub async fn serve_metrics(listen: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, StartError> {
+    let what = format!("cannot listen for metrics on {listen}");
+    let listener = TcpListener::bind(listen).await.map_err(fail(what.clone()))?;
+    let addr = listener.local_addr().map_err(fail(what))?;
+    tokio::spawn(tern_metrics::serve::serve(listener, metrics));
+    Ok(addr)
 }
 
 /// Functions' key-value buckets: JetStream key-value over the cluster's
@@ -139,13 +163,15 @@ pub async fn scheduler(
     data_dir: &Path,
     scale: ScaleConfig,
     keep: KeepConfig,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Scheduler>, StartError> {
     let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
         .map_err(fail("cannot start the wasm runtime"))?;
     let logbook = open_logbook(data_dir, keep.logs)?;
     let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
     let scheduler =
-        Scheduler::open(data_dir, bus, runtime, scale, events, logbook, keep.versions).map_err(fail(what))?;
+        Scheduler::open(data_dir, bus, runtime, scale, Stores { events, logbook }, keep.versions, metrics)
+            .map_err(fail(what))?;
     scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
     Ok(scheduler)
 }
@@ -156,11 +182,12 @@ pub async fn worker(
     config: WorkerConfig,
     kv: Arc<dyn KvStore>,
     events: Arc<dyn EventLog>,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Worker>, StartError> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
-    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events))
+    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events), metrics)
         .map_err(fail("cannot set up functions' outbound HTTP"))?;
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
@@ -183,6 +210,7 @@ pub async fn gateway(
     data_dir: &Path,
     listen: SocketAddr,
     activator: ActivatorConfig,
+    observe: Observe,
 ) -> Result<GatewayRole, StartError> {
     let what = format!("cannot read or create the admin token in {}", data_dir.display());
     let token = tern_gateway::token::load_or_create(data_dir).map_err(fail(what))?;
@@ -203,6 +231,8 @@ pub async fn gateway(
         cold_start_bytes: activator.bytes,
         max_connections: activator.max_connections,
         tls,
+        metrics: observe.metrics,
+        metrics_token: observe.token,
     };
     let gateway = Gateway::new(bus, events, Some(kv), config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
@@ -242,6 +272,9 @@ pub struct UpConfig {
     pub activator: ActivatorConfig,
     pub keep: KeepConfig,
     pub outbound: OutboundConfig,
+    /// One registry for every role; [`Metrics::disabled`] for none.
+    pub metrics: Arc<Metrics>,
+    pub metrics_token: Option<String>,
 }
 
 /// Starts scheduler, worker and gateway on one bus, and loads every
@@ -253,18 +286,31 @@ pub async fn up(
     kv: Arc<dyn KvStore>,
     config: UpConfig,
 ) -> Result<Platform, StartError> {
+    let metrics = config.metrics.clone();
     let scheduler =
-        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep).await?;
+        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep, metrics.clone())
+            .await?;
     let worker_config = WorkerConfig {
         node_id: config.node_id,
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
         labels: Default::default(),
         outbound: config.outbound,
     };
-    let worker = worker(bus.clone(), &config.data_dir, worker_config, kv.clone(), events.clone()).await?;
+    let worker =
+        worker(bus.clone(), &config.data_dir, worker_config, kv.clone(), events.clone(), metrics.clone())
+            .await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
-    let gateway = gateway(bus, events, kv, &config.data_dir, config.listen, config.activator.clone()).await?;
+    let gateway = gateway(
+        bus,
+        events,
+        kv,
+        &config.data_dir,
+        config.listen,
+        config.activator.clone(),
+        Observe { metrics, token: config.metrics_token },
+    )
+    .await?;
     Ok(Platform { scheduler, worker, gateway })
 }
 

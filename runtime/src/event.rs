@@ -70,8 +70,9 @@ impl World for Event {
         };
         limits.usage.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         let pre = self.pre.clone();
+        let usage = limits.usage.clone();
         let guest = Box::pin(async move {
-            let f = pre.instantiate_async(&mut store).await?;
+            let f = usage.instantiating(pre.instantiate_async(&mut store)).await?;
             f.tern_function_event_handler().call_handle(&mut store, &event).await
         });
         let call = Metered { guest, usage: limits.usage.clone(), running: None };

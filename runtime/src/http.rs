@@ -128,8 +128,9 @@ impl World for Http {
         // The guest runs in its own task: it may keep writing the body after
         // it has handed over the response head.
         let running = Arc::new(AtomicBool::new(false));
+        let usage = limits.usage.clone();
         let guest = Box::pin(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
+            let proxy = usage.instantiating(pre.instantiate_async(&mut store)).await?;
             proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
         });
         let metered = Metered { guest, usage: limits.usage.clone(), running: Some(running.clone()) };

@@ -108,6 +108,8 @@ pub struct Served {
 pub struct Usage {
     /// Time the guest's code was being run (its future polled).
     pub guest_ns: AtomicU64,
+    /// Of which making the instance took.
+    pub instantiate_ns: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     /// The most memory and tables the store held; kept by its limiter.
@@ -146,6 +148,7 @@ impl Meter {
             start_ms: self.start_ms,
             duration_us: self.started.elapsed().as_micros() as u64,
             guest_us: u.guest_ns.load(Ordering::Relaxed) / 1000,
+            instantiate_us: u.instantiate_ns.load(Ordering::Relaxed) / 1000,
             peak_memory_bytes: u.peak_memory.load(Ordering::Relaxed),
             bytes_in: u.bytes_in.load(Ordering::Relaxed),
             bytes_out: u.bytes_out.load(Ordering::Relaxed),
@@ -154,6 +157,16 @@ impl Meter {
             node: node.to_string(),
             trace_id: self.trace_id.clone(),
         }
+    }
+}
+
+impl Usage {
+    /// Makes an instance with `make`, counting the time it takes.
+    pub(crate) async fn instantiating<T>(&self, make: impl Future<Output = T>) -> T {
+        let start = Instant::now();
+        let made = make.await;
+        self.instantiate_ns.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        made
     }
 }
 

@@ -130,6 +130,7 @@ mod tests {
             start_ms: 0,
             duration_us: 1,
             guest_us: 1,
+            instantiate_us: 0,
             peak_memory_bytes: 0,
             bytes_in: 0,
             bytes_out: 0,

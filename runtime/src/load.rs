@@ -67,6 +67,11 @@ impl LoadCounters {
         }
     }
 
+    /// Requests running now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.concurrency.lock().in_flight
+    }
+
     pub(crate) fn snapshot(&self) -> FunctionLoad {
         let (in_flight, busy_us) = {
             let mut c = self.concurrency.lock();

@@ -26,6 +26,7 @@ use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
 use tern_invoke::{Activator, Invoker, SchedulerClient};
 use tern_kv::KvStore;
+use tern_metrics::Metrics;
 use tern_protocol::nats_subject::SubjectPattern;
 use tern_protocol::outbound::OutboundPattern;
 use tern_protocol::{
@@ -71,6 +72,7 @@ pub struct Worker {
     functions: Mutex<Functions>,
     /// Logs and receipts on their way to the bus.
     journal: Arc<Journal>,
+    metrics: Arc<Metrics>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -79,6 +81,7 @@ struct Serving {
     bus: Arc<dyn Bus>,
     streams: Option<Arc<StreamBoxes>>,
     journal: Arc<Journal>,
+    metrics: Arc<Metrics>,
     node: String,
 }
 
@@ -105,6 +108,8 @@ impl Functions {
 /// last request.
 struct Loaded {
     version: u64,
+    /// What placement reserves for it on this node.
+    memory_mib: u32,
     current: Arc<RwLock<Handler>>,
     /// The current version's config, and which of its keys are secrets.
     config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
@@ -152,11 +157,12 @@ impl Worker {
         runtime: Arc<Runtime>,
         kv: Option<Arc<dyn KvStore>>,
         events: Option<Arc<dyn EventLog>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, OutboundError> {
         // Calls between functions take the invoke path a gateway's do,
         // with an activator of the worker's own.
         let scheduler = SchedulerClient::new(bus.clone());
-        let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT));
+        let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT, metrics.clone()));
         let invoker = Arc::new(Invoker::new(bus.clone(), activator, HELD_CALL_BYTES));
         let outbound = Outbound::new(config.outbound.clone(), invoker, bus.clone())?;
         Ok(Arc::new(Worker {
@@ -173,6 +179,7 @@ impl Worker {
                 loaded: HashMap::new(),
             }),
             journal: Arc::default(),
+            metrics,
             tasks: Mutex::new(Vec::new()),
             bus,
         }))
@@ -237,6 +244,7 @@ impl Worker {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { break };
                 guarded("heartbeat", me.publish_state(&subject::node_heartbeat())).await;
+                me.report_node();
             }
         });
         let journal = tokio::spawn(self.journal.clone().run(self.bus.clone()));
@@ -264,6 +272,27 @@ impl Worker {
                 .filter_map(|(k, l)| Some((k.clone(), l.net.status()?)))
                 .collect(),
         }
+    }
+
+    /// This node's memory and instances, for its metrics.
+    fn report_node(&self) {
+        if !self.metrics.enabled() {
+            return;
+        }
+        let (reserved_mib, instances) = {
+            let f = self.functions.lock();
+            let reserved: u64 = f.loaded.values().map(|l| l.memory_mib as u64).sum();
+            let instances: u64 = f.loaded.values().map(|l| l.load.in_flight()).sum();
+            (reserved, instances)
+        };
+        let budget = self.config.capacity.memory_mib << 20;
+        self.metrics.node(
+            &self.config.node_id,
+            budget,
+            reserved_mib << 20,
+            tern_metrics::rss_bytes(),
+            instances,
+        );
     }
 
     async fn publish_state(&self, subject: &str) {
@@ -343,6 +372,7 @@ impl Worker {
             if let Some(loaded) = functions.loaded.get_mut(&a.function) {
                 *loaded.current.write() = function;
                 loaded.version = a.version;
+                loaded.memory_mib = a.memory_mib;
                 loaded.config = config;
                 loaded.secret_names = a.secrets.clone();
                 functions.changes += 1;
@@ -362,11 +392,13 @@ impl Worker {
             bus: self.bus.clone(),
             streams: self.streams.get().cloned(),
             journal: self.journal.clone(),
+            metrics: self.metrics.clone(),
             node: self.config.node_id.clone(),
         });
         tokio::spawn(serve(on, sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded {
             version: a.version,
+            memory_mib: a.memory_mib,
             current,
             config,
             secret_names: a.secrets.clone(),
@@ -472,9 +504,25 @@ async fn serve(
         let load = load.clone();
         let log_limit = log_limit.clone();
         tokio::spawn(async move {
+            on.metrics.inflight(function.name(), 1);
             let served = function.serve(&on, &msg, &load).await;
+            on.metrics.inflight(function.name(), -1);
+            for r in &served.receipts {
+                let took = Duration::from_micros(r.duration_us);
+                let instantiate = Duration::from_micros(r.instantiate_us);
+                on.metrics.invocation(
+                    &r.function,
+                    r.version,
+                    r.trigger.as_str(),
+                    r.status,
+                    took,
+                    instantiate,
+                );
+            }
             let logs = log_limit.admit(served.logs);
-            on.journal.add(function.name(), logs, served.receipts);
+            // --no-metrics: no receipts either.
+            let receipts = if on.metrics.enabled() { served.receipts } else { Vec::new() };
+            on.journal.add(function.name(), logs, receipts);
         });
     }
 }

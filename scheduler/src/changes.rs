@@ -101,6 +101,7 @@ impl Scheduler {
         self.remove_unwanted_triggers().await;
         let n = name.clone();
         let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
+        self.metrics.forget(&name);
         if let Err(e) = self.logbook.forget(&name).await {
             tracing::warn!(function = %name, "cannot delete its logs: {e}");
         }

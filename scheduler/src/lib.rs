@@ -69,6 +69,14 @@ pub enum SchedulerError {
     SecretKey(String, std::io::Error),
 }
 
+/// Where the scheduler keeps what is not the registry.
+pub struct Stores {
+    /// Triggers' durable consumers, and cron ticks.
+    pub events: Arc<dyn EventLog>,
+    /// Functions' log lines and receipts.
+    pub logbook: Arc<dyn tern_logbook::Logbook>,
+}
+
 pub struct Scheduler {
     registry: RegistryHandle,
     /// Sealed secrets, in the registry's database.
@@ -89,6 +97,7 @@ pub struct Scheduler {
     events: Arc<dyn EventLog>,
     /// Versions kept per function (the active one always is).
     keep_versions: usize,
+    metrics: Arc<tern_metrics::Metrics>,
 }
 
 impl Scheduler {
@@ -97,9 +106,9 @@ impl Scheduler {
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
-        events: Arc<dyn EventLog>,
-        logbook: Arc<dyn tern_logbook::Logbook>,
+        Stores { events, logbook }: Stores,
         keep_versions: usize,
+        metrics: Arc<tern_metrics::Metrics>,
     ) -> Result<Arc<Self>, SchedulerError> {
         let registry = RegistryHandle::open(&data_dir.join("registry"))?;
         let secrets = Arc::new(secrets::SecretStore::open(registry.registry(), data_dir)?);
@@ -115,6 +124,7 @@ impl Scheduler {
             wake: tokio::sync::Notify::new(),
             events,
             keep_versions,
+            metrics,
         }))
     }
 

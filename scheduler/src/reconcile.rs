@@ -33,6 +33,11 @@ impl Scheduler {
         let ready: BTreeMap<String, u32> =
             versions.iter().map(|v| (v.spec.name.clone(), self.nodes.ready_any(&v.spec.name))).collect();
         let desired = self.scaling.desired(&versions, &ready);
+        for v in &versions {
+            let name = &v.spec.name;
+            let (ready, wanted) = (ready[name], desired[name]);
+            self.metrics.scale(name, ready, wanted, wanted, self.scaling.status(name).panicking);
+        }
         let wants: Vec<Want> = versions
             .iter()
             .map(|v| Want {

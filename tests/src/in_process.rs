@@ -51,7 +51,10 @@ impl InProcess {
             .expect("a tokio runtime for the platform");
         let data_dir = dir.path().to_path_buf();
         let mut platform = runtime.block_on(async {
-            let events = tern_roles::open_events(None, &data_dir, 1).await.expect("open the event log");
+            let metrics = Arc::new(tern_metrics::Metrics::new());
+            let events = tern_roles::open_events(None, &data_dir, 1, metrics.clone())
+                .await
+                .expect("open the event log");
             let kv = tern_roles::open_kv(None, &data_dir, 1, tern_kv::DEFAULT_BUCKET_MAX_BYTES)
                 .expect("open the buckets");
             let config = UpConfig {
@@ -65,6 +68,8 @@ impl InProcess {
                     logs: Default::default(),
                 },
                 outbound: Default::default(),
+                metrics,
+                metrics_token: None,
             };
             tern_roles::up(Arc::new(InProcessBus::new()), events, kv, config).await.expect("start every role")
         });
