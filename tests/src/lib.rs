@@ -12,6 +12,7 @@ pub mod in_process;
 pub mod load;
 pub mod memory;
 pub mod process;
+pub mod prometheus;
 pub mod upstream;
 
 pub use build::{guest, target_dir, tern_bin, wat_component};
