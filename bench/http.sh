@@ -4,7 +4,9 @@
 # 48.0.8 serving the same component, with wrk at c=1 and c=64, in one run.
 # The ratio is against default `wasmtime serve`; a second wasmtime row uses
 # the same keep-resident settings as Tern (wasmtime's CLI has no switch for
-# PAGEMAP_SCAN, which Tern also enables).
+# PAGEMAP_SCAN, which Tern also enables). A second table puts Tern with its
+# metrics and receipts on (the default) beside `tern up --no-metrics`: their
+# cost, which should stay under 10%.
 #
 #   bench/http.sh                 # 10 s per measurement
 #   DURATION=30s bench/http.sh
@@ -17,6 +19,7 @@ DURATION=${DURATION:-10s}
 TERN_ADDR=127.0.0.1:18190
 WT_ADDR=127.0.0.1:18191
 WT_TUNED_ADDR=127.0.0.1:18192
+TERN_BARE_ADDR=127.0.0.1:18193
 
 need() { command -v "$1" >/dev/null || { echo "installing $2"; apt-get install -y "$2" >/dev/null; }; }
 need wrk wrk
@@ -35,11 +38,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-RUST_LOG=warn $TERN up --listen $TERN_ADDR --data-dir "$tmp/tern" > "$tmp/tern.out" 2> "$tmp/tern.err" &
-pids+=($!)
-for _ in $(seq 1 100); do grep -q "tern is up" "$tmp/tern.out" 2>/dev/null && break; sleep 0.1; done
-TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
-  $TERN deploy $WASM --name hello --route /hello > /dev/null 2>&1
+# start_tern NAME ADDR [FLAGS]: tern up with hello deployed.
+start_tern() {
+  local name=$1 addr=$2
+  shift 2
+  RUST_LOG=warn $TERN up --listen "$addr" --data-dir "$tmp/$name" "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
+  pids+=($!)
+  for _ in $(seq 1 100); do grep -q "tern is up" "$tmp/$name.out" 2>/dev/null && break; sleep 0.1; done
+  TERN_URL=http://$addr TERN_TOKEN=$(cat "$tmp/$name/admin-token") \
+    $TERN deploy $WASM --name hello --route /hello > /dev/null 2>&1
+}
+start_tern tern $TERN_ADDR
+start_tern tern-bare $TERN_BARE_ADDR --no-metrics
 
 wasmtime serve -S cli --addr $WT_ADDR $WASM > /dev/null 2> "$tmp/wasmtime.err" &
 pids+=($!)
@@ -52,18 +62,21 @@ for addr in $WT_ADDR $WT_TUNED_ADDR; do
 done
 
 [ "$(curl -s http://$TERN_ADDR/hello)" = "Hello, world!" ] || { echo "tern does not serve hello"; exit 1; }
+[ "$(curl -s http://$TERN_BARE_ADDR/hello)" = "Hello, world!" ] || { echo "tern --no-metrics does not serve hello"; exit 1; }
 [ "$(curl -s http://$WT_ADDR/hello)" = "Hello, world!" ] || { echo "wasmtime serve does not serve hello"; exit 1; }
 [ "$(curl -s http://$WT_TUNED_ADDR/hello)" = "Hello, world!" ] || { echo "tuned wasmtime serve does not serve hello"; exit 1; }
 
 
 # Warm both (instance slots, caches) before measuring.
 wrk -t2 -c64 -d2s http://$TERN_ADDR/hello > /dev/null
+wrk -t2 -c64 -d2s http://$TERN_BARE_ADDR/hello > /dev/null
 wrk -t2 -c64 -d2s http://$WT_ADDR/hello > /dev/null
 wrk -t2 -c64 -d2s http://$WT_TUNED_ADDR/hello > /dev/null
 
 results=()
 for c in 1 64; do
   results+=("$(measure tern "http://$TERN_ADDR/hello" $c)")
+  results+=("$(measure tern-no-metrics "http://$TERN_BARE_ADDR/hello" $c)")
   results+=("$(measure wasmtime-serve "http://$WT_ADDR/hello" $c)")
   results+=("$(measure wasmtime-serve-tuned "http://$WT_TUNED_ADDR/hello" $c)")
 done
@@ -72,3 +85,9 @@ echo
 echo "hello example, wrk $DURATION per row, $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
 table server wasmtime-serve "${results[@]}"
+echo
+echo "metrics and receipts on (tern) against off (tern up --no-metrics):"
+echo
+tern_rows=()
+for r in "${results[@]}"; do [[ $r == tern* ]] && tern_rows+=("$r"); done
+table server tern-no-metrics "${tern_rows[@]}"

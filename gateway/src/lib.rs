@@ -18,6 +18,7 @@
 mod admin;
 pub mod body;
 pub mod dispatch;
+pub mod history;
 pub mod proxy;
 pub mod router;
 pub mod serving;
@@ -94,6 +95,8 @@ pub struct Gateway {
     /// Where streamed response bodies arrive; set by [`Gateway::start`].
     /// Set by `start`; the admin API's invoke shares them.
     streams: Arc<std::sync::OnceLock<stream::Streams>>,
+    /// Per-function rates and replicas over the last hour, for the dashboard.
+    history: Arc<history::History>,
     admin: admin::Admin,
 }
 
@@ -116,7 +119,9 @@ impl Gateway {
             Arc::new(dispatch::EventDispatch::new(invoker.clone(), events, config.metrics.clone()));
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
         let streams = Arc::new(std::sync::OnceLock::new());
+        let history = Arc::new(history::History::default());
         let admin = admin::Admin {
+            history: history.clone(),
             streams: streams.clone(),
             token: config.admin_token.clone(),
             scheduler: scheduler.clone(),
@@ -127,13 +132,15 @@ impl Gateway {
             body_limit: config.body_limit,
             kv,
         };
-        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, admin })
+        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, history, admin })
     }
 
-    /// Starts following the scheduler's serving table.
+    /// Starts following the scheduler's serving table, and sampling the
+    /// dashboard's history.
     pub async fn start(&self) -> Result<(), BusError> {
         let streams = stream::Streams::open(self.bus.clone()).await?;
         let _ = self.streams.set(streams);
+        tokio::spawn(sample_history(Arc::downgrade(&self.history), self.scheduler.clone()));
         self.serving.follow(&*self.bus, self.scheduler.clone()).await
     }
 
@@ -259,6 +266,12 @@ impl Gateway {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
+        // The dashboard's history is off with the metrics (`--no-metrics`).
+        let observed = self.config.metrics.enabled();
+        let started = std::time::Instant::now();
+        if observed {
+            self.history.begin(&entry.function);
+        }
         let target = proxy::Target {
             function: &entry.function,
             timeout_ms: entry.timeout_ms,
@@ -268,7 +281,11 @@ impl Gateway {
             max_duration_ms: entry.max_duration_ms,
             trigger: tern_protocol::TriggerKind::Http,
         };
-        proxy::forward(&self.invoker, self.streams.get(), target, req).await
+        let response = proxy::forward(&self.invoker, self.streams.get(), target, req).await;
+        if observed {
+            self.history.end(&entry.function, response.status().as_u16(), started.elapsed());
+        }
+        response
     }
 }
 
@@ -347,4 +364,32 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Closes a step of the dashboard's history every [`history::STEP`], with
+/// the functions there are and their replicas as the scheduler sees them.
+async fn sample_history(history: std::sync::Weak<history::History>, scheduler: tern_invoke::SchedulerClient) {
+    use tern_protocol::subject::SchedulerOp;
+    use tern_protocol::{ClusterStatus, FunctionSummary};
+    let mut tick = tokio::time::interval(history::STEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(history) = history.upgrade() else { break };
+        let empty = || bytes::Bytes::from_static(b"{}");
+        let (list, status) = futures::join!(
+            scheduler.request::<Vec<FunctionSummary>>(SchedulerOp::List, empty()),
+            scheduler.request::<ClusterStatus>(SchedulerOp::Status, empty()),
+        );
+        let (Ok(list), Ok(status)) = (list, status) else { continue };
+        let deployed = list
+            .iter()
+            .map(|f| {
+                let ready = status.replicas.get(&f.name).map_or(0, |n| n.len() as u32);
+                let wanted = status.scale.get(&f.name).map_or(0, |s| s.desired);
+                (f.name.clone(), (ready, wanted))
+            })
+            .collect();
+        history.sample(tern_protocol::clock::now_ms(), &deployed);
+    }
 }

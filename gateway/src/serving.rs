@@ -59,6 +59,11 @@ impl Serving {
         }
     }
 
+    /// The event triggers this gateway runs.
+    pub fn triggers(&self) -> Vec<tern_protocol::TriggerEntry> {
+        self.triggers.entries()
+    }
+
     /// The generation of the table in place.
     pub fn generation(&self) -> u64 {
         self.router.read().generation()

@@ -44,6 +44,11 @@ impl Triggers {
         Triggers { dispatch, running: Mutex::new(HashMap::new()) }
     }
 
+    /// The triggers running now.
+    pub fn entries(&self) -> Vec<TriggerEntry> {
+        self.running.lock().values().map(|r| r.entry.read().clone()).collect()
+    }
+
     /// Starts the triggers in `wanted` not running yet, stops those gone,
     /// and updates the retry settings of the rest.
     pub fn apply(&self, wanted: &[TriggerEntry]) {

@@ -26,6 +26,7 @@
 //! in [`Admin`]: the scheduler client, the serving table (to install the
 //! table a change returns), the invoker and the event dispatch.
 
+mod dashboard;
 mod deploy;
 mod events;
 mod logs;
@@ -57,6 +58,8 @@ pub struct Admin {
     pub serving: Arc<Serving>,
     pub invoker: Arc<Invoker>,
     pub dispatch: Arc<EventDispatch>,
+    /// What the dashboard charts.
+    pub history: Arc<crate::history::History>,
     /// For `logs --follow`: the live log subjects.
     pub bus: Arc<dyn Bus>,
     /// Largest request body or event data.
@@ -171,6 +174,9 @@ impl Admin {
                 reply(StatusCode::OK, r)
             }
             (Method::GET, ["functions", name, "logs"]) => self.logs(name.to_string(), &query(&req)).await,
+            (Method::GET, ["functions", name, "history"]) => self.function_history(name),
+            (Method::GET, ["history"]) => self.history(),
+            (Method::GET, ["triggers"]) => self.triggers().await,
             (Method::GET, ["functions", name, "invocations"]) => {
                 self.invocations(name.to_string(), &query(&req)).await
             }
