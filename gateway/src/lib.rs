@@ -26,6 +26,7 @@ pub mod stream;
 pub mod tls;
 pub mod token;
 pub mod triggers;
+pub mod ui;
 pub mod upload;
 
 pub use body::Body;
@@ -247,6 +248,9 @@ impl Gateway {
         }
         if path == route::METRICS_PATH {
             return self.metrics(&req);
+        }
+        if route::is_ui_path(&path) {
+            return ui::asset(&path);
         }
         let Some(entry) = self.serving.route(&path) else {
             return text(StatusCode::NOT_FOUND, format!("no function serves {path}"));

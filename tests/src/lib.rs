@@ -5,6 +5,7 @@
 //! The harness builds the `tern` binary and the guest components (for
 //! wasm32-wasip2) before the first test uses them.
 
+pub mod browser;
 pub mod build;
 pub mod client;
 pub mod events;
