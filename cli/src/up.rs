@@ -128,7 +128,7 @@ fn parse_retention(s: &str) -> Result<tern_logbook::Retention, String> {
 
 impl RegistryArgs {
     fn keep(&self) -> tern_roles::KeepConfig {
-        tern_roles::KeepConfig { versions: self.keep_versions as usize, logs: self.log_retention }
+        tern_roles::KeepConfig { versions: self.keep_versions as usize }
     }
 }
 
@@ -359,6 +359,13 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let events =
         tern_roles::open_events(nats.as_deref(), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
     let kv = tern_roles::open_kv(nats.as_deref(), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
+    let logbook = tern_roles::open_logbook(
+        nats.as_deref(),
+        &data_dir,
+        args.nats.js_replicas,
+        args.registry.log_retention,
+    )
+    .await?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
         None => "local".into(),
@@ -378,7 +385,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         metrics,
         metrics_token: args.metrics.metrics_token.clone(),
     };
-    let platform = tern_roles::up(bus, events, kv, config).await?;
+    let platform = tern_roles::up(bus, tern_roles::Stores { events, logbook }, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     serve(platform.gateway).await?;
     // Dropping the scheduler flushes and closes the registry.
@@ -393,8 +400,12 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let metrics = args.metrics.start().await?;
     let events =
         tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
+    let logbook =
+        tern_roles::open_logbook(Some(&bus), &data_dir, args.nats.js_replicas, args.registry.log_retention)
+            .await?;
+    let stores = tern_roles::Stores { events, logbook };
     let scheduler =
-        tern_roles::scheduler(bus, events, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
+        tern_roles::scheduler(bus, stores, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
             .await?;
     eprintln!("scheduler running (registry in {})", data_dir.display());
     shutdown_signal().await;

@@ -8,7 +8,8 @@
 //! not per line or per invocation, and reading decodes only what a query
 //! looks at.
 //!
-//! [`SledLogbook`] is `tern up`'s, in the data directory.
+//! [`SledLogbook`] is `tern up`'s, in the data directory;
+//! [`JetStreamLogbook`] a cluster's, the stream `TERN_LOGS`.
 //! [`conformance`] is the suite every implementation passes.
 
 use async_trait::async_trait;
@@ -17,8 +18,10 @@ use std::time::Duration;
 use tern_protocol::{LogRecord, Receipt};
 
 pub mod conformance;
+mod jetstream;
 mod sled_book;
 
+pub use jetstream::JetStreamLogbook;
 pub use sled_book::SledLogbook;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,6 +98,12 @@ impl ReceiptQuery {
 
 #[async_trait]
 pub trait Logbook: Send + Sync + 'static {
+    /// Whether it keeps the workers' batches straight off the bus by
+    /// itself (JetStream binds their subjects), so nobody need append them.
+    fn keeps_bus_subjects(&self) -> bool {
+        false
+    }
+
     /// Keeps one batch as the workers published it (see [`Kind`]). A batch
     /// that does not decode is kept too, and skipped by queries.
     async fn append(&self, kind: Kind, function: &str, batch: Bytes) -> Result<(), LogbookError>;

@@ -11,7 +11,7 @@ use tern_bus::{Bus, NatsBus};
 use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
 use tern_kv::{JetStreamKv, KvStore, SledKv};
-use tern_logbook::{Logbook, Retention, SledLogbook};
+use tern_logbook::{JetStreamLogbook, Logbook, Retention, SledLogbook};
 use tern_metrics::Metrics;
 
 mod counted;
@@ -19,7 +19,8 @@ pub use counted::CountedLog;
 use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
-use tern_scheduler::{ScaleConfig, Scheduler, Stores};
+pub use tern_scheduler::Stores;
+use tern_scheduler::{ScaleConfig, Scheduler};
 use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -141,25 +142,39 @@ pub fn open_kv(
     })
 }
 
-/// Functions' logs and receipts, kept in the data dir within `retention`.
-pub fn open_logbook(data_dir: &Path, retention: Retention) -> Result<Arc<dyn Logbook>, StartError> {
-    let dir = data_dir.join("logbook");
-    let what = format!("cannot open the function logs in {} (is another tern using it?)", dir.display());
-    Ok(Arc::new(SledLogbook::open(&dir, retention).map_err(fail(what))?))
+/// Functions' logs and receipts, kept within `retention`: the JetStream
+/// stream `TERN_LOGS` over the cluster's NATS, else sled in the data dir.
+pub async fn open_logbook(
+    nats: Option<&NatsBus>,
+    data_dir: &Path,
+    js_replicas: usize,
+    retention: Retention,
+) -> Result<Arc<dyn Logbook>, StartError> {
+    Ok(match nats {
+        Some(bus) => {
+            Arc::new(JetStreamLogbook::open(bus.client().clone(), js_replicas, retention).await.map_err(
+                fail("cannot open the TERN_LOGS stream (is JetStream enabled: `nats-server -js`?)"),
+            )?)
+        }
+        None => {
+            let dir = data_dir.join("logbook");
+            let what =
+                format!("cannot open the function logs in {} (is another tern using it?)", dir.display());
+            Arc::new(SledLogbook::open(&dir, retention).map_err(fail(what))?)
+        }
+    })
 }
 
-/// What the scheduler keeps, and for how long.
+/// What the scheduler keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct KeepConfig {
     /// Versions kept per function.
     pub versions: usize,
-    /// Functions' logs and receipts.
-    pub logs: Retention,
 }
 
 pub async fn scheduler(
     bus: Arc<dyn Bus>,
-    events: Arc<dyn EventLog>,
+    stores: Stores,
     data_dir: &Path,
     scale: ScaleConfig,
     keep: KeepConfig,
@@ -167,11 +182,9 @@ pub async fn scheduler(
 ) -> Result<Arc<Scheduler>, StartError> {
     let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
         .map_err(fail("cannot start the wasm runtime"))?;
-    let logbook = open_logbook(data_dir, keep.logs)?;
     let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
     let scheduler =
-        Scheduler::open(data_dir, bus, runtime, scale, Stores { events, logbook }, keep.versions, metrics)
-            .map_err(fail(what))?;
+        Scheduler::open(data_dir, bus, runtime, scale, stores, keep.versions, metrics).map_err(fail(what))?;
     scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
     Ok(scheduler)
 }
@@ -282,14 +295,14 @@ pub struct UpConfig {
 /// before from the first request.
 pub async fn up(
     bus: Arc<dyn Bus>,
-    events: Arc<dyn EventLog>,
+    stores: Stores,
     kv: Arc<dyn KvStore>,
     config: UpConfig,
 ) -> Result<Platform, StartError> {
     let metrics = config.metrics.clone();
+    let events = stores.events.clone();
     let scheduler =
-        scheduler(bus.clone(), events.clone(), &config.data_dir, config.scale, config.keep, metrics.clone())
-            .await?;
+        scheduler(bus.clone(), stores, &config.data_dir, config.scale, config.keep, metrics.clone()).await?;
     let worker_config = WorkerConfig {
         node_id: config.node_id,
         capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },

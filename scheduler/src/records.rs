@@ -23,8 +23,12 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 impl Scheduler {
-    /// Keeps every batch of log records and receipts the workers publish.
+    /// Keeps every batch of log records and receipts the workers publish
+    /// (unless the logbook takes them off the bus by itself).
     pub(crate) async fn collect_records(self: &Arc<Self>) -> Result<(), BusError> {
+        if self.logbook.keeps_bus_subjects() {
+            return Ok(());
+        }
         for (kind, wildcard) in [(Kind::Logs, subject::logs_all()), (Kind::Receipts, subject::receipts_all())]
         {
             let mut sub = self.bus.subscribe(&wildcard).await?;

@@ -57,21 +57,22 @@ impl InProcess {
                 .expect("open the event log");
             let kv = tern_roles::open_kv(None, &data_dir, 1, tern_kv::DEFAULT_BUCKET_MAX_BYTES)
                 .expect("open the buckets");
+            let logbook = tern_roles::open_logbook(None, &data_dir, 1, Default::default())
+                .await
+                .expect("open the logbook");
             let config = UpConfig {
                 data_dir,
                 listen: "127.0.0.1:0".parse().unwrap(),
                 node_id: "local".into(),
                 scale: options.scale,
                 activator: options.activator,
-                keep: tern_roles::KeepConfig {
-                    versions: tern_scheduler::DEFAULT_KEEP_VERSIONS,
-                    logs: Default::default(),
-                },
+                keep: tern_roles::KeepConfig { versions: tern_scheduler::DEFAULT_KEEP_VERSIONS },
                 outbound: Default::default(),
                 metrics,
                 metrics_token: None,
             };
-            tern_roles::up(Arc::new(InProcessBus::new()), events, kv, config).await.expect("start every role")
+            let stores = tern_roles::Stores { events, logbook };
+            tern_roles::up(Arc::new(InProcessBus::new()), stores, kv, config).await.expect("start every role")
         });
         let url = format!("http://{}", platform.gateway.addr);
         let token = std::fs::read_to_string(&platform.gateway.token_path).unwrap().trim().to_string();

@@ -178,3 +178,47 @@ fn logs_and_receipts_survive_kill_9() {
     // --since: nothing from the future, everything from the last minute.
     assert_eq!(up.tern_ok(&["logs", "h", "--grep", "on stdout", "--since", "1m"]).lines().count(), 20);
 }
+
+#[test]
+fn in_a_cluster_logs_and_receipts_are_in_jetstream_and_survive_the_scheduler() {
+    use tern_tests::process::{Cluster, ClusterOptions};
+    let mut c = Cluster::start_opts(ClusterOptions { nats_users: true, ..Default::default() });
+    c.tern_ok(&["deploy", guest("hostile").to_str().unwrap(), "--name", "h", "--route", "/h/*"]);
+    let ids: Vec<String> = (0..10)
+        .map(|_| {
+            let r = c.get("/h/log");
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.headers["tern-invocation-id"].to_str().unwrap().to_string()
+        })
+        .collect();
+    let listed = |c: &Cluster| -> Vec<String> {
+        let out = c.tern(&["invocations", "h", "--json", "--limit", "100"]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        v.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || ids.iter().all(|i| listed(&c).contains(i))),
+        "{:?}",
+        listed(&c)
+    );
+
+    // The scheduler is killed and started again: nothing was in its memory.
+    c.scheduler.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || ids.iter().all(|i| listed(&c).contains(i))),
+        "receipts after the restart: {:?}",
+        listed(&c)
+    );
+    let logs = c.tern_ok(&["logs", "h", "--invocation", &ids[3]]);
+    assert!(logs.contains("a line on stdout") && logs.contains(&format!("REPORT {}", ids[3])), "{logs}");
+    // Lines logged while the scheduler was down are kept too: NATS keeps
+    // them, not the scheduler.
+    c.scheduler.kill();
+    let during = c.get("/h/log").headers["tern-invocation-id"].to_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    c.scheduler.restart();
+    assert!(eventually(Duration::from_secs(20), || listed(&c).contains(&during)), "{:?}", listed(&c));
+}
