@@ -116,15 +116,21 @@ impl JetStreamLogbook {
         Ok(())
     }
 
-    /// The newest `n` items of `subject` that `decode` makes of its
-    /// batches (newest last), reading wider windows until there are `n`.
-    async fn newest<T>(
+    /// The newest `n` items of `subject`'s batches that `keep` (newest
+    /// last), reading wider windows until there are `n`. A batch that does
+    /// not decode is skipped.
+    async fn newest<T: serde::de::DeserializeOwned>(
         &self,
         subject: &str,
         since_ms: Option<u64>,
         n: usize,
-        decode: impl Fn(Bytes) -> Vec<T>,
+        keep: impl Fn(&T) -> bool,
     ) -> Result<VecDeque<T>, LogbookError> {
+        let decode = |b: Bytes| -> Vec<T> {
+            serde_json::from_slice::<Vec<T>>(&b)
+                .map(|v| v.into_iter().filter(|x| keep(x)).collect())
+                .unwrap_or_default()
+        };
         let now = clock::now_ms();
         let windows: Vec<u64> = match since_ms {
             Some(s) => vec![s.saturating_sub(STAMP_SLACK.as_millis() as u64)],
@@ -169,23 +175,14 @@ impl Logbook for JetStreamLogbook {
     }
 
     async fn logs(&self, q: &LogQuery) -> Result<Vec<LogRecord>, LogbookError> {
-        let subject = subject::logs(&q.function);
-        let decode = |b: Bytes| -> Vec<LogRecord> {
-            serde_json::from_slice::<Vec<LogRecord>>(&b)
-                .map(|rs| rs.into_iter().filter(|r| q.matches(r)).collect())
-                .unwrap_or_default()
-        };
-        Ok(self.newest(&subject, q.since_ms, q.tail, decode).await?.into_iter().collect())
+        let keep = |r: &LogRecord| q.matches(r);
+        Ok(self.newest(&subject::logs(&q.function), q.since_ms, q.tail, keep).await?.into_iter().collect())
     }
 
     async fn receipts(&self, q: &ReceiptQuery) -> Result<Vec<Receipt>, LogbookError> {
-        let subject = subject::receipts(&q.function);
-        let decode = |b: Bytes| -> Vec<Receipt> {
-            serde_json::from_slice::<Vec<Receipt>>(&b)
-                .map(|rs| rs.into_iter().filter(|r| q.matches(r)).collect())
-                .unwrap_or_default()
-        };
-        Ok(self.newest(&subject, q.since_ms, q.limit, decode).await?.into_iter().rev().collect())
+        let keep = |r: &Receipt| q.matches(r);
+        let newest = self.newest(&subject::receipts(&q.function), q.since_ms, q.limit, keep).await?;
+        Ok(newest.into_iter().rev().collect())
     }
 
     async fn forget(&self, function: &str) -> Result<(), LogbookError> {

@@ -158,6 +158,29 @@ impl Inner {
         Ok(())
     }
 
+    /// The newest `n` items that `keep`, decoded from the batches of
+    /// `function` of `kind`, newest first (a batch that does not decode is
+    /// skipped).
+    fn newest<T>(
+        &self,
+        kind: Kind,
+        function: &str,
+        since_ms: Option<u64>,
+        n: usize,
+        decode: impl Fn(&[u8]) -> Vec<T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Vec<T>, LogbookError> {
+        let mut out = Vec::new();
+        for batch in self.newest_first(kind, function, since_ms) {
+            out.extend(decode(&batch?).into_iter().rev().filter(|x| keep(x)));
+            if out.len() >= n {
+                break;
+            }
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
     /// The batches of `function` of `kind`, newest first, from those
     /// stamped at or after `since_ms` (less the slack).
     fn newest_first(
@@ -185,15 +208,8 @@ impl Logbook for SledLogbook {
     async fn logs(&self, q: &LogQuery) -> Result<Vec<LogRecord>, LogbookError> {
         let q = q.clone();
         self.blocking(move |i| {
-            let mut out = Vec::new();
-            for batch in i.newest_first(Kind::Logs, &q.function, q.since_ms) {
-                let Ok(records) = serde_json::from_slice::<Vec<LogRecord>>(&batch?) else { continue };
-                out.extend(records.into_iter().rev().filter(|r| q.matches(r)));
-                if out.len() >= q.tail {
-                    break;
-                }
-            }
-            out.truncate(q.tail);
+            let decode = |b: &[u8]| serde_json::from_slice::<Vec<LogRecord>>(b).unwrap_or_default();
+            let mut out = i.newest(Kind::Logs, &q.function, q.since_ms, q.tail, decode, |r| q.matches(r))?;
             out.reverse();
             Ok(out)
         })
@@ -203,16 +219,8 @@ impl Logbook for SledLogbook {
     async fn receipts(&self, q: &ReceiptQuery) -> Result<Vec<Receipt>, LogbookError> {
         let q = q.clone();
         self.blocking(move |i| {
-            let mut out = Vec::new();
-            for batch in i.newest_first(Kind::Receipts, &q.function, q.since_ms) {
-                let Ok(receipts) = serde_json::from_slice::<Vec<Receipt>>(&batch?) else { continue };
-                out.extend(receipts.into_iter().rev().filter(|r| q.matches(r)));
-                if out.len() >= q.limit {
-                    break;
-                }
-            }
-            out.truncate(q.limit);
-            Ok(out)
+            let decode = |b: &[u8]| serde_json::from_slice::<Vec<Receipt>>(b).unwrap_or_default();
+            i.newest(Kind::Receipts, &q.function, q.since_ms, q.limit, decode, |r| q.matches(r))
         })
         .await
     }

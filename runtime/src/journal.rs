@@ -1,7 +1,9 @@
-//! Where a worker's log records and receipts leave for the bus: gathered
-//! per function and sent every [`FLUSH_EVERY`], so a function serving
-//! 50,000 requests a second sends a few messages of receipts a second, not
-//! 50,000. A log line reaches `tern logs --follow` at most that much later.
+//! Where a worker's log records and receipts leave for the bus. Log lines
+//! go at once, one message per invocation that printed anything (most
+//! print nothing), so `tern logs` right after a request shows its lines.
+//! Receipts, one per invocation, are gathered per function and sent every
+//! [`FLUSH_EVERY`]: a function serving 50,000 requests a second sends a
+//! few messages of receipts a second, not 50,000.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -17,8 +19,8 @@ const MAX_WAITING_RECEIPTS: usize = 50_000;
 /// Receipts per message: about 300 bytes each, well inside the bus's
 /// 1 MiB payload.
 const RECEIPTS_PER_MESSAGE: usize = 1000;
-/// Log bytes per message (lines are at most 64 KiB per invocation, and
-/// 1 MiB per second per function).
+/// Log bytes per message (an invocation keeps at most 64 KiB of lines, an
+/// event batch more).
 const LOG_BYTES_PER_MESSAGE: usize = 256 * 1024;
 
 #[derive(Default)]
@@ -28,15 +30,27 @@ pub(crate) struct Journal {
 
 #[derive(Default)]
 struct Waiting {
-    logs: Vec<LogRecord>,
     receipts: Vec<Receipt>,
     dropped: u64,
 }
 
 impl Journal {
-    /// Queues one invocation's (or event batch's) records for `function`.
-    pub(crate) fn add(&self, function: &str, logs: Vec<LogRecord>, receipts: Vec<Receipt>) {
-        if logs.is_empty() && receipts.is_empty() {
+    /// Sends one invocation's (or event batch's) log records for
+    /// `function` now, and queues its receipts.
+    pub(crate) async fn add(
+        &self,
+        bus: &dyn Bus,
+        function: &str,
+        logs: Vec<LogRecord>,
+        receipts: Vec<Receipt>,
+    ) {
+        for logs in by_bytes(logs) {
+            let payload = serde_json::to_vec(&logs).expect("serialise logs");
+            if let Err(e) = bus.publish(&subject::logs(function), payload.into()).await {
+                tracing::debug!(function, "could not publish log records: {e}");
+            }
+        }
+        if receipts.is_empty() {
             return;
         }
         let mut waiting = self.waiting.lock();
@@ -44,7 +58,6 @@ impl Journal {
             Some(w) => w,
             None => waiting.entry(function.to_string()).or_default(),
         };
-        w.logs.extend(logs);
         let room = MAX_WAITING_RECEIPTS.saturating_sub(w.receipts.len());
         if receipts.len() > room {
             w.dropped += (receipts.len() - room) as u64;
@@ -62,10 +75,10 @@ impl Journal {
 
     pub(crate) async fn flush(&self, bus: &dyn Bus) {
         let waiting = std::mem::take(&mut *self.waiting.lock());
-        for (function, mut w) in waiting {
+        for (function, w) in waiting {
             if w.dropped > 0 {
                 let version = w.receipts.last().map_or(0, |r| r.version);
-                w.logs.push(LogRecord {
+                let line = LogRecord {
                     function: function.clone(),
                     version,
                     ts_ms: clock::now_ms(),
@@ -75,13 +88,9 @@ impl Journal {
                         w.dropped
                     ),
                     invocation: String::new(),
-                });
-            }
-            for logs in by_bytes(w.logs) {
-                let payload = serde_json::to_vec(&logs).expect("serialise logs");
-                if let Err(e) = bus.publish(&subject::logs(&function), payload.into()).await {
-                    tracing::debug!(function, "could not publish log records: {e}");
-                }
+                };
+                let payload = serde_json::to_vec(&[line]).expect("serialise logs");
+                let _ = bus.publish(&subject::logs(&function), payload.into()).await;
             }
             for receipts in w.receipts.chunks(RECEIPTS_PER_MESSAGE) {
                 let payload = serde_json::to_vec(receipts).expect("serialise receipts");
@@ -147,7 +156,7 @@ mod tests {
         let mut sub = bus.subscribe(&subject::receipts("f")).await.unwrap();
         let journal = Journal::default();
         for n in 0..2500 {
-            journal.add("f", Vec::new(), vec![receipt(n)]);
+            journal.add(&bus, "f", Vec::new(), vec![receipt(n)]).await;
         }
         journal.flush(&bus).await;
         let mut got = 0;
@@ -159,7 +168,7 @@ mod tests {
         }
         assert_eq!((got, messages), (2500, 3));
 
-        journal.add("f", Vec::new(), (0..MAX_WAITING_RECEIPTS as u64 + 7).map(receipt).collect());
+        journal.add(&bus, "f", Vec::new(), (0..MAX_WAITING_RECEIPTS as u64 + 7).map(receipt).collect()).await;
         let w = journal.waiting.lock();
         assert_eq!(w["f"].receipts.len(), MAX_WAITING_RECEIPTS);
         assert_eq!(w["f"].dropped, 7);

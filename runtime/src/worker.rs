@@ -522,7 +522,7 @@ async fn serve(
             let logs = log_limit.admit(served.logs);
             // --no-metrics: no receipts either.
             let receipts = if on.metrics.enabled() { served.receipts } else { Vec::new() };
-            on.journal.add(function.name(), logs, receipts);
+            on.journal.add(&*on.bus, function.name(), logs, receipts).await;
         });
     }
 }
