@@ -12,6 +12,7 @@ pub mod events;
 pub mod in_process;
 pub mod load;
 pub mod memory;
+pub mod polyglot;
 pub mod process;
 pub mod prometheus;
 pub mod upstream;
