@@ -205,18 +205,13 @@ impl Gateway {
 
     /// `GET /metrics`: open, or behind `--metrics-token`.
     fn metrics(&self, req: &Request<Incoming>) -> Response<Body> {
-        if let Some(want) = &self.config.metrics_token {
-            let given = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if !given.is_some_and(|t| token::matches(want, t.trim())) {
-                return text(
-                    StatusCode::UNAUTHORIZED,
-                    "/metrics needs the metrics token (Authorization: Bearer …)",
-                );
-            }
+        if let Some(want) = &self.config.metrics_token
+            && !token::bearer_matches(req.headers(), want)
+        {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "/metrics needs the metrics token (Authorization: Bearer …)",
+            );
         }
         let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
         tern_metrics::serve::response(&self.config.metrics, accept).map(|b| {
@@ -257,13 +252,7 @@ impl Gateway {
         };
         // The admin token is the operator's, never a function's; any other
         // credentials are the function's business.
-        if req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| token::matches(&self.config.admin_token, t.trim()))
-        {
+        if token::bearer_matches(req.headers(), &self.config.admin_token) {
             req.headers_mut().remove(http::header::AUTHORIZATION);
         }
         let uri = match req.uri().query() {

@@ -15,11 +15,11 @@ use tern_invoke::upload::Unanswered;
 use tern_invoke::{CallError, Invoker, headers};
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, TriggerKind};
+use tern_task::AbortOnDrop;
 
 /// The response header that names the invocation (its receipt and log
 /// lines carry the same id).
 pub const INVOCATION_ID: &str = "tern-invocation-id";
-use tern_task::AbortOnDrop;
 
 /// Where and how to send one request.
 pub struct Target<'a> {

@@ -63,6 +63,15 @@ pub fn matches(expected: &str, given: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `headers` carry `Authorization: Bearer <expected>`.
+pub fn bearer_matches(headers: &http::HeaderMap, expected: &str) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| matches(expected, t.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

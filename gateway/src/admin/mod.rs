@@ -116,11 +116,7 @@ fn parse_num<T: std::str::FromStr>(q: &[(String, String)], key: &str) -> Result<
 
 impl Admin {
     fn authorised(&self, req: &Request<Incoming>) -> bool {
-        req.headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| crate::token::matches(&self.token, t.trim()))
+        crate::token::bearer_matches(req.headers(), &self.token)
     }
 
     /// One admin request; `path` is its normal form (see
