@@ -61,7 +61,7 @@ pub async fn run(book: &dyn Logbook) {
     write_some(book, "g").await;
     let logs = |q: LogQuery| async move { book.logs(&q).await.unwrap() };
     let lines = |r: Vec<LogRecord>| r.into_iter().map(|r| r.line).collect::<Vec<_>>();
-    let all = LogQuery { function: "f".into(), tail: 100, ..Default::default() };
+    let all = LogQuery { name: "f".into(), tail: 100, ..Default::default() };
 
     // Oldest first; the newest `tail`.
     assert_eq!(lines(logs(all.clone()).await), ["hello", "world", "oops"]);
@@ -73,7 +73,7 @@ pub async fn run(book: &dyn Logbook) {
     assert!(logs(LogQuery { since_ms: Some(future), ..all.clone() }).await.is_empty());
     assert_eq!(logs(LogQuery { since_ms: Some(clock::now_ms() - 60_000), ..all.clone() }).await.len(), 3);
     // Nothing of another function, nothing of none.
-    assert!(logs(LogQuery { function: "nobody".into(), ..all.clone() }).await.is_empty());
+    assert!(logs(LogQuery { name: "nobody".into(), ..all.clone() }).await.is_empty());
 
     // Receipts: newest first.
     let receipts = |q: ReceiptQuery| async move { book.receipts(&q).await.unwrap() };
@@ -92,7 +92,7 @@ pub async fn run(book: &dyn Logbook) {
     book.forget("f").await.unwrap();
     assert!(logs(all.clone()).await.is_empty());
     assert!(receipts(q.clone()).await.is_empty());
-    assert_eq!(logs(LogQuery { function: "g".into(), ..all }).await.len(), 3);
+    assert_eq!(logs(LogQuery { name: "g".into(), ..all }).await.len(), 3);
 }
 
 /// Writing past [`RETENTION`]'s bytes drops the oldest batches, and the
@@ -104,7 +104,7 @@ pub async fn bytes_are_bounded(book: &dyn Logbook) {
         book.append(Kind::Logs, "f", batch(&logs)).await.unwrap();
     }
     book.prune().await.unwrap();
-    let kept = book.logs(&LogQuery { function: "f".into(), tail: 1000, ..Default::default() }).await.unwrap();
+    let kept = book.logs(&LogQuery { name: "f".into(), tail: 1000, ..Default::default() }).await.unwrap();
     let kept_bytes: usize = kept.iter().map(|r| r.line.len()).sum();
     assert!(kept_bytes <= RETENTION.max_bytes as usize, "{kept_bytes} bytes kept");
     assert!(kept.len() >= 20, "only {} kept", kept.len());

@@ -176,7 +176,7 @@ impl Logbook for JetStreamLogbook {
 
     async fn logs(&self, q: &LogQuery) -> Result<Vec<LogRecord>, LogbookError> {
         let keep = |r: &LogRecord| q.matches(r);
-        Ok(self.newest(&subject::logs(&q.function), q.since_ms, q.tail, keep).await?.into_iter().collect())
+        Ok(self.newest(&subject::logs(&q.name), q.since_ms, q.tail, keep).await?.into_iter().collect())
     }
 
     async fn receipts(&self, q: &ReceiptQuery) -> Result<Vec<Receipt>, LogbookError> {

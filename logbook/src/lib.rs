@@ -55,27 +55,8 @@ impl Default for Retention {
     }
 }
 
-/// What `tern logs` asks for.
-#[derive(Debug, Clone, Default)]
-pub struct LogQuery {
-    pub function: String,
-    /// At most this many (the newest that match), oldest first.
-    pub tail: usize,
-    /// Only records at or after this time (ms since the epoch).
-    pub since_ms: Option<u64>,
-    /// Only lines containing this text.
-    pub grep: Option<String>,
-    /// Only lines of this invocation.
-    pub invocation: Option<String>,
-}
-
-impl LogQuery {
-    pub fn matches(&self, r: &LogRecord) -> bool {
-        self.since_ms.is_none_or(|s| r.ts_ms >= s)
-            && self.grep.as_ref().is_none_or(|g| r.line.contains(g.as_str()))
-            && self.invocation.as_ref().is_none_or(|i| &r.invocation == i)
-    }
-}
+/// What `tern logs` asks for: `name` is the function.
+pub use tern_protocol::LogsRequest as LogQuery;
 
 /// What `tern invocations` asks for.
 #[derive(Debug, Clone, Default)]

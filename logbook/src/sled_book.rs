@@ -209,7 +209,7 @@ impl Logbook for SledLogbook {
         let q = q.clone();
         self.blocking(move |i| {
             let decode = |b: &[u8]| serde_json::from_slice::<Vec<LogRecord>>(b).unwrap_or_default();
-            let mut out = i.newest(Kind::Logs, &q.function, q.since_ms, q.tail, decode, |r| q.matches(r))?;
+            let mut out = i.newest(Kind::Logs, &q.name, q.since_ms, q.tail, decode, |r| q.matches(r))?;
             out.reverse();
             Ok(out)
         })
@@ -272,7 +272,7 @@ mod tests {
         book.flush().await.unwrap();
         drop(book);
         let book = SledLogbook::open(dir.path(), Retention::default()).unwrap();
-        let q = LogQuery { function: "f".into(), tail: 100, ..Default::default() };
+        let q = LogQuery { name: "f".into(), tail: 100, ..Default::default() };
         assert_eq!(book.logs(&q).await.unwrap().len(), 3);
         assert!(book.inner.bytes.load(Ordering::Relaxed) > 0, "sizes are counted again at open");
     }

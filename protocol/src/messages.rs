@@ -401,7 +401,9 @@ pub struct ArtifactChunk {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `tern logs NAME`: what to read of a function's log, the newest `tail`
+/// that match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LogsRequest {
     pub name: String,
     /// At most this many of the newest records.
@@ -415,6 +417,15 @@ pub struct LogsRequest {
     /// Only lines (and the report) of this invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation: Option<String>,
+}
+
+impl LogsRequest {
+    /// Whether `r` is one of the lines asked for (of whatever function).
+    pub fn matches(&self, r: &crate::LogRecord) -> bool {
+        self.since_ms.is_none_or(|s| r.ts_ms >= s)
+            && self.grep.as_ref().is_none_or(|g| r.line.contains(g.as_str()))
+            && self.invocation.as_ref().is_none_or(|i| &r.invocation == i)
+    }
 }
 
 /// The error half of every control reply, mapped to an HTTP status by the

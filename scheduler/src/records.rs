@@ -53,24 +53,18 @@ impl Scheduler {
     /// output followed by its report line.
     pub(crate) async fn logs(&self, req: LogsRequest) -> Result<Vec<LogRecord>, ApiError> {
         let tail = req.tail.min(MAX_TAIL);
-        let q = LogQuery {
-            function: req.name.clone(),
-            tail,
-            since_ms: req.since_ms,
-            grep: req.grep,
-            invocation: req.invocation.clone(),
-        };
+        let q = LogQuery { tail, ..req };
         let mut records = self.logbook.logs(&q).await.map_err(unavailable)?;
         // The reports of the same stretch of time.
         let from = match (records.len() == tail, records.first()) {
             (true, Some(first)) => Some(first.ts_ms),
-            _ => req.since_ms,
+            _ => q.since_ms,
         };
         let rq = ReceiptQuery {
-            function: req.name,
+            function: q.name.clone(),
             limit: tail,
             failed_only: false,
-            id: req.invocation,
+            id: q.invocation.clone(),
             since_ms: from.map(|f| f.saturating_sub(60_000)),
         };
         let receipts = self.logbook.receipts(&rq).await.map_err(unavailable)?;

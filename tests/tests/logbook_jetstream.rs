@@ -23,7 +23,7 @@ async fn jetstream_passes_the_logbook_conformance_suite() {
     let line = conformance::record("w", "i9", "from a worker");
     client.publish("tern.v1.logs.w", serde_json::to_vec(&[line]).unwrap().into()).await.unwrap();
     client.flush().await.unwrap();
-    let q = LogQuery { function: "w".into(), tail: 10, ..Default::default() };
+    let q = LogQuery { name: "w".into(), tail: 10, ..Default::default() };
     let mut got = Vec::new();
     for _ in 0..50 {
         got = book.logs(&q).await.unwrap();

@@ -25,7 +25,7 @@ const FOLLOW_BUFFER: usize = 256;
 fn follow_live(
     mut live: tern_bus::Subscription,
     mut reports: tern_bus::Subscription,
-    filter: Filter,
+    filter: LogsRequest,
     backlog: Bytes,
     capacity: usize,
 ) -> tokio::sync::mpsc::Receiver<Bytes> {
@@ -59,20 +59,6 @@ fn follow_live(
         }
     });
     rx
-}
-
-/// What a follower asked to see.
-#[derive(Default)]
-struct Filter {
-    grep: Option<String>,
-    invocation: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, r: &LogRecord) -> bool {
-        self.grep.as_ref().is_none_or(|g| r.line.contains(g.as_str()))
-            && self.invocation.as_ref().is_none_or(|i| &r.invocation == i)
-    }
 }
 
 /// The last line a follower that stopped reading gets.
@@ -109,14 +95,17 @@ impl Admin {
             Ok(s) => s,
             Err(e) => return error(e),
         };
-        let filter = Filter {
+        let req = LogsRequest {
+            name,
+            tail,
+            since_ms,
             grep: param(q, "grep").map(str::to_string),
             invocation: param(q, "invocation").map(str::to_string),
         };
         let follow = matches!(param(q, "follow"), Some("true" | "1"));
         // Subscribe before reading the backlog so nothing falls in between.
         let live = if follow {
-            let (logs, receipts) = (subject::logs(&name), subject::receipts(&name));
+            let (logs, receipts) = (subject::logs(&req.name), subject::receipts(&req.name));
             let subscribed =
                 futures::future::try_join(self.bus.subscribe(&logs), self.bus.subscribe(&receipts));
             match subscribed.await {
@@ -126,13 +115,6 @@ impl Admin {
         } else {
             None
         };
-        let req = LogsRequest {
-            name,
-            tail,
-            since_ms,
-            grep: filter.grep.clone(),
-            invocation: filter.invocation.clone(),
-        };
         let recent: Vec<LogRecord> = match self.scheduler.call(SchedulerOp::Logs, &req).await {
             Ok(r) => r,
             Err(e) => return error(e),
@@ -141,7 +123,7 @@ impl Admin {
         let Some((live, reports)) = live else {
             return full(StatusCode::OK, "application/x-ndjson", backlog);
         };
-        let rx = follow_live(live, reports, filter, backlog, FOLLOW_BUFFER);
+        let rx = follow_live(live, reports, req, backlog, FOLLOW_BUFFER);
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
             .map(|b| Ok::<_, crate::body::BoxError>(BodyFrame::data(b)));
         let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
@@ -192,7 +174,7 @@ mod tests {
         let bus = InProcessBus::new();
         let live = bus.subscribe("tern.v1.logs.f").await.unwrap();
         let reports = bus.subscribe("tern.v1.receipts.f").await.unwrap();
-        let mut rx = follow_live(live, reports, Filter::default(), Bytes::from_static(b"backlog\n"), 8);
+        let mut rx = follow_live(live, reports, LogsRequest::default(), Bytes::from_static(b"backlog\n"), 8);
         for i in 0..100 {
             bus.publish("tern.v1.logs.f", record(&i.to_string())).await.unwrap();
         }
