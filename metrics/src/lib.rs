@@ -296,10 +296,11 @@ impl Metrics {
         }
     }
 
-    /// An invocation of `function` started (+1) or ended (-1).
-    pub fn inflight(&self, function: &str, delta: i64) {
+    /// Invocations of `function` running now (a worker reports what its
+    /// load counters already count, once a second).
+    pub fn inflight(&self, function: &str, running: u64) {
         if self.enabled {
-            self.inflight.get_or_create(&label(function)).inc_by(delta);
+            self.inflight.get_or_create(&label(function)).set(running as i64);
         }
     }
 

@@ -274,17 +274,19 @@ impl Worker {
         }
     }
 
-    /// This node's memory and instances, for its metrics.
+    /// This node's memory and instances, and each function's invocations
+    /// running, for its metrics.
     fn report_node(&self) {
         if !self.metrics.enabled() {
             return;
         }
-        let (reserved_mib, instances) = {
-            let f = self.functions.lock();
-            let reserved: u64 = f.loaded.values().map(|l| l.memory_mib as u64).sum();
-            let instances: u64 = f.loaded.values().map(|l| l.load.in_flight()).sum();
-            (reserved, instances)
-        };
+        let (mut reserved_mib, mut instances) = (0, 0);
+        for (name, l) in self.functions.lock().loaded.iter() {
+            let running = l.load.in_flight();
+            self.metrics.inflight(name, running);
+            reserved_mib += l.memory_mib as u64;
+            instances += running;
+        }
         let budget = self.config.capacity.memory_mib << 20;
         self.metrics.node(
             &self.config.node_id,
@@ -438,6 +440,7 @@ impl Worker {
         let mut functions = self.functions.lock();
         if functions.loaded.remove(function).is_some() {
             functions.changes += 1;
+            self.metrics.inflight(function, 0);
             tracing::info!(function, "unloaded");
         }
         functions.generation()
@@ -504,9 +507,7 @@ async fn serve(
         let load = load.clone();
         let log_limit = log_limit.clone();
         tokio::spawn(async move {
-            on.metrics.inflight(function.name(), 1);
             let served = function.serve(&on, &msg, &load).await;
-            on.metrics.inflight(function.name(), -1);
             for r in &served.receipts {
                 let took = Duration::from_micros(r.duration_us);
                 let instantiate = Duration::from_micros(r.instantiate_us);
