@@ -68,6 +68,15 @@ fn prometheus_scrapes_tern_up_and_finds_what_happened() {
     assert!(prom.value(r#"tern_node_memory_bytes{node="local",kind="rss"}"#).unwrap() > 1e6);
     assert!(prom.value("process_cpu_seconds_total").unwrap() > 0.0);
 
+    // A request that takes 3 s is seen running.
+    up.deploy(&guest("hostile"), "slow", &["--route", "/slow/*"]);
+    let url = format!("{}/slow/nap?ms=3000", up.url);
+    let slow = std::thread::spawn(move || reqwest::blocking::get(url).unwrap().status().as_u16());
+    expect(&prom, r#"max_over_time(tern_function_inflight{function="slow"}[1m])"#, 1.0);
+    expect(&prom, r#"max_over_time(tern_node_instances{node="local"}[1m])"#, 1.0);
+    assert_eq!(slow.join().unwrap(), 200);
+    expect(&prom, r#"tern_function_inflight{function="slow"}"#, 0.0);
+
     promtool_check(&format!("{}/metrics", up.url)).unwrap();
 }
 
