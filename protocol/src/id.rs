@@ -37,6 +37,12 @@ pub fn invocation_id() -> String {
     format!("{:016x}", quick_u64())
 }
 
+/// Whether `id` has an invocation id's shape (16 lowercase hex digits):
+/// one that came from elsewhere (a bus peer) is used only then.
+pub fn is_invocation_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// 64 random-looking bits, distinct within this process, without a system
 /// call: for ids that must be unique, not unpredictable (invocation ids,
 /// trace and span ids).
@@ -81,7 +87,9 @@ mod tests {
     fn invocation_ids_are_distinct_hex() {
         let ids: std::collections::HashSet<String> = (0..10_000).map(|_| invocation_id()).collect();
         assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|i| i.len() == 16 && i.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert!(ids.iter().all(|i| is_invocation_id(i)));
+        assert!(!is_invocation_id("") && !is_invocation_id("0123456789ABCDEF"));
+        assert!(!is_invocation_id(&"a".repeat(4096)));
     }
 
     #[test]

@@ -277,9 +277,11 @@ impl HttpFunction {
         };
         let stream_to = frame.header.stream.clone();
         let trigger = frame.header.trigger.unwrap_or(TriggerKind::Http);
+        // The gateway's id, unless the request came without a well-formed
+        // one (a call between functions, or a bus peer's own).
         let id = match &frame.header.invocation {
-            i if i.is_empty() => tern_protocol::id::invocation_id(),
-            i => i.clone(),
+            i if tern_protocol::id::is_invocation_id(i) => i.clone(),
+            _ => tern_protocol::id::invocation_id(),
         };
         let body = match (frame.header.upload.clone(), streams) {
             (None, _) => Upload::Whole(frame.body),
