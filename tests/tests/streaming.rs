@@ -156,9 +156,24 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
     let logs = up.tern_ok(&["logs", "quick"]);
     assert!(logs.contains("streamed response cut: invocation failed: trap"), "{logs}");
     // One that traps right after writing, before its body could be seen
-    // to stream, answers 500, not its part as a whole body.
-    let r = up.get("/quick/trap?ms=0");
-    assert_eq!(r.status, 500, "{}", r.body);
+    // to stream, answers 500, not its part as a whole body. The worker
+    // waits a few ms for a running guest before it decides the body
+    // streams; on a loaded machine the guest's thread may be off its core
+    // longer, and then the answer is a stream that breaks off. Either way
+    // it never reads as complete, and most of the time it is a 500.
+    let mut whole_500s = 0;
+    for _ in 0..5 {
+        let mut r = reqwest::blocking::get(format!("{}/quick/trap?ms=0", up.url)).unwrap();
+        let status = r.status().as_u16();
+        let mut body = Vec::new();
+        let read = r.read_to_end(&mut body);
+        match status {
+            500 => whole_500s += 1,
+            200 => assert!(read.is_err(), "a trapped stream read as complete: {:?}", String::from_utf8_lossy(&body)),
+            other => panic!("a guest that trapped answered {other}"),
+        }
+    }
+    assert!(whole_500s >= 1, "a guest that trapped at once never answered 500, always a broken stream");
 }
 
 #[test]
