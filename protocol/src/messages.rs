@@ -1,7 +1,7 @@
 //! Messages between the roles on the bus: control requests and replies,
 //! invocations, node state, artifacts.
 
-use crate::{FunctionLoad, FunctionSpec, OutboundStatus, SecretValue, Trigger, Version, World};
+use crate::{FunctionLoad, FunctionSpec, NodeMemory, OutboundStatus, SecretValue, Trigger, Version, World};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -368,6 +368,13 @@ pub struct NodeAnnounce {
     /// that made any.
     #[serde(default)]
     pub outbound: BTreeMap<String, OutboundStatus>,
+    /// Its memory budget and what is charged against it.
+    #[serde(default)]
+    pub memory: NodeMemory,
+    /// Compiled code in memory for the functions loaded, by component
+    /// digest: what loading another function of one of them costs less.
+    #[serde(default)]
+    pub code: BTreeMap<String, u64>,
 }
 
 /// A worker's run (random per start) and the count of changes to its loaded

@@ -8,6 +8,14 @@ pub const DEFAULT_MEMORY_MIB: u32 = 128;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Largest memory a function may ask for: wasm32's whole address space.
 pub const MAX_MEMORY_MIB: u32 = 4096;
+/// What one loaded function costs a worker beside its compiled code: its
+/// pre-instantiated component, bus subscription, counters and settings.
+/// Measured: a worker's RSS with 1,000 functions of one component loaded,
+/// less the same worker with none, over 1,000 (bench/density.sh).
+pub const LOADED_FUNCTION_BYTES: u64 = 96 << 10;
+/// A component's compiled code, per byte of the component, as estimated
+/// before any worker has compiled it (then its measured size is used).
+pub const COMPILED_BYTES_PER_COMPONENT_BYTE: u64 = 3;
 pub const MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Request and response bodies past this get 413 / 502.
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;

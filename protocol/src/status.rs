@@ -151,6 +151,32 @@ pub struct FunctionLoad {
     /// two heartbeats over their interval is the mean concurrency.
     #[serde(default)]
     pub busy_us: u64,
+    /// Since its last invocation ended (or it was loaded): which idle
+    /// function a full node unloads first.
+    #[serde(default)]
+    pub idle_ms: u64,
+}
+
+/// A worker's memory: its budget, and what is charged against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMemory {
+    pub budget_bytes: u64,
+    /// Loaded functions: their compiled code (once per component) and
+    /// each one's own part.
+    pub footprint_bytes: u64,
+    /// Held by running instances, each its function's `--memory`.
+    pub held_bytes: u64,
+    /// Linear memory and tables those instances use now.
+    pub in_use_bytes: u64,
+    /// The worker process's resident memory.
+    pub rss_bytes: u64,
+}
+
+impl NodeMemory {
+    /// What is charged against the budget.
+    pub fn charged_bytes(&self) -> u64 {
+        self.footprint_bytes + self.held_bytes
+    }
 }
 
 /// `tern status`.
@@ -171,6 +197,9 @@ pub struct NodeStatus {
     pub last_seen_ms_ago: u64,
     pub capacity: Capacity,
     pub used_memory_mib: u64,
+    /// What the worker last reported of its memory.
+    #[serde(default)]
+    pub memory: NodeMemory,
     pub labels: BTreeMap<String, String>,
     pub loaded: BTreeMap<String, u64>,
     pub load: BTreeMap<String, FunctionLoad>,

@@ -73,7 +73,8 @@ pub struct ArtifactCache {
     compiled: Mutex<ByteLru<Component>>,
 }
 
-fn image_bytes(c: &Component) -> usize {
+/// Bytes of a compiled component's code and data (mapped from its file).
+pub(crate) fn image_bytes(c: &Component) -> usize {
     let r = c.image_range();
     (r.end as usize).saturating_sub(r.start as usize)
 }

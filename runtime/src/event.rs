@@ -144,7 +144,7 @@ impl EventFunction {
         let invocation = tern_protocol::id::invocation_id();
         let Invoked { result, mut logs, meter, .. } =
             self.invoke((delivery, data), invocation, context).await;
-        let transient = matches!(result, Err(Failure::Capacity));
+        let transient = matches!(result, Err(Failure::Capacity | Failure::NodeMemory(_)));
         let (error, status) = match result {
             Ok(Ok(())) => (None, 200),
             Ok(Err(message)) => {

@@ -1,6 +1,7 @@
 //! The per-request store data: WASI contexts, the resource table, limits and
 //! the hooks that decide what a function may reach ([`crate::outbound`]).
 
+use crate::memory::Held;
 use crate::outbound::OutboundHooks;
 use crate::output::CappedOutput;
 use crate::state::{State, StateView};
@@ -31,6 +32,7 @@ impl Host {
         stderr: CappedOutput,
         state: State,
         hooks: OutboundHooks,
+        held: Held,
     ) -> Self {
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
@@ -41,7 +43,7 @@ impl Host {
             table: ResourceTable::new(),
             hooks,
             state,
-            limits: MemoryLimit::new(memory_bytes),
+            limits: MemoryLimit::new(memory_bytes, Some(held)),
         }
     }
 }
@@ -76,11 +78,13 @@ pub(crate) struct MemoryLimit {
     pub(crate) hit: Arc<AtomicBool>,
     /// The most `used` has been: the invocation's peak memory.
     pub(crate) peak: Arc<AtomicU64>,
+    /// The instance's share of the node's memory, given back with the store.
+    node: Option<Held>,
 }
 
 impl MemoryLimit {
-    pub(crate) fn new(max: usize) -> Self {
-        MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)), peak: Arc::default() }
+    pub(crate) fn new(max: usize, node: Option<Held>) -> Self {
+        MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)), peak: Arc::default(), node }
     }
 
     /// Takes `extra` bytes from the budget, if they fit.
@@ -89,6 +93,9 @@ impl MemoryLimit {
             Some(total) if total <= self.max => {
                 self.used = total;
                 self.peak.fetch_max(total as u64, Ordering::Relaxed);
+                if let Some(node) = &mut self.node {
+                    node.grew(extra as u64);
+                }
                 true
             }
             _ => {
@@ -127,7 +134,7 @@ mod tests {
 
     #[test]
     fn every_memory_and_table_shares_one_budget() {
-        let mut l = MemoryLimit::new(100);
+        let mut l = MemoryLimit::new(100, None);
         assert!(l.memory_growing(0, 40, None).unwrap(), "first memory");
         assert!(l.memory_growing(0, 40, None).unwrap(), "second memory");
         assert!(!l.memory_growing(0, 40, None).unwrap(), "a third would pass the budget together");

@@ -6,6 +6,7 @@
 //! goes in and comes out) is a [`World`]; [`Function`] is the rest.
 
 use crate::host::{Host, LOG_CAPTURE_BYTES};
+use crate::memory::NodeMemory;
 use crate::outbound::{Notes, OutboundGrant, OutboundHooks};
 use crate::output::CappedOutput;
 use crate::state::{Grants, State};
@@ -38,6 +39,8 @@ pub(crate) struct Settings {
     pub config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
     /// Hosts it may send HTTP requests to, and its outbound counters.
     pub outbound: Option<Arc<OutboundGrant>>,
+    /// The node's memory, which each instance holds its `--memory` of.
+    pub node_memory: Arc<NodeMemory>,
 }
 
 /// How one world instantiates and calls its guests.
@@ -238,8 +241,15 @@ impl<W: World> Function<W> {
         let state = State::new(s.grants.clone(), s.config.read().clone(), trace);
         let notes = Notes::default();
         let hooks = OutboundHooks::new(s.outbound.clone(), W::hops(&input), deadline.clone(), notes.clone());
-        let host =
-            Host::new(&s.env, (s.memory_mib as usize) << 20, stdout.clone(), stderr.clone(), state, hooks);
+        let memory_bytes = (s.memory_mib as usize) << 20;
+        let Some(held) = s.node_memory.hold(memory_bytes as u64, deadline.get().into()).await else {
+            let meter = Meter { id, start_ms: clock::now_ms(), started, usage: Arc::default(), trace_id };
+            let log = self.log(&meter.id);
+            let failure = Failure::NodeMemory(s.memory_mib);
+            let logs = vec![log.record(LogStream::Tern, format!("{}{}", context(), failure.log_line()))];
+            return Invoked { result: Err(failure), logs, tail: None, meter };
+        };
+        let host = Host::new(&s.env, memory_bytes, stdout.clone(), stderr.clone(), state, hooks, held);
         let memory_hit = host.limits.hit.clone();
         let usage = Arc::new(Usage { peak_memory: host.limits.peak.clone(), ..Usage::default() });
         let meter = Meter { id, start_ms: clock::now_ms(), started, usage, trace_id };
@@ -399,6 +409,9 @@ pub enum Failure {
     ResponseTooLarge(usize),
     /// Every instance slot on this node is busy.
     Capacity,
+    /// The node's memory budget had no room for another instance of this
+    /// many MiB within the function's timeout.
+    NodeMemory(u32),
     BadRequest(String),
 }
 
@@ -407,7 +420,7 @@ impl Failure {
         match self {
             Failure::Timeout(_) => 504,
             Failure::NoResponse | Failure::ErrorResponse(_) | Failure::ResponseTooLarge(_) => 502,
-            Failure::Capacity => 503,
+            Failure::Capacity | Failure::NodeMemory(_) => 503,
             Failure::BadRequest(_) => 400,
             Failure::MemoryLimit(_) | Failure::StackOverflow | Failure::Trap(_) => 500,
         }
@@ -426,6 +439,9 @@ impl Failure {
                 format!("function response is larger than the {limit} byte limit")
             }
             Failure::Capacity => "worker is at capacity, try again".into(),
+            Failure::NodeMemory(mib) => {
+                format!("worker has no memory left for another instance of {mib} MiB, try again")
+            }
             Failure::BadRequest(m) => format!("bad request: {m}"),
         }
     }

@@ -19,6 +19,7 @@ pub mod instance;
 mod journal;
 mod load;
 mod log_limit;
+pub mod memory;
 mod lru;
 pub mod outbound;
 mod output;

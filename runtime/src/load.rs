@@ -21,11 +21,18 @@ pub(crate) struct LoadCounters {
 /// mean concurrency between heartbeats, which a sample of `in_flight` at
 /// heartbeat time misses for short requests and the completed requests'
 /// latency misses for long ones.
-#[derive(Default)]
 struct Concurrency {
     in_flight: u64,
     busy_us: u64,
     since: Option<Instant>,
+    /// When the last invocation ended, or the function was loaded.
+    last_end: Instant,
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Concurrency { in_flight: 0, busy_us: 0, since: None, last_end: Instant::now() }
+    }
 }
 
 impl Concurrency {
@@ -57,8 +64,10 @@ impl LoadCounters {
         let latency = started.elapsed();
         {
             let mut c = self.concurrency.lock();
-            c.accrue(Instant::now());
+            let now = Instant::now();
+            c.accrue(now);
             c.in_flight -= 1;
+            c.last_end = now;
         }
         self.completed.fetch_add(1, Ordering::Relaxed);
         self.latency_us_total.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
@@ -73,10 +82,12 @@ impl LoadCounters {
     }
 
     pub(crate) fn snapshot(&self) -> FunctionLoad {
-        let (in_flight, busy_us) = {
+        let (in_flight, busy_us, idle_ms) = {
             let mut c = self.concurrency.lock();
-            c.accrue(Instant::now());
-            (c.in_flight, c.busy_us)
+            let now = Instant::now();
+            c.accrue(now);
+            let idle = if c.in_flight > 0 { 0 } else { now.saturating_duration_since(c.last_end).as_millis() };
+            (c.in_flight, c.busy_us, idle as u64)
         };
         FunctionLoad {
             in_flight,
@@ -84,6 +95,7 @@ impl LoadCounters {
             completed: self.completed.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             latency_us_total: self.latency_us_total.load(Ordering::Relaxed),
+            idle_ms,
         }
     }
 }
@@ -97,12 +109,16 @@ mod tests {
     fn busy_time_integrates_in_flight_requests() {
         let load = LoadCounters::default();
         let a = load.started();
-        let _b = load.started();
+        let b = load.started();
         std::thread::sleep(Duration::from_millis(20));
         load.finished(a, true);
         let s = load.snapshot();
         assert_eq!((s.in_flight, s.completed, s.errors), (1, 1, 1));
         // Two requests for ~20 ms: ~40 ms of busy time.
         assert!(s.busy_us >= 40_000 && s.busy_us < 1_000_000, "{}", s.busy_us);
+        assert_eq!(s.idle_ms, 0, "not idle while one runs");
+        load.finished(b, false);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(load.snapshot().idle_ms >= 20);
     }
 }

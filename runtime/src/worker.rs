@@ -13,6 +13,7 @@ use crate::instance::{Served, Settings};
 use crate::journal::Journal;
 use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
+use crate::memory::{NodeMemory, PER_FUNCTION_BYTES};
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
 use crate::stream::StreamBoxes;
@@ -70,6 +71,8 @@ pub struct Worker {
     streams: std::sync::OnceLock<Arc<StreamBoxes>>,
     body_limit: usize,
     functions: Mutex<Functions>,
+    /// The memory budget that loaded functions and running instances share.
+    memory: Arc<NodeMemory>,
     /// Logs and receipts on their way to the bus.
     journal: Arc<Journal>,
     metrics: Arc<Metrics>,
@@ -97,6 +100,16 @@ impl Functions {
     fn generation(&self) -> Generation {
         Generation { boot: self.boot.clone(), changes: self.changes }
     }
+
+    /// Compiled code of the loaded functions, once per component.
+    fn code(&self) -> BTreeMap<String, u64> {
+        self.loaded.values().map(|l| (l.digest.clone(), l.code_bytes)).collect()
+    }
+
+    /// What the loaded functions cost the node's memory budget.
+    fn footprint(&self) -> u64 {
+        self.code().values().sum::<u64>() + self.loaded.len() as u64 * PER_FUNCTION_BYTES
+    }
 }
 
 /// A function this node serves. `current` is swapped on a new version, so
@@ -108,8 +121,9 @@ impl Functions {
 /// last request.
 struct Loaded {
     version: u64,
-    /// What placement reserves for it on this node.
-    memory_mib: u32,
+    /// Its component, and the bytes of that component's compiled code.
+    digest: String,
+    code_bytes: u64,
     current: Arc<RwLock<Handler>>,
     /// The current version's config, and which of its keys are secrets.
     config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
@@ -165,6 +179,7 @@ impl Worker {
         let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT, metrics.clone()));
         let invoker = Arc::new(Invoker::new(bus.clone(), activator, HELD_CALL_BYTES));
         let outbound = Outbound::new(config.outbound.clone(), invoker, bus.clone())?;
+        let memory = NodeMemory::new(config.capacity.memory_mib << 20);
         Ok(Arc::new(Worker {
             config,
             runtime,
@@ -178,6 +193,7 @@ impl Worker {
                 changes: 0,
                 loaded: HashMap::new(),
             }),
+            memory,
             journal: Arc::default(),
             metrics,
             tasks: Mutex::new(Vec::new()),
@@ -271,6 +287,8 @@ impl Worker {
                 .iter()
                 .filter_map(|(k, l)| Some((k.clone(), l.net.status()?)))
                 .collect(),
+            memory: self.memory.report(),
+            code: functions.code(),
         }
     }
 
@@ -280,21 +298,14 @@ impl Worker {
         if !self.metrics.enabled() {
             return;
         }
-        let (mut reserved_mib, mut instances) = (0, 0);
+        let mut instances = 0;
         for (name, l) in self.functions.lock().loaded.iter() {
             let running = l.load.in_flight();
             self.metrics.inflight(name, running);
-            reserved_mib += l.memory_mib as u64;
             instances += running;
         }
-        let budget = self.config.capacity.memory_mib << 20;
-        self.metrics.node(
-            &self.config.node_id,
-            budget,
-            reserved_mib << 20,
-            tern_metrics::rss_bytes(),
-            instances,
-        );
+        let m = self.memory.report();
+        self.metrics.node(&self.config.node_id, m.budget_bytes, m.charged_bytes(), m.rss_bytes, instances);
     }
 
     async fn publish_state(&self, subject: &str) {
@@ -327,6 +338,7 @@ impl Worker {
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
         let component = fetch::component(&self.runtime, &*self.bus, &a.digest).await.map_err(internal)?;
+        let code_bytes = crate::artifact::image_bytes(&component) as u64;
         let config = Arc::new(RwLock::new(Arc::new(config_of(&a))));
         let net = self.functions.lock().loaded.get(&a.function).map(|l| l.net.clone());
         let net = net.unwrap_or_else(|| self.outbound.function_net());
@@ -357,6 +369,7 @@ impl Worker {
             }),
             config: config.clone(),
             outbound: Some(outbound),
+            node_memory: self.memory.clone(),
         };
         let function = match a.world {
             World::Http => {
@@ -374,10 +387,12 @@ impl Worker {
             if let Some(loaded) = functions.loaded.get_mut(&a.function) {
                 *loaded.current.write() = function;
                 loaded.version = a.version;
-                loaded.memory_mib = a.memory_mib;
+                loaded.digest = a.digest.clone();
+                loaded.code_bytes = code_bytes;
                 loaded.config = config;
                 loaded.secret_names = a.secrets.clone();
                 functions.changes += 1;
+                self.memory.set_footprint(functions.footprint());
                 tracing::info!(function = %a.function, version = a.version, "switched version");
                 return Ok(functions.generation());
             }
@@ -400,7 +415,8 @@ impl Worker {
         tokio::spawn(serve(on, sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded {
             version: a.version,
-            memory_mib: a.memory_mib,
+            digest: a.digest.clone(),
+            code_bytes,
             current,
             config,
             secret_names: a.secrets.clone(),
@@ -412,6 +428,7 @@ impl Worker {
             let mut functions = self.functions.lock();
             functions.loaded.insert(a.function.clone(), loaded);
             functions.changes += 1;
+            self.memory.set_footprint(functions.footprint());
             functions.generation()
         };
         tracing::info!(function = %a.function, version = a.version, "loaded");
@@ -440,6 +457,7 @@ impl Worker {
         let mut functions = self.functions.lock();
         if functions.loaded.remove(function).is_some() {
             functions.changes += 1;
+            self.memory.set_footprint(functions.footprint());
             self.metrics.inflight(function, 0);
             tracing::info!(function, "unloaded");
         }

@@ -97,7 +97,7 @@ impl Scheduler {
         self.registry.run(move |r| r.delete(&n)).await?;
         // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_serving_table().await?;
-        self.reconcile_locked().await;
+        self.reconcile_locked(None).await;
         self.remove_unwanted_triggers().await;
         let n = name.clone();
         let _ = self.registry.run(move |r| r.forget_cron(&n)).await;

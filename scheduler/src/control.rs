@@ -87,7 +87,7 @@ impl Scheduler {
             if ready > 0 {
                 return Ok(WakeReply { ready });
             }
-            self.reconcile_locked().await
+            self.reconcile_locked(Some(&function)).await
         };
         let ready = self.nodes.ready_any(&function);
         if ready == 0 {

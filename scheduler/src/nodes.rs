@@ -6,7 +6,7 @@ use crate::placement::NodeView;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeStatus, OutboundStatus};
+use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeMemory, NodeStatus, OutboundStatus};
 
 /// Three missed one-second heartbeats and a node is dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(3500);
@@ -23,6 +23,9 @@ struct Node {
     artifacts: Vec<String>,
     load: BTreeMap<String, FunctionLoad>,
     outbound: BTreeMap<String, OutboundStatus>,
+    memory: NodeMemory,
+    /// Compiled code of its loaded components, by digest.
+    code: BTreeMap<String, u64>,
     /// The newest generation heard, from a heartbeat or a command's reply.
     generation: Generation,
     /// Whether the last placement saw it alive (to log the change once).
@@ -78,11 +81,25 @@ impl Nodes {
             artifacts,
             load: state.load,
             outbound: state.outbound,
+            memory: state.memory,
+            code: state.code,
             generation,
             was_alive: true,
         };
         nodes.insert(state.node_id, node);
         Heard { returning, previous_load }
+    }
+
+    /// What the live nodes' workers measured of each loaded component's
+    /// compiled code, by digest.
+    pub fn code_sizes(&self) -> BTreeMap<String, u64> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        let mut sizes = BTreeMap::new();
+        for n in nodes.values().filter(|n| n.alive(now)) {
+            sizes.extend(n.code.iter().map(|(d, b)| (d.clone(), *b)));
+        }
+        sizes
     }
 
     /// Live nodes serving `function` at `version`.
@@ -155,6 +172,7 @@ impl Nodes {
                     labels: n.labels.clone(),
                     loaded: n.loaded.clone(),
                     artifacts: n.artifacts.iter().cloned().collect(),
+                    load: n.load.clone(),
                 }
             })
             .collect()
@@ -200,6 +218,7 @@ impl Nodes {
                 last_seen_ms_ago: now.saturating_duration_since(n.last_seen).as_millis() as u64,
                 capacity: n.capacity.clone(),
                 used_memory_mib: n.loaded.keys().filter_map(|f| memory_mib.get(f)).sum(),
+                memory: n.memory.clone(),
                 labels: n.labels.clone(),
                 loaded: n.loaded.clone(),
                 load: n.load.clone(),

@@ -8,7 +8,9 @@ use crate::placement::{self, Command, Want};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tern_protocol::{ApiError, Assign, Generation, Unassign, Version, decode_reply, subject};
+use tern_protocol::{
+    ApiError, Assign, COMPILED_BYTES_PER_COMPONENT_BYTE, Generation, Unassign, Version, decode_reply, subject,
+};
 
 /// Loading a function may mean fetching and compiling it.
 const ASSIGN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -18,11 +20,13 @@ impl Scheduler {
     /// Returns the failures, by function.
     pub async fn reconcile(&self) -> BTreeMap<String, ApiError> {
         let _order = self.changes.lock().await;
-        self.reconcile_locked().await
+        self.reconcile_locked(None).await
     }
 
     /// [`Scheduler::reconcile`] for callers that hold `changes` already.
-    pub(crate) async fn reconcile_locked(&self) -> BTreeMap<String, ApiError> {
+    /// `waking`: a function a request waits for, which may unload idle
+    /// functions to find room.
+    pub(crate) async fn reconcile_locked(&self, waking: Option<&str>) -> BTreeMap<String, ApiError> {
         let versions: Vec<Version> = match self.registry.run(|r| r.active_versions()).await {
             Ok(v) => v,
             Err(e) => {
@@ -38,6 +42,7 @@ impl Scheduler {
             let (ready, wanted) = (ready[name], desired[name]);
             self.metrics.scale(name, ready, wanted, wanted, self.scaling.status(name).panicking);
         }
+        let code = self.nodes.code_sizes();
         let wants: Vec<Want> = versions
             .iter()
             .map(|v| Want {
@@ -47,6 +52,9 @@ impl Scheduler {
                 memory_mib: v.spec.memory_mib,
                 replicas: desired[&v.spec.name],
                 selector: v.spec.node_selector.clone(),
+                code_bytes: code.get(&v.digest).copied().unwrap_or(v.size * COMPILED_BYTES_PER_COMPONENT_BYTE),
+                kept: v.spec.min_scale > 0,
+                waking: waking == Some(v.spec.name.as_str()),
             })
             .collect();
         let commands = placement::plan(&self.nodes.views(), &wants);
@@ -66,7 +74,7 @@ impl Scheduler {
     /// Places a newly active version; an error only if it could be placed
     /// nowhere although a worker tried.
     pub(crate) async fn place_version(&self, version: &Version) -> Result<u32, ApiError> {
-        let failures = self.reconcile_locked().await;
+        let failures = self.reconcile_locked(Some(&version.spec.name)).await;
         let ready = self.nodes.ready(&version.spec.name, version.number);
         match failures.get(&version.spec.name) {
             Some(e) if ready == 0 => Err(ApiError::new(
