@@ -400,11 +400,17 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         let in_flight: u64 = n.load.values().map(|l| l.in_flight).sum();
         let completed: u64 = n.load.values().map(|l| l.completed).sum();
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mib = |b: u64| b >> 20;
+        let m = &n.memory;
         println!(
-            "  {}  {state}  memory {}/{} MiB  slots {}  in-flight {in_flight}  served {completed}  {}",
+            "  {}  {state}  memory {}/{} MiB (loaded {}, held by instances {}, in use {}, rss {})  slots {}  in-flight {in_flight}  served {completed}  {}",
             n.node_id,
             n.used_memory_mib,
             n.capacity.memory_mib,
+            mib(m.footprint_bytes),
+            mib(m.held_bytes),
+            mib(m.in_use_bytes),
+            mib(m.rss_bytes),
             n.capacity.slots,
             labels.join(",")
         );

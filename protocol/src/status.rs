@@ -196,6 +196,8 @@ pub struct NodeStatus {
     pub alive: bool,
     pub last_seen_ms_ago: u64,
     pub capacity: Capacity,
+    /// What is charged against its budget: loaded functions, and
+    /// instances running (see `memory`).
     pub used_memory_mib: u64,
     /// What the worker last reported of its memory.
     #[serde(default)]

@@ -3,7 +3,6 @@
 //! wakes are here; registry changes are in [`crate::changes`].
 
 use crate::Scheduler;
-use std::collections::BTreeMap;
 use std::time::Instant;
 use tern_bus::{Message, respond};
 use tern_protocol::subject::SchedulerOp;
@@ -132,9 +131,7 @@ impl Scheduler {
 
     async fn status(&self) -> Reply<ClusterStatus> {
         let versions = self.registry.run(|r| r.active_versions()).await?;
-        let memory: BTreeMap<String, u64> =
-            versions.iter().map(|v| (v.spec.name.clone(), v.spec.memory_mib as u64)).collect();
-        let (nodes, replicas) = self.nodes.status(&memory);
+        let (nodes, replicas) = self.nodes.status();
         let scale =
             versions.iter().map(|v| (v.spec.name.clone(), self.scaling.status(&v.spec.name))).collect();
         Ok(ClusterStatus { nodes, replicas, scale })

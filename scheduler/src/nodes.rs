@@ -196,11 +196,7 @@ impl Nodes {
     }
 
     /// `tern status`'s nodes, and the live nodes serving each function.
-    /// `memory_mib` is each function's memory limit, to show what is used.
-    pub fn status(
-        &self,
-        memory_mib: &BTreeMap<String, u64>,
-    ) -> (Vec<NodeStatus>, BTreeMap<String, Vec<String>>) {
+    pub fn status(&self) -> (Vec<NodeStatus>, BTreeMap<String, Vec<String>>) {
         let now = Instant::now();
         let nodes = self.nodes.lock();
         let mut replicas: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -217,7 +213,7 @@ impl Nodes {
                 alive,
                 last_seen_ms_ago: now.saturating_duration_since(n.last_seen).as_millis() as u64,
                 capacity: n.capacity.clone(),
-                used_memory_mib: n.loaded.keys().filter_map(|f| memory_mib.get(f)).sum(),
+                used_memory_mib: n.memory.charged_bytes() >> 20,
                 memory: n.memory.clone(),
                 labels: n.labels.clone(),
                 loaded: n.loaded.clone(),
@@ -282,11 +278,12 @@ mod tests {
     #[test]
     fn status_counts_memory_and_replicas_of_live_nodes() {
         let nodes = Nodes::default();
-        nodes.observe(state("n1", 1, &[("f", 1), ("g", 2)]));
+        let mut n1 = state("n1", 1, &[("f", 1), ("g", 2)]);
+        n1.memory = NodeMemory { footprint_bytes: 3 << 20, held_bytes: 128 << 20, ..Default::default() };
+        nodes.observe(n1);
         nodes.observe(state("n2", 1, &[("f", 1)]));
-        let memory = BTreeMap::from([("f".to_string(), 128), ("g".to_string(), 64)]);
-        let (status, replicas) = nodes.status(&memory);
-        assert_eq!(status.iter().map(|n| n.used_memory_mib).collect::<Vec<_>>(), vec![192, 128]);
+        let (status, replicas) = nodes.status();
+        assert_eq!(status.iter().map(|n| n.used_memory_mib).collect::<Vec<_>>(), vec![131, 0]);
         assert_eq!(replicas["f"], vec!["n1", "n2"]);
         assert_eq!(nodes.views().len(), 2);
     }

@@ -3,6 +3,7 @@
 //! counts), ask the pure [`placement::plan`] for commands, send them to the
 //! workers, and record their answers.
 
+use std::sync::Arc;
 use crate::Scheduler;
 use crate::placement::{self, Command, Want};
 use bytes::Bytes;
@@ -27,7 +28,7 @@ impl Scheduler {
     /// `waking`: a function a request waits for, which may unload idle
     /// functions to find room.
     pub(crate) async fn reconcile_locked(&self, waking: Option<&str>) -> BTreeMap<String, ApiError> {
-        let versions: Vec<Version> = match self.registry.run(|r| r.active_versions()).await {
+        let versions: Vec<Arc<Version>> = match self.registry.run(|r| r.active_versions()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!("cannot read the registry for placement: {}", e.message);
@@ -58,7 +59,7 @@ impl Scheduler {
             })
             .collect();
         let commands = placement::plan(&self.nodes.views(), &wants);
-        let by_name: BTreeMap<&str, &Version> = versions.iter().map(|v| (v.spec.name.as_str(), v)).collect();
+        let by_name: BTreeMap<&str, &Version> = versions.iter().map(|v| (v.spec.name.as_str(), &**v)).collect();
         let results = futures::future::join_all(commands.iter().map(|c| self.carry_out(c, &by_name))).await;
         let mut failures = BTreeMap::new();
         for (command, result) in commands.iter().zip(results) {

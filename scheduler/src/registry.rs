@@ -16,7 +16,10 @@
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use tern_protocol::route::RoutePattern;
 use tern_protocol::{
     FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, ServingTable, TriggerEntry, Version, World,
@@ -73,6 +76,11 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 const GENERATION: &[u8] = b"routes_generation";
 
 pub struct Registry {
+    /// The active version of every function, decoded once: placement,
+    /// the serving table and triggers read them on every change, and
+    /// decoding thousands of specs each time made a deploy cost O(functions).
+    /// Kept by the writes below.
+    active: Mutex<Option<BTreeMap<String, Arc<Version>>>>,
     db: sled::Db,
     functions: sled::Tree,
     versions: sled::Tree,
@@ -85,6 +93,7 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         let db = sled::Config::new().path(path).open()?;
         let registry = Registry {
+            active: Mutex::new(None),
             functions: db.open_tree("functions")?,
             versions: db.open_tree("versions")?,
             artifacts: db.open_tree("artifacts")?,
@@ -184,6 +193,7 @@ impl Registry {
             Ok(version)
         }))?;
         self.db.flush()?;
+        self.now_active(&spec.name, Some(&version));
         Ok(version)
     }
 
@@ -208,6 +218,7 @@ impl Registry {
             Ok(target)
         }))?;
         self.db.flush()?;
+        self.now_active(name, Some(&version));
         Ok(version)
     }
 
@@ -233,6 +244,7 @@ impl Registry {
             functions.remove(name.as_bytes())?;
             Ok(())
         }))?;
+        self.now_active(name, None);
         digests.sort();
         digests.dedup();
         for d in digests {
@@ -306,15 +318,33 @@ impl Registry {
         }
     }
 
-    /// The active version of every function.
-    pub fn active_versions(&self) -> Result<Vec<Version>, RegistryError> {
-        let mut out = Vec::new();
-        for item in self.functions.iter() {
-            let (k, v) = item?;
-            let record: FunctionRecord = decode(&k, &v)?;
-            out.push(self.version(&record.name, record.active_version)?);
+    /// The active version of every function, by name.
+    pub fn active_versions(&self) -> Result<Vec<Arc<Version>>, RegistryError> {
+        Ok(self.active()?.into_values().collect())
+    }
+
+    fn active(&self) -> Result<BTreeMap<String, Arc<Version>>, RegistryError> {
+        let mut active = self.active.lock();
+        if active.is_none() {
+            let mut all = BTreeMap::new();
+            for item in self.functions.iter() {
+                let (k, v) = item?;
+                let record: FunctionRecord = decode(&k, &v)?;
+                all.insert(record.name.clone(), Arc::new(self.version(&record.name, record.active_version)?));
+            }
+            *active = Some(all);
         }
-        Ok(out)
+        Ok(active.clone().unwrap_or_default())
+    }
+
+    /// A committed write changed `name`'s active version (`None`: deleted).
+    fn now_active(&self, name: &str, version: Option<&Version>) {
+        if let Some(active) = self.active.lock().as_mut() {
+            match version {
+                Some(v) => active.insert(name.to_string(), Arc::new(v.clone())),
+                None => active.remove(name),
+            };
+        }
     }
 
     pub fn list(&self) -> Result<Vec<FunctionSummary>, RegistryError> {
@@ -382,12 +412,16 @@ impl Registry {
             Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
             None => 0,
         };
+        let all = self.active()?;
         let mut routes = Vec::new();
         for item in self.routes.iter() {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k).into_owned();
             let function = String::from_utf8_lossy(&v).into_owned();
-            let active = self.version(&function, self.record(&function)?.active_version)?;
+            let Some(active) = all.get(&function) else {
+                tracing::warn!(function, route = key, "route index names a function with no active version");
+                continue;
+            };
             // The index holds shapes; the table carries the pattern as
             // deployed (in normal form).
             let Some(pattern) = active.spec.routes.iter().find(|r| shape(r) == key) else {
@@ -404,7 +438,7 @@ impl Registry {
             });
         }
         let mut triggers = Vec::new();
-        for v in self.active_versions()? {
+        for v in all.values() {
             for trigger in v.spec.triggers() {
                 triggers.push(TriggerEntry {
                     function: v.spec.name.clone(),
@@ -584,6 +618,27 @@ mod tests {
         assert!(reg.artifact("own").unwrap().is_none());
         reg.deploy(&spec("c", &["/y"]), "c", World::Http, b"c", 1).unwrap();
         assert!(matches!(reg.delete("nope"), Err(RegistryError::NotFound(_))));
+    }
+
+    #[test]
+    fn the_active_versions_kept_in_memory_follow_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&dir.path().join("db")).unwrap();
+        let active = |reg: &Registry| -> Vec<(String, u64)> {
+            reg.active_versions().unwrap().iter().map(|v| (v.spec.name.clone(), v.number)).collect()
+        };
+        reg.deploy(&spec("a", &["/a"]), "d1", World::Http, b"one", 1).unwrap();
+        reg.deploy(&spec("a", &["/a"]), "d2", World::Http, b"two", 2).unwrap();
+        reg.deploy(&spec("b", &["/b"]), "d1", World::Http, b"one", 3).unwrap();
+        assert_eq!(active(&reg), [("a".into(), 2), ("b".into(), 1)]);
+        reg.rollback("a", None).unwrap();
+        assert_eq!(active(&reg), [("a".into(), 1), ("b".into(), 1)]);
+        reg.delete("b").unwrap();
+        assert_eq!(active(&reg), [("a".into(), 1)]);
+        drop(reg);
+        // What was kept in memory is what was written.
+        let reg = Registry::open(&dir.path().join("db")).unwrap();
+        assert_eq!(active(&reg), [("a".into(), 1)]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! wakes and cold starts. The decisions themselves are the pure
 //! [`autoscale::decide`]; this module keeps its inputs and outputs.
 
+use std::sync::Arc;
 use crate::autoscale::{self, Decision, Observed, PanicState, Policy, Sample};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -124,7 +125,7 @@ impl Scaling {
 
     /// Replicas each active version's function should have now. Forgets
     /// functions that are no longer deployed.
-    pub fn desired(&self, versions: &[Version], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    pub fn desired(&self, versions: &[Arc<Version>], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         let now = self.clock_ms();
         let mut functions = self.functions.lock();
         functions.retain(|f, _| versions.iter().any(|v| &v.spec.name == f));

@@ -6,6 +6,7 @@
 //! Values are sealed at rest ([`crate::sealed`]) in the registry's database
 //! (tree `secrets`), and never written to a log or an error.
 
+use std::sync::Arc;
 use crate::Scheduler;
 use crate::SchedulerError;
 use crate::registry::Registry;
@@ -183,7 +184,7 @@ impl Scheduler {
     }
 
     /// Active versions granted `name`.
-    async fn granted(&self, name: &str) -> Result<Vec<Version>, ApiError> {
+    async fn granted(&self, name: &str) -> Result<Vec<Arc<Version>>, ApiError> {
         let active = self.registry.run(|r| r.active_versions()).await?;
         Ok(active.into_iter().filter(|v| v.spec.secrets.iter().any(|s| s == name)).collect())
     }
@@ -191,7 +192,7 @@ impl Scheduler {
     /// Sends each function's current values to the workers running it. A
     /// worker that does not answer is logged: it reloads the function (and
     /// its values) when it comes back, as any returning node does.
-    async fn push(&self, versions: &[Version]) {
+    async fn push(&self, versions: &[Arc<Version>]) {
         for v in versions {
             let values = match self.secret_values(&v.spec.secrets).await {
                 Ok(values) => values,

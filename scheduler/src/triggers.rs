@@ -5,6 +5,7 @@
 //! event log, so a tick is delivered (retried, dead-lettered) like any
 //! event.
 
+use std::sync::Arc;
 use crate::store::RegistryHandle;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
@@ -32,7 +33,7 @@ pub async fn create(events: &dyn EventLog, wanted: &[Trigger]) -> Result<(), Eve
 }
 
 /// Removes every consumer no active version has a trigger for.
-pub async fn remove_unwanted(events: &dyn EventLog, active: &[Version]) -> Result<(), EventError> {
+pub async fn remove_unwanted(events: &dyn EventLog, active: &[Arc<Version>]) -> Result<(), EventError> {
     let wanted: BTreeSet<String> =
         active.iter().flat_map(|v| v.spec.triggers()).map(|t| t.consumer).collect();
     for c in events.consumers().await? {
