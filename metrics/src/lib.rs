@@ -122,6 +122,7 @@ pub struct Metrics {
     dead_letters: Family<FunctionLabel, Gauge>,
     node_memory: Family<NodeMemoryLabels, Gauge>,
     node_instances: Family<NodeLabel, Gauge>,
+    evictions: Family<NodeLabel, Counter>,
     instantiate: Histogram,
     process: process::ProcessMetrics,
 }
@@ -214,8 +215,15 @@ impl Metrics {
         let node_memory = Family::default();
         r.register(
             "tern_node_memory_bytes",
-            "A worker's memory: its budget, what loaded functions reserve, and its resident set",
+            "A worker's memory: its budget; reserved: what is charged against it, loaded (functions loaded) \
+             plus held (by running instances, each its --memory); in_use (instances' linear memory); rss",
             node_memory.clone(),
+        );
+        let evictions = Family::default();
+        r.register(
+            "tern_node_evictions",
+            "Idle functions unloaded from a worker to make room for one a request waits for",
+            evictions.clone(),
         );
         let node_instances = Family::default();
         r.register("tern_node_instances", "Instances running on a worker now", node_instances.clone());
@@ -245,6 +253,7 @@ impl Metrics {
             dead_letters,
             node_memory,
             node_instances,
+            evictions,
             instantiate,
             process,
         }
@@ -385,15 +394,23 @@ impl Metrics {
     }
 
     /// A worker's memory (bytes) and running instances.
-    pub fn node(&self, node: &str, budget: u64, reserved: u64, rss: u64, instances: u64) {
+    /// A worker's memory (`kind`, bytes) and instances running.
+    pub fn node(&self, node: &str, memory: &[(&str, u64)], instances: u64) {
         if !self.enabled {
             return;
         }
-        for (kind, v) in [("budget", budget), ("reserved", reserved), ("rss", rss)] {
+        for &(kind, v) in memory {
             let labels = NodeMemoryLabels { node: node.to_string(), kind: kind.to_string() };
             self.node_memory.get_or_create(&labels).set(v as i64);
         }
         self.node_instances.get_or_create(&NodeLabel { node: node.to_string() }).set(instances as i64);
+    }
+
+    /// The scheduler unloaded an idle function from `node` to make room.
+    pub fn evicted(&self, node: &str) {
+        if self.enabled {
+            self.evictions.get_or_create(&NodeLabel { node: node.to_string() }).inc();
+        }
     }
 }
 

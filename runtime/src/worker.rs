@@ -305,7 +305,15 @@ impl Worker {
             instances += running;
         }
         let m = self.memory.report();
-        self.metrics.node(&self.config.node_id, m.budget_bytes, m.charged_bytes(), m.rss_bytes, instances);
+        let memory = [
+            ("budget", m.budget_bytes),
+            ("reserved", m.charged_bytes()),
+            ("loaded", m.footprint_bytes),
+            ("held", m.held_bytes),
+            ("in_use", m.in_use_bytes),
+            ("rss", m.rss_bytes),
+        ];
+        self.metrics.node(&self.config.node_id, &memory, instances);
     }
 
     async fn publish_state(&self, subject: &str) {

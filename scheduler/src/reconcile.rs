@@ -64,7 +64,9 @@ impl Scheduler {
         let mut failures = BTreeMap::new();
         for (command, result) in commands.iter().zip(results) {
             if let Err(e) = result {
-                let (Command::Assign { node, function } | Command::Unassign { node, function }) = command;
+                let (Command::Assign { node, function }
+                | Command::Unassign { node, function }
+                | Command::Evict { node, function, .. }) = command;
                 tracing::warn!(node, function, "placement command failed: {}", e.message);
                 failures.insert(function.clone(), e);
             }
@@ -102,12 +104,22 @@ impl Scheduler {
                 tracing::info!(node, function, version = v.number, "placed");
             }
             Command::Unassign { node, function } => {
-                let body = serde_json::to_vec(&Unassign { function: function.clone() }).expect("serialise");
-                let generation = self.ask(node, &subject::worker_unassign(node), body.into()).await?;
-                self.nodes.unplaced(node, function, generation);
+                self.unload(node, function).await?;
                 tracing::info!(node, function, "unloaded");
             }
+            Command::Evict { node, function, for_function } => {
+                self.unload(node, function).await?;
+                self.metrics.evicted(node);
+                tracing::info!(node, function, for_function, "unloaded an idle function to make room");
+            }
         }
+        Ok(())
+    }
+
+    async fn unload(&self, node: &str, function: &str) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(&Unassign { function: function.to_string() }).expect("serialise");
+        let generation = self.ask(node, &subject::worker_unassign(node), body.into()).await?;
+        self.nodes.unplaced(node, function, generation);
         Ok(())
     }
 

@@ -69,6 +69,12 @@ pub enum Command {
         node: String,
         function: String,
     },
+    /// Unload idle `function` from `node` to make room for `for_function`.
+    Evict {
+        node: String,
+        function: String,
+        for_function: String,
+    },
 }
 
 fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -151,8 +157,10 @@ fn make_room<'a>(
     let unloaded: BTreeSet<(&str, &str)> = cmds
         .iter()
         .filter_map(|c| match c {
-            Command::Unassign { node, function } => Some((node.as_str(), function.as_str())),
-            _ => None,
+            Command::Unassign { node, function } | Command::Evict { node, function, .. } => {
+                Some((node.as_str(), function.as_str()))
+            }
+            Command::Assign { .. } => None,
         })
         .collect();
     let mut best: Option<(&NodeView, Vec<&Want>)> = None;
@@ -189,7 +197,11 @@ fn make_room<'a>(
     let room = rooms.get_mut(node.id.as_str()).unwrap();
     for w in evict {
         room.unload(w);
-        cmds.push(Command::Unassign { node: node.id.clone(), function: w.function.clone() });
+        cmds.push(Command::Evict {
+            node: node.id.clone(),
+            function: w.function.clone(),
+            for_function: want.function.clone(),
+        });
     }
     Some(node)
 }

@@ -18,10 +18,11 @@ fn want(f: &str, replicas: u32, memory: u32) -> Want {
     }
 }
 
-fn unassigns(cmds: &[Command]) -> Vec<(String, String)> {
+/// Functions evicted, and where.
+fn evicted(cmds: &[Command]) -> Vec<(String, String)> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::Unassign { node, function } => Some((node.clone(), function.clone())),
+            Command::Evict { node, function, .. } => Some((node.clone(), function.clone())),
             _ => None,
         })
         .collect()
@@ -121,12 +122,12 @@ fn a_woken_function_unloads_the_least_recently_used_idle_one() {
     // not the running one, not the one kept by --min-scale.
     wants[4].waking = true;
     let cmds = plan(std::slice::from_ref(&full), &wants);
-    assert_eq!(unassigns(&cmds), [("a".to_string(), "older".to_string())]);
+    assert_eq!(evicted(&cmds), [("a".to_string(), "older".to_string())]);
     assert_eq!(assigns(&cmds), [("a".to_string(), "new".to_string())]);
     // Needing more room, it takes the next idle one too.
     wants[4].code_bytes = 2 << 20;
     let cmds = plan(std::slice::from_ref(&full), &wants);
-    assert_eq!(unassigns(&cmds).len(), 2, "{cmds:?}");
+    assert_eq!(evicted(&cmds).len(), 2, "{cmds:?}");
     assert_eq!(assigns(&cmds), [("a".to_string(), "new".to_string())]);
 }
 
@@ -153,7 +154,7 @@ fn room_is_made_on_the_node_that_unloads_fewest() {
     let cmds = plan(&[a, b], &wants);
     // Either node makes room with two unloads (b's third is running): the
     // first found with the fewest.
-    assert_eq!(unassigns(&cmds).len(), 2, "{cmds:?}");
+    assert_eq!(evicted(&cmds).len(), 2, "{cmds:?}");
     assert_eq!(assigns(&cmds).len(), 1);
 }
 
