@@ -102,6 +102,13 @@ impl Nodes {
         sizes
     }
 
+    /// Functions loaded on any live node.
+    pub fn loaded_anywhere(&self) -> std::collections::BTreeSet<String> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        nodes.values().filter(|n| n.alive(now)).flat_map(|n| n.loaded.keys().cloned()).collect()
+    }
+
     /// Live nodes serving `function` at `version`.
     pub fn ready(&self, function: &str, version: u64) -> u32 {
         let now = Instant::now();

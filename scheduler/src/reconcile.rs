@@ -25,16 +25,26 @@ impl Scheduler {
     }
 
     /// [`Scheduler::reconcile`] for callers that hold `changes` already.
-    /// `waking`: a function a request waits for, which may unload idle
-    /// functions to find room.
+    /// `waking`: a function a request waits for (or just deployed), which
+    /// may unload idle functions to find room. Placing it looks only at it
+    /// and the functions loaded now (what shares the nodes with it), so a
+    /// cold start costs the same with 10 functions deployed or 10,000; the
+    /// scheduler's tick places the rest.
     pub(crate) async fn reconcile_locked(&self, waking: Option<&str>) -> BTreeMap<String, ApiError> {
-        let versions: Vec<Arc<Version>> = match self.registry.run(|r| r.active_versions()).await {
+        let mut versions: Vec<Arc<Version>> = match self.registry.run(|r| r.active_versions()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!("cannot read the registry for placement: {}", e.message);
                 return BTreeMap::new();
             }
         };
+        match waking {
+            Some(f) => {
+                let loaded = self.nodes.loaded_anywhere();
+                versions.retain(|v| v.spec.name == f || loaded.contains(&v.spec.name));
+            }
+            None => self.scaling.forget_all_but(&versions),
+        }
         let ready: BTreeMap<String, u32> =
             versions.iter().map(|v| (v.spec.name.clone(), self.nodes.ready_any(&v.spec.name))).collect();
         let desired = self.scaling.desired(&versions, &ready);

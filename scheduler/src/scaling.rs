@@ -128,7 +128,6 @@ impl Scaling {
     pub fn desired(&self, versions: &[Arc<Version>], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
         let now = self.clock_ms();
         let mut functions = self.functions.lock();
-        functions.retain(|f, _| versions.iter().any(|v| &v.spec.name == f));
         let mut out = BTreeMap::new();
         for v in versions {
             let spec = &v.spec;
@@ -157,6 +156,12 @@ impl Scaling {
             out.insert(spec.name.clone(), d.desired);
         }
         out
+    }
+
+    /// Forgets functions no longer deployed.
+    pub fn forget_all_but(&self, versions: &[Arc<Version>]) {
+        let names: std::collections::HashSet<&str> = versions.iter().map(|v| v.spec.name.as_str()).collect();
+        self.functions.lock().retain(|f, _| names.contains(f.as_str()));
     }
 
     /// A gateway asked to wake `function`.
