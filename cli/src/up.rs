@@ -225,6 +225,9 @@ pub struct UpArgs {
     outbound: OutboundArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    /// Memory for loaded functions and their running instances, in MiB (default: 80% of this machine's)
+    #[arg(long, value_name = "MiB")]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -249,7 +252,7 @@ pub struct WorkerArgs {
     /// Where compiled artifacts are cached and the node id is kept
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Memory the scheduler may fill with replicas, in MiB (default: 80% of this machine's)
+    /// Memory for loaded functions and their running instances, in MiB (default: 80% of this machine's)
     #[arg(long, value_name = "MiB")]
     memory_budget: Option<u64>,
     /// Instances that may run at once on this node
@@ -384,6 +387,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         outbound,
         metrics,
         metrics_token: args.metrics.metrics_token.clone(),
+        memory_budget_mib: args.memory_budget,
     };
     let platform = tern_roles::up(bus, tern_roles::Stores { events, logbook }, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());

@@ -288,6 +288,8 @@ pub struct UpConfig {
     /// One registry for every role; [`Metrics::disabled`] for none.
     pub metrics: Arc<Metrics>,
     pub metrics_token: Option<String>,
+    /// The worker's memory budget in MiB (`None`: 80% of this machine's).
+    pub memory_budget_mib: Option<u64>,
 }
 
 /// Starts scheduler, worker and gateway on one bus, and loads every
@@ -305,7 +307,10 @@ pub async fn up(
         scheduler(bus.clone(), stores, &config.data_dir, config.scale, config.keep, metrics.clone()).await?;
     let worker_config = WorkerConfig {
         node_id: config.node_id,
-        capacity: Capacity { memory_mib: default_memory_budget(), slots: 1000 },
+        capacity: Capacity {
+            memory_mib: config.memory_budget_mib.unwrap_or_else(default_memory_budget),
+            slots: 1000,
+        },
         labels: Default::default(),
         outbound: config.outbound,
     };

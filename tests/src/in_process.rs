@@ -70,6 +70,7 @@ impl InProcess {
                 outbound: Default::default(),
                 metrics,
                 metrics_token: None,
+                memory_budget_mib: None,
             };
             let stores = tern_roles::Stores { events, logbook };
             tern_roles::up(Arc::new(InProcessBus::new()), stores, kv, config).await.expect("start every role")

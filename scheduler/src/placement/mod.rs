@@ -175,8 +175,9 @@ fn make_room<'a>(
             .filter(|f| !unloaded.contains(&(node.id.as_str(), f.as_str())))
             .filter_map(|f| {
                 let w = by_name.get(f.as_str())?;
-                let load = node.load.get(f.as_str())?;
-                (!w.kept && !w.waking && load.in_flight == 0).then_some((*w, load.idle_ms))
+                // Loaded since the node last reported: idle since just now.
+                let (in_flight, idle_ms) = node.load.get(f.as_str()).map_or((0, 0), |l| (l.in_flight, l.idle_ms));
+                (!w.kept && !w.waking && in_flight == 0).then_some((*w, idle_ms))
             })
             .collect();
         idle.sort_by_key(|(w, idle_ms)| (std::cmp::Reverse(*idle_ms), w.function.clone()));

@@ -223,3 +223,20 @@ fn new_versions_extra_replicas_and_unwanted_functions() {
         ]
     );
 }
+
+#[test]
+fn a_node_full_of_one_component_makes_room_for_another_function_of_it() {
+    let names: Vec<String> = (0..82).map(|i| format!("f{i}")).collect();
+    let idle: Vec<(&str, Option<u64>)> = names.iter().map(|n| (n.as_str(), Some(1000))).collect();
+    let full = loaded(node("a", 24), &idle);
+    let same = |f: &str| Want { digest: "d".into(), code_bytes: 512 << 10, ..want(f, 1, 16) };
+    let mut wants: Vec<Want> = names.iter().map(|n| same(n)).collect();
+    let mut new = same("new");
+    new.waking = true;
+    wants.push(new);
+    // 82 x 96 KiB and the code leave 15.8 MiB; 16 MiB and 96 KiB are
+    // needed: three go.
+    let cmds = plan(&[full], &wants);
+    assert_eq!(evicted(&cmds).len(), 3, "{cmds:?}");
+    assert_eq!(assigns(&cmds), [("a".to_string(), "new".to_string())]);
+}
