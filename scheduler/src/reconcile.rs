@@ -31,28 +31,27 @@ impl Scheduler {
     /// cold start costs the same with 10 functions deployed or 10,000; the
     /// scheduler's tick places the rest.
     pub(crate) async fn reconcile_locked(&self, waking: Option<&str>) -> BTreeMap<String, ApiError> {
-        let mut versions: Vec<Arc<Version>> = match self.registry.run(|r| r.active_versions()).await {
+        let versions = match waking {
+            Some(f) => {
+                let mut names = self.nodes.loaded_anywhere();
+                names.insert(f.to_string());
+                self.registry.run(move |r| r.active_of(&names)).await
+            }
+            None => self.registry.run(|r| r.active_versions()).await,
+        };
+        let versions: Vec<Arc<Version>> = match versions {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!("cannot read the registry for placement: {}", e.message);
                 return BTreeMap::new();
             }
         };
-        match waking {
-            Some(f) => {
-                let loaded = self.nodes.loaded_anywhere();
-                versions.retain(|v| v.spec.name == f || loaded.contains(&v.spec.name));
-            }
-            None => self.scaling.forget_all_but(&versions),
+        if waking.is_none() {
+            self.scaling.forget_all_but(&versions);
         }
         let ready: BTreeMap<String, u32> =
             versions.iter().map(|v| (v.spec.name.clone(), self.nodes.ready_any(&v.spec.name))).collect();
-        let desired = self.scaling.desired(&versions, &ready);
-        for v in &versions {
-            let name = &v.spec.name;
-            let (ready, wanted) = (ready[name], desired[name]);
-            self.metrics.scale(name, ready, wanted, wanted, self.scaling.status(name).panicking);
-        }
+        let desired = self.scaling.desired(&versions, &ready, &self.metrics);
         let code = self.nodes.code_sizes();
         let wants: Vec<Want> = versions
             .iter()

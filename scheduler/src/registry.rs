@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use tern_protocol::route::RoutePattern;
@@ -320,10 +320,22 @@ impl Registry {
 
     /// The active version of every function, by name.
     pub fn active_versions(&self) -> Result<Vec<Arc<Version>>, RegistryError> {
-        Ok(self.active()?.into_values().collect())
+        self.with_active(|all| all.values().cloned().collect())
+    }
+
+    /// The active versions of `names` (those that exist), without looking
+    /// at the others.
+    pub fn active_of(&self, names: &BTreeSet<String>) -> Result<Vec<Arc<Version>>, RegistryError> {
+        self.with_active(|all| names.iter().filter_map(|n| all.get(n).cloned()).collect())
     }
 
     fn active(&self) -> Result<BTreeMap<String, Arc<Version>>, RegistryError> {
+        self.with_active(|all| all.clone())
+    }
+
+    /// Runs `f` on the active versions, read from the database the first
+    /// time.
+    fn with_active<T>(&self, f: impl FnOnce(&BTreeMap<String, Arc<Version>>) -> T) -> Result<T, RegistryError> {
         let mut active = self.active.lock();
         if active.is_none() {
             let mut all = BTreeMap::new();
@@ -334,7 +346,7 @@ impl Registry {
             }
             *active = Some(all);
         }
-        Ok(active.clone().unwrap_or_default())
+        Ok(f(active.as_ref().expect("filled above")))
     }
 
     /// A committed write changed `name`'s active version (`None`: deleted).

@@ -29,6 +29,8 @@ impl Default for ScaleConfig {
 
 /// One function's autoscaler state.
 struct Function {
+    /// What the metrics were last told: ready, wanted, panicking.
+    shown: Option<(u32, u32, bool)>,
     seen: Observed,
     panic: PanicState,
     last: Option<Decision>,
@@ -40,6 +42,7 @@ struct Function {
 impl Function {
     fn new(now_ms: u64) -> Self {
         Function {
+            shown: None,
             seen: Observed::new(now_ms),
             panic: PanicState::default(),
             last: None,
@@ -125,7 +128,13 @@ impl Scaling {
 
     /// Replicas each active version's function should have now. Forgets
     /// functions that are no longer deployed.
-    pub fn desired(&self, versions: &[Arc<Version>], ready: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    /// Each function's wanted replicas, also set in `metrics`.
+    pub fn desired(
+        &self,
+        versions: &[Arc<Version>],
+        ready: &BTreeMap<String, u32>,
+        metrics: &tern_metrics::Metrics,
+    ) -> BTreeMap<String, u32> {
         let now = self.clock_ms();
         let mut functions = self.functions.lock();
         let mut out = BTreeMap::new();
@@ -153,6 +162,13 @@ impl Scaling {
                 );
             }
             s.last = Some(d);
+            // Telling the metrics costs label lookups: only what changed,
+            // as thousands of functions are reconciled at each deploy.
+            let shown = (ready, d.desired, d.panicking);
+            if s.shown != Some(shown) {
+                s.shown = Some(shown);
+                metrics.scale(&spec.name, ready, d.desired, d.desired, d.panicking);
+            }
             out.insert(spec.name.clone(), d.desired);
         }
         out
