@@ -1,8 +1,9 @@
-//! `density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T]`
+//! `density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T] [--query Q]`
 //!
 //! Against a running `tern up` (PID is its process, for RSS):
 //! 1. deploys WASM as N functions `f0..fN` (route `/fI`) through the admin
-//!    API, T at a time, and times it;
+//!    API, T at a time (Q added to each deploy's query, e.g.
+//!    `&memory_mib=16`), and times it;
 //! 2. requests the first W round-robin until each answered 200 twice (they
 //!    are loaded and recently used: warm), then reads PID's RSS;
 //! 3. times one request to each of C functions never requested before (a
@@ -23,6 +24,7 @@ struct Args {
     warm: usize,
     cold: usize,
     threads: usize,
+    query: String,
 }
 
 fn args() -> Args {
@@ -39,8 +41,16 @@ fn args() -> Args {
     };
     let (functions, warm, cold, threads) =
         (flag("--functions", 10_000), flag("--warm", 1000), flag("--cold", 200), flag("--threads", 8));
+    let query = match v.iter().position(|a| a == "--query") {
+        Some(i) => {
+            let q = v.remove(i + 1);
+            v.remove(i);
+            q
+        }
+        None => String::new(),
+    };
     let [url, token, wasm, pid] = &v[..] else {
-        eprintln!("usage: density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T]");
+        eprintln!("usage: density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T] [--query Q]");
         std::process::exit(2);
     };
     Args {
@@ -52,6 +62,7 @@ fn args() -> Args {
         warm,
         cold,
         threads,
+        query,
     }
 }
 
@@ -104,7 +115,7 @@ fn main() {
     let done = AtomicUsize::new(0);
     parallel(a.functions, a.threads, |i| {
         let r = client
-            .post(format!("{}/api/v1/functions/f{i}/versions?routes=/f{i}", a.url))
+            .post(format!("{}/api/v1/functions/f{i}/versions?routes=/f{i}{}", a.url, a.query))
             .bearer_auth(&a.token)
             .body(a.wasm.clone())
             .send();
