@@ -51,7 +51,19 @@ impl Scheduler {
         }
         let ready: BTreeMap<String, u32> =
             versions.iter().map(|v| (v.spec.name.clone(), self.nodes.ready_any(&v.spec.name))).collect();
-        let desired = self.scaling.desired(&versions, &ready, &self.metrics);
+        let desired = match waking {
+            // Only the woken function is asked of the autoscaler; the
+            // loaded ones stay as they are until the tick.
+            Some(f) => {
+                let woken: Vec<Arc<Version>> = versions.iter().filter(|v| v.spec.name == f).cloned().collect();
+                let mut desired = self.scaling.desired(&woken, &ready, &self.metrics);
+                for v in versions.iter().filter(|v| v.spec.name != f) {
+                    desired.insert(v.spec.name.clone(), ready[&v.spec.name]);
+                }
+                desired
+            }
+            None => self.scaling.desired(&versions, &ready, &self.metrics),
+        };
         let code = self.nodes.code_sizes();
         let wants: Vec<Want> = versions
             .iter()

@@ -164,6 +164,15 @@ fn main() {
     let mut cold: Vec<f64> =
         (warm..a.functions).step_by(((a.functions - warm) / a.cold.max(1)).max(1)).take(a.cold).filter_map(get).collect();
     let rss_after = rss_mib(a.pid);
+    let evictions: f64 = client
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("tern_node_evictions_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b);
 
     println!("| what | value |");
     println!("|---|---|");
@@ -182,6 +191,7 @@ fn main() {
         println!("| cold request, never requested before | {} |", summary(&mut cold));
     }
     println!("| RSS after the cold requests | {rss_after:.0} MiB |");
+    println!("| idle functions evicted to make room (tern_node_evictions_total) | {evictions:.0} |");
     let errors = errors.load(Ordering::Relaxed);
     println!("| errors (any answer not 2xx) | {errors} |");
     if errors > 0 {
