@@ -10,8 +10,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_MEMORY_MIB: u32 = 4096;
 /// What one loaded function costs a worker beside its compiled code: its
 /// pre-instantiated component, bus subscription, counters and settings.
-/// Measured: a worker's RSS with 1,000 functions of one component loaded,
-/// less the same worker with none, over 1,000 (bench/density.sh).
+/// Estimated from RSS: `tern up` grew by 63 to 186 KiB per function from
+/// none to 3,000 and 1,000 loaded (BENCHMARKS.md, "Density").
 pub const LOADED_FUNCTION_BYTES: u64 = 96 << 10;
 /// A component's compiled code, per byte of the component, as estimated
 /// before any worker has compiled it (then its measured size is used).
