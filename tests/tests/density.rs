@@ -8,10 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tern_tests::{Client, TernUp, burst, eventually, guest};
 
-/// Deploys `component` as `f0..fN` (route `/fI`) through the admin API,
-/// `threads` at a time, with `query` added to each deploy.
-fn deploy_many(c: &Client, component: &[u8], n: usize, query: &str) {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+/// Runs `job(i)` for every i in 0..n, four at a time.
+fn parallel(n: usize, job: impl Fn(usize) + Sync) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..4 {
@@ -21,38 +19,42 @@ fn deploy_many(c: &Client, component: &[u8], n: usize, query: &str) {
                     if i >= n {
                         break;
                     }
-                    let r = client
-                        .post(format!("{}/api/v1/functions/f{i}/versions?routes=/f{i}{query}", c.url))
-                        .bearer_auth(&c.token)
-                        .body(component.to_vec())
-                        .send()
-                        .unwrap();
-                    let status = r.status();
-                    assert!(status.is_success(), "deploy f{i}: {status} {}", r.text().unwrap_or_default());
+                    job(i);
                 }
             });
         }
     });
 }
 
-/// GETs `/fI` for each i in `which`, 4 at a time; every answer must be
-/// hello's 200.
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Deploys `component` as `f0..fN` (route `/fI`) through the admin API,
+/// with `query` added to each deploy.
+fn deploy_many(c: &Client, component: &[u8], n: usize, query: &str) {
+    let client = http();
+    parallel(n, |i| {
+        let r = client
+            .post(format!("{}/api/v1/functions/f{i}/versions?routes=/f{i}{query}", c.url))
+            .bearer_auth(&c.token)
+            .body(component.to_vec())
+            .send()
+            .unwrap();
+        let status = r.status();
+        assert!(status.is_success(), "deploy f{i}: {status} {}", r.text().unwrap_or_default());
+    });
+}
+
+/// GETs `/fI` for each i in `which`; every answer must be hello's 200.
 fn request_all(c: &Client, which: &[usize]) {
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(i) = which.get(k) else { break };
-                    let r = client.get(format!("{}/f{i}?name=f{i}", c.url)).send().unwrap();
-                    let status = r.status().as_u16();
-                    let body = r.text().unwrap_or_default();
-                    assert_eq!((status, body.as_str()), (200, format!("Hello, f{i}!\n").as_str()), "GET /f{i}");
-                }
-            });
-        }
+    let client = http();
+    parallel(which.len(), |k| {
+        let i = which[k];
+        let r = client.get(format!("{}/f{i}?name=f{i}", c.url)).send().unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().unwrap_or_default();
+        assert_eq!((status, body.as_str()), (200, format!("Hello, f{i}!\n").as_str()), "GET /f{i}");
     });
 }
 
