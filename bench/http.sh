@@ -6,7 +6,10 @@
 # the same keep-resident settings as Tern (wasmtime's CLI has no switch for
 # PAGEMAP_SCAN, which Tern also enables). A second table puts Tern with its
 # metrics and receipts on (the default) beside `tern up --no-metrics`: their
-# cost, which should stay under 10%.
+# cost, which should stay under 10%. A third table puts the Python and
+# JavaScript examples (componentize-py, componentize-js; built with their
+# own build.sh, skipped with POLYGLOT=0) in Tern beside `wasmtime serve` on
+# the same components.
 #
 #   bench/http.sh                 # 10 s per measurement
 #   DURATION=30s bench/http.sh
@@ -91,3 +94,46 @@ echo
 tern_rows=()
 for r in "${results[@]}"; do [[ $r == tern* ]] && tern_rows+=("$r"); done
 table server tern-no-metrics "${tern_rows[@]}"
+
+[ "${POLYGLOT:-1}" = 0 ] && exit 0
+echo
+echo "building the Python and JavaScript examples (componentize-py, componentize-js)"
+examples/python-hello/build.sh "$tmp/hello_py.wasm" > /dev/null
+examples/javascript-hello/build.sh "$tmp/hello_js.wasm" > /dev/null
+WT_PY_ADDR=127.0.0.1:18194
+WT_JS_ADDR=127.0.0.1:18195
+for lang in py js; do
+  TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
+    $TERN deploy "$tmp/hello_$lang.wasm" --name "hello-$lang" --route "/$lang/hello" > /dev/null 2>&1
+done
+wasmtime serve -S cli --addr $WT_PY_ADDR "$tmp/hello_py.wasm" > /dev/null 2> "$tmp/wasmtime-py.err" &
+pids+=($!)
+wasmtime serve -S cli --addr $WT_JS_ADDR "$tmp/hello_js.wasm" > /dev/null 2> "$tmp/wasmtime-js.err" &
+pids+=($!)
+for addr in $WT_PY_ADDR $WT_JS_ADDR; do
+  for _ in $(seq 1 300); do curl -sf http://$addr/hello > /dev/null && break; sleep 0.1; done
+done
+for url in http://$TERN_ADDR/py/hello http://$WT_PY_ADDR/hello; do
+  [ "$(curl -s "$url")" = "Hello, world! (from Python)" ] || { echo "$url does not serve the Python hello"; exit 1; }
+done
+for url in http://$TERN_ADDR/js/hello http://$WT_JS_ADDR/hello; do
+  [ "$(curl -s "$url")" = "Hello, world! (from JavaScript)" ] || { echo "$url does not serve the JavaScript hello"; exit 1; }
+done
+for url in http://$TERN_ADDR/py/hello http://$WT_PY_ADDR/hello http://$TERN_ADDR/js/hello http://$WT_JS_ADDR/hello; do
+  wrk -t2 -c64 -d2s "$url" > /dev/null
+done
+py=() js=()
+for c in 1 64; do
+  py+=("$(measure tern-python "http://$TERN_ADDR/py/hello" $c)")
+  py+=("$(measure wasmtime-serve-python "http://$WT_PY_ADDR/hello" $c)")
+  js+=("$(measure tern-javascript "http://$TERN_ADDR/js/hello" $c)")
+  js+=("$(measure wasmtime-serve-javascript "http://$WT_JS_ADDR/hello" $c)")
+done
+echo
+echo "Python hello (componentize-py), fresh instance per request:"
+echo
+table server wasmtime-serve-python "${py[@]}"
+echo
+echo "JavaScript hello (componentize-js), fresh instance per request:"
+echo
+table server wasmtime-serve-javascript "${js[@]}"
