@@ -86,7 +86,8 @@ impl LoadCounters {
             let mut c = self.concurrency.lock();
             let now = Instant::now();
             c.accrue(now);
-            let idle = if c.in_flight > 0 { 0 } else { now.saturating_duration_since(c.last_end).as_millis() };
+            let idle =
+                if c.in_flight > 0 { 0 } else { now.saturating_duration_since(c.last_end).as_millis() };
             (c.in_flight, c.busy_us, idle as u64)
         };
         FunctionLoad {

@@ -36,7 +36,12 @@ struct Charged {
 
 impl NodeMemory {
     pub fn new(budget: u64) -> Arc<Self> {
-        Arc::new(NodeMemory { budget, charged: Mutex::default(), in_use: AtomicU64::new(0), freed: Notify::new() })
+        Arc::new(NodeMemory {
+            budget,
+            charged: Mutex::default(),
+            in_use: AtomicU64::new(0),
+            freed: Notify::new(),
+        })
     }
 
     /// What the loaded functions cost now (the worker sums it on each load

@@ -6,7 +6,9 @@ use crate::placement::NodeView;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tern_protocol::{Capacity, FunctionLoad, Generation, NodeAnnounce, NodeMemory, NodeStatus, OutboundStatus};
+use tern_protocol::{
+    Capacity, FunctionLoad, Generation, NodeAnnounce, NodeMemory, NodeStatus, OutboundStatus,
+};
 
 /// Three missed one-second heartbeats and a node is dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(3500);

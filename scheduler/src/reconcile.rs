@@ -3,11 +3,11 @@
 //! counts), ask the pure [`placement::plan`] for commands, send them to the
 //! workers, and record their answers.
 
-use std::sync::Arc;
 use crate::Scheduler;
 use crate::placement::{self, Command, Want};
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tern_protocol::{
     ApiError, Assign, COMPILED_BYTES_PER_COMPONENT_BYTE, Generation, Unassign, Version, decode_reply, subject,
@@ -55,7 +55,8 @@ impl Scheduler {
             // Only the woken function is asked of the autoscaler; the
             // loaded ones stay as they are until the tick.
             Some(f) => {
-                let woken: Vec<Arc<Version>> = versions.iter().filter(|v| v.spec.name == f).cloned().collect();
+                let woken: Vec<Arc<Version>> =
+                    versions.iter().filter(|v| v.spec.name == f).cloned().collect();
                 let mut desired = self.scaling.desired(&woken, &ready, &self.metrics);
                 for v in versions.iter().filter(|v| v.spec.name != f) {
                     desired.insert(v.spec.name.clone(), ready[&v.spec.name]);
@@ -74,13 +75,17 @@ impl Scheduler {
                 memory_mib: v.spec.memory_mib,
                 replicas: desired[&v.spec.name],
                 selector: v.spec.node_selector.clone(),
-                code_bytes: code.get(&v.digest).copied().unwrap_or(v.size * COMPILED_BYTES_PER_COMPONENT_BYTE),
+                code_bytes: code
+                    .get(&v.digest)
+                    .copied()
+                    .unwrap_or(v.size * COMPILED_BYTES_PER_COMPONENT_BYTE),
                 kept: v.spec.min_scale > 0,
                 waking: waking == Some(v.spec.name.as_str()),
             })
             .collect();
         let commands = placement::plan(&self.nodes.views(), &wants);
-        let by_name: BTreeMap<&str, &Version> = versions.iter().map(|v| (v.spec.name.as_str(), &**v)).collect();
+        let by_name: BTreeMap<&str, &Version> =
+            versions.iter().map(|v| (v.spec.name.as_str(), &**v)).collect();
         let results = futures::future::join_all(commands.iter().map(|c| self.carry_out(c, &by_name))).await;
         let mut failures = BTreeMap::new();
         for (command, result) in commands.iter().zip(results) {

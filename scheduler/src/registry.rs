@@ -13,10 +13,10 @@
 //! - `routes`: pattern → function name (the active versions' routes)
 //! - `meta`: `routes_generation` → u64, bumped with every route change
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -335,7 +335,10 @@ impl Registry {
 
     /// Runs `f` on the active versions, read from the database the first
     /// time.
-    fn with_active<T>(&self, f: impl FnOnce(&BTreeMap<String, Arc<Version>>) -> T) -> Result<T, RegistryError> {
+    fn with_active<T>(
+        &self,
+        f: impl FnOnce(&BTreeMap<String, Arc<Version>>) -> T,
+    ) -> Result<T, RegistryError> {
         let mut active = self.active.lock();
         if active.is_none() {
             let mut all = BTreeMap::new();

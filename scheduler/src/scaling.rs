@@ -3,10 +3,10 @@
 //! wakes and cold starts. The decisions themselves are the pure
 //! [`autoscale::decide`]; this module keeps its inputs and outputs.
 
-use std::sync::Arc;
 use crate::autoscale::{self, Decision, Observed, PanicState, Policy, Sample};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_protocol::{FunctionLoad, LatencySummary, ScaleStatus, Version};
 

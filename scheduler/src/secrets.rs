@@ -6,13 +6,13 @@
 //! Values are sealed at rest ([`crate::sealed`]) in the registry's database
 //! (tree `secrets`), and never written to a log or an error.
 
-use std::sync::Arc;
 use crate::Scheduler;
 use crate::SchedulerError;
 use crate::registry::Registry;
 use crate::sealed::Sealer;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tern_protocol::{
     ApiError, MAX_SECRET_BYTES, Reply, SecretDeleteRequest, SecretInfo, SecretSetRequest, SecretValue,

@@ -5,10 +5,10 @@
 //! event log, so a tick is delivered (retried, dead-lettered) like any
 //! event.
 
-use std::sync::Arc;
 use crate::store::RegistryHandle;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use tern_events::{ConsumerConfig, EventError, EventLog};
 use tern_protocol::cron::Schedule;

@@ -101,14 +101,21 @@ fn a_full_node_unloads_its_least_recently_used_idle_function_for_a_cold_request(
     request_all(&up, &all);
     let log = up.log_text();
     let evictions = log.lines().filter(|l| l.contains("unloaded an idle function to make room")).count();
-    assert!(evictions >= functions, "{evictions} idle functions unloaded for {} cold requests", 2 * functions);
+    assert!(
+        evictions >= functions,
+        "{evictions} idle functions unloaded for {} cold requests",
+        2 * functions
+    );
     let metrics = up.get("/metrics").body;
     assert!(
         metrics.lines().any(|l| l.starts_with("tern_node_evictions_total{") && !l.ends_with(" 0")),
         "{metrics}"
     );
     // The one kept by --min-scale never was.
-    assert!(!log.lines().any(|l| l.contains("make room") && l.contains(" function=\"kept\"")), "kept was evicted");
+    assert!(
+        !log.lines().any(|l| l.contains("make room") && l.contains(" function=\"kept\"")),
+        "kept was evicted"
+    );
     assert_eq!(up.describe("kept")["replicas"], 1);
     assert_eq!(up.get("/kept?name=k").body, "Hello, k!\n");
 }

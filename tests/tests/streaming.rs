@@ -169,7 +169,11 @@ fn in_tern_up_bodies_stream_with_backpressure_and_cancellation() {
         let read = r.read_to_end(&mut body);
         match status {
             500 => whole_500s += 1,
-            200 => assert!(read.is_err(), "a trapped stream read as complete: {:?}", String::from_utf8_lossy(&body)),
+            200 => assert!(
+                read.is_err(),
+                "a trapped stream read as complete: {:?}",
+                String::from_utf8_lossy(&body)
+            ),
             other => panic!("a guest that trapped answered {other}"),
         }
     }

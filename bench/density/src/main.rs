@@ -50,7 +50,9 @@ fn args() -> Args {
         None => String::new(),
     };
     let [url, token, wasm, pid] = &v[..] else {
-        eprintln!("usage: density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T] [--query Q]");
+        eprintln!(
+            "usage: density URL TOKEN WASM PID [--functions N] [--warm W] [--cold C] [--threads T] [--query Q]"
+        );
         std::process::exit(2);
     };
     Args {
@@ -161,8 +163,11 @@ fn main() {
     let rss_warm = rss_mib(a.pid);
 
     // One at a time, so each is a cold start alone, as a user would see it.
-    let mut cold: Vec<f64> =
-        (warm..a.functions).step_by(((a.functions - warm) / a.cold.max(1)).max(1)).take(a.cold).filter_map(get).collect();
+    let mut cold: Vec<f64> = (warm..a.functions)
+        .step_by(((a.functions - warm) / a.cold.max(1)).max(1))
+        .take(a.cold)
+        .filter_map(get)
+        .collect();
     let rss_after = rss_mib(a.pid);
     let evictions: f64 = client
         .get(format!("{}/metrics", a.url))

@@ -176,7 +176,8 @@ fn make_room<'a>(
             .filter_map(|f| {
                 let w = by_name.get(f.as_str())?;
                 // Loaded since the node last reported: idle since just now.
-                let (in_flight, idle_ms) = node.load.get(f.as_str()).map_or((0, 0), |l| (l.in_flight, l.idle_ms));
+                let (in_flight, idle_ms) =
+                    node.load.get(f.as_str()).map_or((0, 0), |l| (l.in_flight, l.idle_ms));
                 (!w.kept && !w.waking && in_flight == 0).then_some((*w, idle_ms))
             })
             .collect();

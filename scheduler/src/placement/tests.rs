@@ -89,9 +89,8 @@ fn respects_memory_budget() {
 fn loaded_functions_cost_their_code_not_their_memory_limit() {
     // 1,000 functions of one component, 128 MiB each, on a 1 GiB node:
     // each costs its own small part, and the code is counted once.
-    let wants: Vec<Want> = (0..1000)
-        .map(|i| Want { digest: "same".into(), ..want(&format!("f{i}"), 1, 128) })
-        .collect();
+    let wants: Vec<Want> =
+        (0..1000).map(|i| Want { digest: "same".into(), ..want(&format!("f{i}"), 1, 128) }).collect();
     let cmds = plan(&[node("a", 1024)], &wants);
     assert_eq!(assigns(&cmds).len(), 1000);
     // Once loaded, they leave room for more than one instance of 128 MiB.
@@ -115,7 +114,8 @@ fn a_woken_function_unloads_the_least_recently_used_idle_one() {
     );
     let mut kept = want("kept", 1, 32);
     kept.kept = true;
-    let mut wants = vec![want("old", 1, 32), want("older", 1, 32), want("busy", 1, 32), kept, want("new", 1, 32)];
+    let mut wants =
+        vec![want("old", 1, 32), want("older", 1, 32), want("busy", 1, 32), kept, want("new", 1, 32)];
     // Only wanted, `new` waits for room.
     assert!(plan(std::slice::from_ref(&full), &wants).is_empty());
     // Woken, it takes the room of the idle function used longest ago:
