@@ -12,7 +12,6 @@ use crate::http::{Http, HttpFunction};
 use crate::instance::{Served, Settings};
 use crate::journal::Journal;
 use crate::load::LoadCounters;
-use crate::log_limit::LogLimit;
 use crate::memory::{NodeMemory, PER_FUNCTION_BYTES};
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
@@ -38,6 +37,8 @@ use tern_task::guarded;
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+mod serving;
 
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -420,7 +421,7 @@ impl Worker {
             metrics: self.metrics.clone(),
             node: self.config.node_id.clone(),
         });
-        tokio::spawn(serve(on, sub, stopped, current.clone(), load.clone()));
+        tokio::spawn(serving::serve(on, sub, stopped, current.clone(), load.clone()));
         let loaded = Loaded {
             version: a.version,
             digest: a.digest.clone(),
@@ -498,58 +499,5 @@ impl Drop for Worker {
         for t in self.tasks.lock().drain(..) {
             t.abort();
         }
-    }
-}
-
-/// Takes invoke requests off the function's queue group; each runs in its own
-/// task against whichever version is current when it arrives. When `stop`
-/// closes (the function is unloaded) the subscription is drained: requests
-/// the bus already routed here are still served, none is dropped.
-async fn serve(
-    on: Arc<Serving>,
-    mut sub: tern_bus::Subscription,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-    current: Arc<RwLock<Handler>>,
-    load: Arc<LoadCounters>,
-) {
-    let mut draining = false;
-    // Per function on this worker, across its versions.
-    let log_limit = Arc::new(LogLimit::default());
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = &mut stop, if !draining => {
-                draining = true;
-                sub.drain().await;
-                continue;
-            }
-            msg = sub.next() => match msg {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        let function = current.read().clone();
-        let on = on.clone();
-        let load = load.clone();
-        let log_limit = log_limit.clone();
-        tokio::spawn(async move {
-            let served = function.serve(&on, &msg, &load).await;
-            for r in &served.receipts {
-                let took = Duration::from_micros(r.duration_us);
-                let instantiate = Duration::from_micros(r.instantiate_us);
-                on.metrics.invocation(
-                    &r.function,
-                    r.version,
-                    r.trigger.as_str(),
-                    r.status,
-                    took,
-                    instantiate,
-                );
-            }
-            let logs = log_limit.admit(served.logs);
-            // --no-metrics: no receipts either.
-            let receipts = if on.metrics.enabled() { served.receipts } else { Vec::new() };
-            on.journal.add(&*on.bus, function.name(), logs, receipts).await;
-        });
     }
 }
