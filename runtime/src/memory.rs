@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use tern_protocol::LOADED_FUNCTION_BYTES as PER_FUNCTION_BYTES;
-
 pub struct NodeMemory {
     budget: u64,
     charged: Mutex<Charged>,

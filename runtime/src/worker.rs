@@ -12,7 +12,7 @@ use crate::http::{Http, HttpFunction};
 use crate::instance::{Served, Settings};
 use crate::journal::Journal;
 use crate::load::LoadCounters;
-use crate::memory::{NodeMemory, PER_FUNCTION_BYTES};
+use crate::memory::NodeMemory;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError, OutboundGrant};
 use crate::state::Grants;
 use crate::stream::StreamBoxes;
@@ -109,7 +109,7 @@ impl Functions {
 
     /// What the loaded functions cost the node's memory budget.
     fn footprint(&self) -> u64 {
-        self.code().values().sum::<u64>() + self.loaded.len() as u64 * PER_FUNCTION_BYTES
+        self.code().values().sum::<u64>() + self.loaded.len() as u64 * tern_protocol::LOADED_FUNCTION_BYTES
     }
 }
 

@@ -126,9 +126,8 @@ impl Scaling {
         }
     }
 
-    /// Replicas each active version's function should have now. Forgets
-    /// functions that are no longer deployed.
-    /// Each function's wanted replicas, also set in `metrics`.
+    /// Replicas each of `versions`' functions should have now, also set in
+    /// `metrics` where they changed.
     pub fn desired(
         &self,
         versions: &[Arc<Version>],
