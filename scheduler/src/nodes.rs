@@ -93,13 +93,17 @@ impl Nodes {
     }
 
     /// What the live nodes' workers measured of each loaded component's
-    /// compiled code, by digest.
+    /// compiled code, by digest: the smallest report, so one worker that
+    /// claims a huge size cannot keep a component off every node.
     pub fn code_sizes(&self) -> BTreeMap<String, u64> {
         let now = Instant::now();
         let nodes = self.nodes.lock();
-        let mut sizes = BTreeMap::new();
+        let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
         for n in nodes.values().filter(|n| n.alive(now)) {
-            sizes.extend(n.code.iter().map(|(d, b)| (d.clone(), *b)));
+            for (digest, bytes) in &n.code {
+                let size = sizes.entry(digest.clone()).or_insert(*bytes);
+                *size = (*size).min(*bytes);
+            }
         }
         sizes
     }
