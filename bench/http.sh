@@ -8,8 +8,8 @@
 # metrics and receipts on (the default) beside `tern up --no-metrics`: their
 # cost, which should stay under 10%. A third table puts the Python and
 # JavaScript examples (componentize-py, componentize-js; built with their
-# own build.sh, skipped with POLYGLOT=0) in Tern beside `wasmtime serve` on
-# the same components.
+# own build.sh, skipped with POLYGLOT=0) in Tern, fresh and with
+# `--instance-reuse 1000`, beside `wasmtime serve` on the same components.
 #
 #   bench/http.sh                 # 10 s per measurement
 #   DURATION=30s bench/http.sh
@@ -105,6 +105,9 @@ WT_JS_ADDR=127.0.0.1:18195
 for lang in py js; do
   TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
     $TERN deploy "$tmp/hello_$lang.wasm" --name "hello-$lang" --route "/$lang/hello" > /dev/null 2>&1
+  TERN_URL=http://$TERN_ADDR TERN_TOKEN=$(cat "$tmp/tern/admin-token") \
+    $TERN deploy "$tmp/hello_$lang.wasm" --name "hello-$lang-reuse" --route "/$lang-reuse/hello" \
+    --instance-reuse 1000 > /dev/null 2>&1
 done
 wasmtime serve -S cli --addr $WT_PY_ADDR "$tmp/hello_py.wasm" > /dev/null 2> "$tmp/wasmtime-py.err" &
 pids+=($!)
@@ -119,21 +122,24 @@ done
 for url in http://$TERN_ADDR/js/hello http://$WT_JS_ADDR/hello; do
   [ "$(curl -s "$url")" = "Hello, world! (from JavaScript)" ] || { echo "$url does not serve the JavaScript hello"; exit 1; }
 done
-for url in http://$TERN_ADDR/py/hello http://$WT_PY_ADDR/hello http://$TERN_ADDR/js/hello http://$WT_JS_ADDR/hello; do
+for url in http://$TERN_ADDR/py/hello http://$TERN_ADDR/py-reuse/hello http://$WT_PY_ADDR/hello \
+  http://$TERN_ADDR/js/hello http://$TERN_ADDR/js-reuse/hello http://$WT_JS_ADDR/hello; do
   wrk -t2 -c64 -d2s "$url" > /dev/null
 done
 py=() js=()
 for c in 1 64; do
   py+=("$(measure tern-python "http://$TERN_ADDR/py/hello" $c)")
+  py+=("$(measure tern-python-reuse-1000 "http://$TERN_ADDR/py-reuse/hello" $c)")
   py+=("$(measure wasmtime-serve-python "http://$WT_PY_ADDR/hello" $c)")
   js+=("$(measure tern-javascript "http://$TERN_ADDR/js/hello" $c)")
+  js+=("$(measure tern-javascript-reuse-1000 "http://$TERN_ADDR/js-reuse/hello" $c)")
   js+=("$(measure wasmtime-serve-javascript "http://$WT_JS_ADDR/hello" $c)")
 done
 echo
-echo "Python hello (componentize-py), fresh instance per request:"
+echo "Python hello (componentize-py), a fresh instance per request, and with --instance-reuse 1000:"
 echo
 table server wasmtime-serve-python "${py[@]}"
 echo
-echo "JavaScript hello (componentize-js), fresh instance per request:"
+echo "JavaScript hello (componentize-js), a fresh instance per request, and with --instance-reuse 1000:"
 echo
 table server wasmtime-serve-javascript "${js[@]}"

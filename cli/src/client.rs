@@ -156,6 +156,10 @@ pub async fn describe(conn: &Conn, name: &str, json: bool) -> anyhow::Result<Exi
         );
     }
     println!("memory:   {} MiB", s.memory_mib);
+    match s.instance_reuse {
+        0 | 1 => println!("instances: fresh for every request"),
+        n => println!("instances: each reused for up to {n} requests, one at a time"),
+    }
     println!(
         "timeout:  {} to the response head and between chunks, {} in all",
         humantime::format_duration(Duration::from_millis(s.timeout_ms)),

@@ -96,6 +96,9 @@ pub struct DeployArgs {
     /// Longest a request may take in all, a streamed response or upload included, like 30s, 15m, 2h; --timeout still bounds the wait for the response head and between chunks
     #[arg(long, default_value_t = Millis(DEFAULT_MAX_DURATION_MS))]
     pub max_duration: Millis,
+    /// Let one instance serve up to N requests, one after another, instead of a fresh instance per request (0: fresh). Its memory (globals, caches) persists between them; an instance that traps or times out is dropped
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub instance_reuse: u32,
     /// Run only on workers with this label (repeatable; all must match)
     #[arg(long = "node-selector", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub node_selector: Vec<(String, String)>,
@@ -130,6 +133,7 @@ impl DeployArgs {
             max_outbound_body: self.max_outbound_body,
             max_body: self.max_body,
             max_duration_ms: self.max_duration.0,
+            instance_reuse: self.instance_reuse,
             ..FunctionSpec::new(&self.name)
         }
     }

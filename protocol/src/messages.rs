@@ -302,6 +302,9 @@ pub struct Assign {
     pub max_body: u64,
     #[serde(default = "crate::spec::default_max_duration")]
     pub max_duration_ms: u64,
+    /// Requests one instance serves before it is dropped; 0 or 1: fresh.
+    #[serde(default)]
+    pub instance_reuse: u32,
 }
 
 impl Assign {
@@ -322,6 +325,7 @@ impl Assign {
             max_outbound_body: v.spec.max_outbound_body,
             max_body: v.spec.max_body,
             max_duration_ms: v.spec.max_duration_ms,
+            instance_reuse: v.spec.instance_reuse,
         }
     }
 }

@@ -59,6 +59,9 @@ pub const MAX_MAX_BODY: u64 = 4 * 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_DURATION_MS: u64 = 15 * 60 * 1000;
 /// The longest `--max-duration`.
 pub const MAX_MAX_DURATION_MS: u64 = 24 * 3_600_000;
+/// The most requests one instance may serve (`--instance-reuse`): past a
+/// million, a leak in the guest would have had too long to grow.
+pub const MAX_INSTANCE_REUSE: u32 = 1_000_000;
 
 /// What a user asks for on deploy. Immutable once stored as a version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +138,13 @@ pub struct FunctionSpec {
     /// `timeout_ms` bounds the time to the response head and between chunks.
     #[serde(default = "default_max_duration")]
     pub max_duration_ms: u64,
+    /// Requests one instance serves one after another before it is
+    /// dropped (`--instance-reuse N`); 0 or 1: a fresh instance for every
+    /// request. A reused instance keeps its memory (globals, caches)
+    /// between requests, never serves two at once, and is dropped after a
+    /// trap, a timeout or a limit.
+    #[serde(default)]
+    pub instance_reuse: u32,
 }
 
 pub(crate) fn default_outbound_body_bytes() -> u64 {
@@ -192,6 +202,7 @@ impl FunctionSpec {
             max_outbound_body: DEFAULT_OUTBOUND_BODY,
             max_body: DEFAULT_MAX_BODY,
             max_duration_ms: DEFAULT_MAX_DURATION_MS,
+            instance_reuse: 0,
         }
     }
 
@@ -270,6 +281,12 @@ impl FunctionSpec {
             return Err(format!(
                 "max duration {} ms is out of range (the timeout, {} ms, ..= 24 h)",
                 self.max_duration_ms, self.timeout_ms
+            ));
+        }
+        if self.instance_reuse > MAX_INSTANCE_REUSE {
+            return Err(format!(
+                "instance reuse {} is out of range (0..={MAX_INSTANCE_REUSE} requests per instance)",
+                self.instance_reuse
             ));
         }
         if self.min_scale > 1000 || self.max_scale > 1000 {
@@ -484,6 +501,10 @@ mod tests {
         s.max_duration_ms = MAX_MAX_DURATION_MS + 1;
         assert!(s.validate().unwrap_err().contains("max duration"));
         s.max_duration_ms = 1000;
+        s.instance_reuse = MAX_INSTANCE_REUSE + 1;
+        assert!(s.validate().unwrap_err().contains("instance reuse"));
+        s.instance_reuse = MAX_INSTANCE_REUSE;
+        assert!(s.validate().is_ok());
         s.min_scale = 3;
         s.max_scale = 1;
         assert!(s.validate().unwrap_err().contains("min scale 3 is more than max scale 1"));

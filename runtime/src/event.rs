@@ -1,11 +1,11 @@
 //! The event world: guests exporting `tern:function/event-handler` (the
 //! contract in `sdk/wit/tern-function.wit`). An invoke message is an
 //! [`EventBatch`] (a single event is a batch of one); each event gets its
-//! own fresh instance, run side by side, and the reply carries one result
-//! per event, in order.
+//! own instance (fresh, or kept with `--instance-reuse`), run side by side,
+//! and the reply carries one result per event, in order.
 
 use crate::host::Host;
-use crate::instance::{Ending, Failed, Failure, Function, Invoked, Limits, Metered, Served, World};
+use crate::instance::{Ending, Failed, Failure, Function, Instance, Invoked, Limits, Metered, Served, World};
 use crate::load::LoadCounters;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use tern_protocol::{
     EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream, Receipt,
     TriggerKind, cap_error_text, subject,
 };
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
 
 /// Host bindings for `sdk/wit/tern-function.wit`, the contract.
 pub(crate) mod bindings {
@@ -44,6 +44,7 @@ impl World for Event {
     type Input = (EventDelivery, Bytes);
     /// The handler's own answer: Ok acknowledges, Err asks for a retry.
     type Output = Result<(), String>;
+    type Made = bindings::EventFunction;
 
     fn engine(&self) -> &Engine {
         self.pre.engine()
@@ -57,10 +58,11 @@ impl World for Event {
 
     async fn call(
         &self,
-        mut store: Store<Host>,
+        instance: Instance<Self::Made>,
         limits: Limits,
         (delivery, data): Self::Input,
     ) -> Result<Self::Output, Failed> {
+        let Instance { mut store, made, back } = instance;
         let event = bindings::tern::function::types::Event {
             id: delivery.id,
             subject: delivery.subject,
@@ -72,8 +74,14 @@ impl World for Event {
         let pre = self.pre.clone();
         let usage = limits.usage.clone();
         let guest = Box::pin(async move {
-            let f = usage.instantiating(pre.instantiate_async(&mut store)).await?;
-            f.tern_function_event_handler().call_handle(&mut store, &event).await
+            let f = match made {
+                Some(f) => f,
+                None => usage.instantiating(pre.instantiate_async(&mut store)).await?,
+            };
+            let answer = f.tern_function_event_handler().call_handle(&mut store, &event).await?;
+            // Its own error (asking for a retry) is a normal return too.
+            Instance::done(back, store, f);
+            Ok(answer)
         });
         let call = Metered { guest, usage: limits.usage.clone(), running: None };
         match tokio::time::timeout_at(limits.grace(), call).await {

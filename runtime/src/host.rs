@@ -1,12 +1,15 @@
 //! The per-request store data: WASI contexts, the resource table, limits and
 //! the hooks that decide what a function may reach ([`crate::outbound`]).
 
+use crate::instance::Deadline;
 use crate::memory::Held;
 use crate::outbound::OutboundHooks;
-use crate::output::CappedOutput;
-use crate::state::{State, StateView};
+use crate::output::{CappedOutput, Redirect};
+use crate::state::{Grants, State, StateView};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tern_protocol::trace::TraceParent;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -22,29 +25,58 @@ pub struct Host {
     hooks: OutboundHooks,
     state: State,
     pub(crate) limits: MemoryLimit,
+    stdout: Redirect,
+    stderr: Redirect,
+    /// When the running invocation's time is up (the epoch check reads it).
+    pub(crate) deadline: Deadline,
+}
+
+/// What belongs to one invocation rather than to its instance: a reused
+/// instance ([`crate::reuse`]) gets a new one for each request it serves.
+pub(crate) struct Call {
+    pub stdout: CappedOutput,
+    pub stderr: CappedOutput,
+    pub hooks: OutboundHooks,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub trace: Option<TraceParent>,
+    pub deadline: Deadline,
 }
 
 impl Host {
     pub(crate) fn new(
         env: &[(String, String)],
+        grants: Arc<Grants>,
         memory_bytes: usize,
-        stdout: CappedOutput,
-        stderr: CappedOutput,
-        state: State,
-        hooks: OutboundHooks,
         held: Held,
+        call: Call,
     ) -> Self {
+        let (stdout, stderr) = (Redirect::new(call.stdout), Redirect::new(call.stderr));
         // No preopened dirs, no sockets, no inherited env or args: a
         // function gets only what its spec grants.
-        let wasi = WasiCtx::builder().envs(env).stdout(stdout).stderr(stderr).build();
+        let wasi = WasiCtx::builder().envs(env).stdout(stdout.clone()).stderr(stderr.clone()).build();
         Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks,
-            state,
+            hooks: call.hooks,
+            state: State::new(grants, call.config, call.trace),
             limits: MemoryLimit::new(memory_bytes, Some(held)),
+            stdout,
+            stderr,
+            deadline: call.deadline,
         }
+    }
+
+    /// Readies a kept instance for its next invocation: that one's output,
+    /// hooks, config, trace, deadline, and a fresh count of its peak memory.
+    pub(crate) fn begin(&mut self, call: Call) {
+        self.stdout.switch(call.stdout);
+        self.stderr.switch(call.stderr);
+        self.hooks = call.hooks;
+        self.state.config = call.config;
+        self.state.trace = call.trace;
+        self.deadline = call.deadline;
+        self.limits.begin();
     }
 }
 
@@ -85,6 +117,13 @@ pub(crate) struct MemoryLimit {
 impl MemoryLimit {
     pub(crate) fn new(max: usize, node: Option<Held>) -> Self {
         MemoryLimit { max, used: 0, hit: Arc::new(AtomicBool::new(false)), peak: Arc::default(), node }
+    }
+
+    /// A new invocation in the same instance: its own flag and peak, the
+    /// peak starting from what the instance already has.
+    fn begin(&mut self) {
+        self.hit = Arc::new(AtomicBool::new(false));
+        self.peak = Arc::new(AtomicU64::new(self.used as u64));
     }
 
     /// Takes `extra` bytes from the budget, if they fit.

@@ -1,11 +1,12 @@
 //! The HTTP world: `wasi:http/incoming-handler` guests. One invoke request
-//! on the bus (a frame: [`InvokeRequest`] header, body) is one fresh
-//! instance from the function's `ProxyPre`; its response (or the failure's
+//! on the bus (a frame: [`InvokeRequest`] header, body) is one call of the
+//! guest's handler, in a fresh instance from the function's `ProxyPre` (or
+//! a kept one, with `--instance-reuse`); its response (or the failure's
 //! error response) is the reply frame.
 
 use crate::host::Host;
 use crate::instance::{
-    AbortOnDrop, Ending, Failed, Failure, Function, Invoked, Limits, Metered, Served, World,
+    AbortOnDrop, Ending, Failed, Failure, Function, Instance, Invoked, Limits, Metered, Served, World,
 };
 use crate::load::LoadCounters;
 use crate::stream::{self, RequestBody, StreamBoxes};
@@ -20,10 +21,10 @@ use tern_invoke::stream::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogStream, TriggerKind};
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub struct Http {
@@ -82,6 +83,7 @@ const STREAM_DECIDE_RUNNING: Duration = Duration::from_millis(5);
 impl World for Http {
     type Input = (InvokeRequest, Upload);
     type Output = (InvokeResponse, Answer);
+    type Made = Proxy;
 
     fn engine(&self) -> &Engine {
         self.pre.engine()
@@ -102,10 +104,11 @@ impl World for Http {
 
     async fn call(
         &self,
-        mut store: Store<Host>,
+        instance: Instance<Proxy>,
         limits: Limits,
         (req, body): Self::Input,
     ) -> Result<Self::Output, Failed> {
+        let Instance { mut store, made, back } = instance;
         // Only a caller that takes chunks gets them.
         let may_stream = req.stream.is_some();
         let body = match body {
@@ -130,8 +133,13 @@ impl World for Http {
         let running = Arc::new(AtomicBool::new(false));
         let usage = limits.usage.clone();
         let guest = Box::pin(async move {
-            let proxy = usage.instantiating(pre.instantiate_async(&mut store)).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let proxy = match made {
+                Some(proxy) => proxy,
+                None => usage.instantiating(pre.instantiate_async(&mut store)).await?,
+            };
+            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await?;
+            Instance::done(back, store, proxy);
+            Ok(())
         });
         let metered = Metered { guest, usage: limits.usage.clone(), running: Some(running.clone()) };
         let mut task = AbortOnDrop(tokio::spawn(metered));

@@ -23,6 +23,7 @@ mod lru;
 pub mod memory;
 pub mod outbound;
 mod output;
+mod reuse;
 pub mod state;
 pub mod stream;
 pub mod worker;

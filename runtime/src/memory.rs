@@ -12,7 +12,7 @@
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -22,7 +22,17 @@ pub struct NodeMemory {
     /// Linear memory and tables of live instances.
     in_use: AtomicU64,
     freed: Notify,
+    /// Instances waiting in `hold` for room: while any are, instances kept
+    /// for reuse are let go ([`crate::reuse`]).
+    waiting: AtomicUsize,
+    /// Instances kept for reuse on this node, of [`MAX_KEPT`].
+    kept: AtomicUsize,
 }
+
+/// Instances kept idle for reuse on one node, all functions together:
+/// each holds one of the engine's instance slots, so they never take more
+/// than a quarter of them.
+pub(crate) const MAX_KEPT: usize = 250;
 
 #[derive(Default, Clone, Copy)]
 struct Charged {
@@ -39,6 +49,8 @@ impl NodeMemory {
             charged: Mutex::default(),
             in_use: AtomicU64::new(0),
             freed: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            kept: AtomicUsize::new(0),
         })
     }
 
@@ -64,8 +76,28 @@ impl NodeMemory {
                     return Some(Held { node: self.clone(), bytes, in_use: 0 });
                 }
             }
+            // Counted until this wait ends, however it ends (a caller that
+            // goes away drops it mid-wait).
+            let _waiting = Waiting::new(&self.waiting);
             tokio::time::timeout_at(until, freed).await.ok()?;
         }
+    }
+
+    /// Whether an instance is waiting for room now.
+    pub(crate) fn pressed(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts one more instance kept for reuse, if there is a place for it.
+    pub(crate) fn keep_one(&self) -> bool {
+        self.kept
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| (k < MAX_KEPT).then_some(k + 1))
+            .is_ok()
+    }
+
+    /// A kept instance was taken back into use or dropped.
+    pub(crate) fn unkeep_one(&self) {
+        self.kept.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn report(&self) -> tern_protocol::NodeMemory {
@@ -77,6 +109,21 @@ impl NodeMemory {
             in_use_bytes: self.in_use.load(Ordering::Relaxed),
             rss_bytes: tern_metrics::rss_bytes(),
         }
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

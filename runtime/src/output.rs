@@ -50,7 +50,30 @@ impl CappedOutput {
     }
 }
 
-impl OutputStream for CappedOutput {
+/// A guest's stdout or stderr as its instance sees it: the capture of the
+/// request running now. A reused instance ([`crate::reuse`]) is switched
+/// to the next request's capture between requests, so a stream handle the
+/// guest kept from an earlier request writes to the current one.
+#[derive(Clone)]
+pub struct Redirect {
+    to: Arc<Mutex<CappedOutput>>,
+}
+
+impl Redirect {
+    pub fn new(to: CappedOutput) -> Self {
+        Redirect { to: Arc::new(Mutex::new(to)) }
+    }
+
+    pub fn switch(&self, to: CappedOutput) {
+        *self.to.lock() = to;
+    }
+
+    fn keep(&self, bytes: &[u8]) {
+        self.to.lock().keep(bytes);
+    }
+}
+
+impl OutputStream for Redirect {
     fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
         self.keep(&bytes);
         Ok(())
@@ -64,11 +87,11 @@ impl OutputStream for CappedOutput {
 }
 
 #[async_trait::async_trait]
-impl Pollable for CappedOutput {
+impl Pollable for Redirect {
     async fn ready(&mut self) {}
 }
 
-impl AsyncWrite for CappedOutput {
+impl AsyncWrite for Redirect {
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.keep(buf);
         Poll::Ready(Ok(buf.len()))
@@ -81,13 +104,13 @@ impl AsyncWrite for CappedOutput {
     }
 }
 
-impl IsTerminal for CappedOutput {
+impl IsTerminal for Redirect {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for CappedOutput {
+impl StdoutStream for Redirect {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -102,11 +125,24 @@ mod tests {
 
     #[test]
     fn writes_past_the_cap_are_counted_not_refused() {
-        let mut out = CappedOutput::new(4);
-        assert!(out.write(Bytes::from_static(b"abc")).is_ok());
-        assert!(out.write(Bytes::from_static(b"defgh")).is_ok());
-        assert_eq!(out.check_write().unwrap(), PERMIT, "always ready for more");
+        let out = CappedOutput::new(4);
+        let mut handle = Redirect::new(out.clone()).p2_stream();
+        assert!(handle.write(Bytes::from_static(b"abc")).is_ok());
+        assert!(handle.write(Bytes::from_static(b"defgh")).is_ok());
+        assert_eq!(handle.check_write().unwrap(), PERMIT, "always ready for more");
         let (kept, dropped) = out.contents();
         assert_eq!((&kept[..], dropped), (&b"abcd"[..], 4));
+    }
+
+    #[test]
+    fn a_kept_handle_writes_to_the_current_capture() {
+        let (first, second) = (CappedOutput::new(64), CappedOutput::new(64));
+        let out = Redirect::new(first.clone());
+        let mut handle = out.p2_stream();
+        handle.write(Bytes::from_static(b"one")).unwrap();
+        out.switch(second.clone());
+        handle.write(Bytes::from_static(b"two")).unwrap();
+        assert_eq!(&first.contents().0[..], b"one");
+        assert_eq!(&second.contents().0[..], b"two");
     }
 }

@@ -379,6 +379,7 @@ impl Worker {
             config: config.clone(),
             outbound: Some(outbound),
             node_memory: self.memory.clone(),
+            instance_reuse: a.instance_reuse,
         };
         let function = match a.world {
             World::Http => {

@@ -3,6 +3,12 @@
 //! "ok".
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Requests this instance has served through `count`, and whether one is
+/// in it now: with `--instance-reuse` they show what an instance keeps.
+static COUNT: AtomicU32 = AtomicU32::new(0);
+static BUSY: AtomicBool = AtomicBool::new(false);
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 struct Hostile;
@@ -60,6 +66,21 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                     query.split('&').find_map(|kv| kv.strip_prefix("ms=")?.parse().ok()).unwrap_or(100);
                 wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
                 reply(out, 200, "rested\n");
+            }
+            "count" => {
+                // This instance's request number, after ?ms=N of rest (0).
+                if BUSY.swap(true, Ordering::SeqCst) {
+                    return reply(out, 500, "two requests in one instance at once\n");
+                }
+                let n = COUNT.fetch_add(1, Ordering::SeqCst) + 1;
+                let ms: u64 =
+                    query.split('&').find_map(|kv| kv.strip_prefix("ms=")?.parse().ok()).unwrap_or(0);
+                if ms > 0 {
+                    wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
+                }
+                println!("count {n}");
+                BUSY.store(false, Ordering::SeqCst);
+                reply(out, 200, &format!("{n}\n"));
             }
             "env" => {
                 let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
