@@ -69,6 +69,13 @@ pub struct ServingTable {
     /// The event triggers of active versions; gateways consume them.
     #[serde(default)]
     pub triggers: Vec<TriggerEntry>,
+    /// Set when this is one change rather than the whole table (what a
+    /// deploy, rollback or delete pushes): `routes` and `triggers` are then
+    /// this function's alone (none: it was deleted), to replace its old
+    /// ones in the table of `generation - 1`. At thousands of functions a
+    /// whole table per change is megabytes to send and parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
 }
 
 /// A trigger as a gateway runs it: which consumer to pull, and how to

@@ -53,13 +53,22 @@ impl Scheduler {
         // component fails here rather than on the first request; it scales
         // to zero after its idle window like any other.
         self.scaling.mark_active(&spec.name);
+        let had_triggers = {
+            let names = std::collections::BTreeSet::from([spec.name.clone()]);
+            let previous = self.registry.run(move |r| r.active_of(&names)).await?;
+            previous.iter().any(|v| !v.spec.triggers().is_empty())
+        };
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
             self.registry.run(move |r| r.deploy(&spec, &digest, world, &component, clock::now_ms())).await?
         };
         let ready_replicas = self.place_version(&version).await?;
-        let routes = self.push_serving_table().await?;
-        self.remove_unwanted_triggers().await;
+        let routes = self.push_serving_change(&spec.name).await?;
+        // Only a version before this one could have left a consumer that no
+        // version wants now (looking costs a walk over every function).
+        if had_triggers {
+            self.remove_unwanted_triggers().await;
+        }
         let (name, keep) = (spec.name.clone(), self.keep_versions);
         match self.registry.run(move |r| r.prune_versions(&name, keep)).await {
             Ok(gone) if !gone.is_empty() => {
@@ -85,7 +94,7 @@ impl Scheduler {
             .map_err(|e| ApiError::unavailable(format!("cannot create the version's event triggers: {e}")))?;
         let version = self.registry.run(move |r| r.rollback(&req.name, req.to)).await?;
         self.place_version(&version).await?;
-        let routes = self.push_serving_table().await?;
+        let routes = self.push_serving_change(&version.spec.name).await?;
         self.remove_unwanted_triggers().await;
         Ok(ChangeReply { active_version: Some(version.number), routes })
     }
@@ -96,7 +105,7 @@ impl Scheduler {
         let n = name.clone();
         self.registry.run(move |r| r.delete(&n)).await?;
         // Routes go first so no new request is sent to unloading replicas.
-        let routes = self.push_serving_table().await?;
+        let routes = self.push_serving_change(&name).await?;
         self.reconcile_locked(None).await;
         self.remove_unwanted_triggers().await;
         let n = name.clone();
@@ -114,11 +123,12 @@ impl Scheduler {
         Ok(ChangeReply { active_version: None, routes })
     }
 
-    /// Sends the current serving table to every gateway, and returns it
-    /// (for the reply, so the gateway that relayed the change serves it
-    /// before it answers).
-    async fn push_serving_table(&self) -> Result<ServingTable, ApiError> {
-        let table = self.registry.run(|r| r.serving_table()).await?;
+    /// Sends what the change to `name` did to the serving table to every
+    /// gateway, and returns it (for the reply, so the gateway that relayed
+    /// the change serves it before it answers).
+    async fn push_serving_change(&self, name: &str) -> Result<ServingTable, ApiError> {
+        let name = name.to_string();
+        let table = self.registry.run(move |r| r.serving_change(&name)).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
         if let Err(e) = self.bus.publish(&subject::serving_changed(), body.into()).await {
             tracing::warn!("could not push the serving table: {e}");

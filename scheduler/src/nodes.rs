@@ -7,7 +7,8 @@ use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tern_protocol::{
-    Capacity, FunctionLoad, Generation, NodeAnnounce, NodeMemory, NodeStatus, OutboundStatus,
+    Capacity, FunctionLoad, Generation, LOADED_FUNCTION_BYTES, NodeAnnounce, NodeMemory, NodeStatus,
+    OutboundStatus,
 };
 
 /// Three missed one-second heartbeats and a node is dead.
@@ -32,6 +33,9 @@ struct Node {
     generation: Generation,
     /// Whether the last placement saw it alive (to log the change once).
     was_alive: bool,
+    /// What functions placed on it since its last report will cost (its
+    /// report's footprint does not count them yet).
+    placed_bytes: u64,
 }
 
 impl Node {
@@ -71,9 +75,9 @@ impl Nodes {
         // A heartbeat sent before the node's latest assign or unassign was
         // answered says what it had loaded before: keep what the reply said.
         let stale = known.filter(|n| state.generation.older_than(&n.generation));
-        let (loaded, artifacts, generation) = match stale {
-            Some(n) => (n.loaded.clone(), n.artifacts.clone(), n.generation.clone()),
-            None => (state.loaded, state.artifacts, state.generation),
+        let (loaded, artifacts, generation, placed_bytes) = match stale {
+            Some(n) => (n.loaded.clone(), n.artifacts.clone(), n.generation.clone(), n.placed_bytes),
+            None => (state.loaded, state.artifacts, state.generation, 0),
         };
         let node = Node {
             last_seen: now,
@@ -87,6 +91,7 @@ impl Nodes {
             code: state.code,
             generation,
             was_alive: true,
+            placed_bytes,
         };
         nodes.insert(state.node_id, node);
         Heard { returning, previous_load }
@@ -106,6 +111,13 @@ impl Nodes {
             }
         }
         sizes
+    }
+
+    /// [`Nodes::code_sizes`] of one component.
+    pub fn code_size(&self, digest: &str) -> Option<u64> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        nodes.values().filter(|n| n.alive(now)).filter_map(|n| n.code.get(digest).copied()).min()
     }
 
     /// Functions loaded on any live node.
@@ -191,11 +203,45 @@ impl Nodes {
             .collect()
     }
 
+    /// A live node matching `selector` with room, by its last report and
+    /// what was placed on it since, for one more function of component
+    /// `digest` (`code_bytes` of compiled code, unless the node has it) and
+    /// one instance of `memory_bytes`: as [`crate::placement::plan`] ranks
+    /// them, nodes with the artifact first, then the fullest.
+    pub fn with_room(
+        &self,
+        selector: &BTreeMap<String, String>,
+        digest: &str,
+        code_bytes: u64,
+        memory_bytes: u64,
+    ) -> Option<String> {
+        let now = Instant::now();
+        let nodes = self.nodes.lock();
+        nodes
+            .iter()
+            .filter(|(_, n)| n.alive(now) && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+            .filter_map(|(id, n)| {
+                let has_code = n.code.contains_key(digest);
+                let need = LOADED_FUNCTION_BYTES + if has_code { 0 } else { code_bytes } + memory_bytes;
+                let charged = n.memory.footprint_bytes + n.placed_bytes;
+                let free = (n.capacity.memory_mib << 20).saturating_sub(charged);
+                let has_artifact = has_code || n.artifacts.iter().any(|a| a == digest);
+                (need <= free).then_some((!has_artifact, free, id))
+            })
+            .min()
+            .map(|(_, _, id)| id.clone())
+    }
+
     /// A worker answered an assign: it serves `function` at `version`.
     pub fn placed(&self, node: &str, function: &str, version: u64, digest: &str, generation: Generation) {
         if let Some(n) = self.nodes.lock().get_mut(node) {
+            if !n.loaded.contains_key(function) {
+                n.placed_bytes += LOADED_FUNCTION_BYTES;
+            }
             n.loaded.insert(function.to_string(), version);
-            n.artifacts.push(digest.to_string());
+            if !n.artifacts.iter().any(|a| a == digest) {
+                n.artifacts.push(digest.to_string());
+            }
             n.generation = generation;
         }
     }
@@ -263,6 +309,34 @@ mod tests {
         // A newer one is believed.
         nodes.observe(state("n1", 3, &[]));
         assert_eq!(nodes.ready_any("f"), 0);
+    }
+
+    #[test]
+    fn a_node_with_room_is_found_from_its_report_and_what_was_placed_since() {
+        const MIB: u64 = 1 << 20;
+        let nodes = Nodes::default();
+        let with = |id: &str, changes: u64, footprint_mib: u64, code: &[&str]| {
+            let mut s = state(id, changes, &[]);
+            s.capacity.memory_mib = 100;
+            s.memory.footprint_bytes = footprint_mib * MIB;
+            s.code = code.iter().map(|d| (d.to_string(), 10 * MIB)).collect();
+            nodes.observe(s);
+        };
+        with("empty", 1, 0, &[]);
+        with("fuller", 1, 40, &["d"]);
+        let pick = |code_mib: u64, memory_mib: u64| {
+            nodes.with_room(&BTreeMap::new(), "d", code_mib * MIB, memory_mib * MIB)
+        };
+        assert_eq!(pick(10, 45).as_deref(), Some("fuller"), "the node with the component's code first");
+        assert_eq!(pick(10, 60).as_deref(), Some("empty"), "where it fits, with its code");
+        assert_eq!(pick(10, 95).as_deref(), None, "nowhere without unloading");
+        // Placed since the last report: counted until the next one.
+        for i in 0..200 {
+            nodes.placed("fuller", &format!("f{i}"), 1, "d", Generation { boot: "b1".into(), changes: 2 });
+        }
+        assert_eq!(pick(10, 45).as_deref(), Some("empty"), "200 x 96 KiB more: no room for 45 MiB");
+        with("fuller", 3, 40, &["d"]);
+        assert_eq!(pick(10, 45).as_deref(), Some("fuller"), "the next report counts them itself");
     }
 
     #[test]

@@ -423,10 +423,7 @@ impl Registry {
 
     /// The route table, built from the route index and the active versions.
     pub fn serving_table(&self) -> Result<ServingTable, RegistryError> {
-        let generation = match self.meta.get(GENERATION)? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        };
+        let generation = self.generation()?;
         let all = self.active()?;
         let mut routes = Vec::new();
         for item in self.routes.iter() {
@@ -443,29 +440,55 @@ impl Registry {
                 tracing::warn!(function, route = key, "route index names a route the active version lacks");
                 continue;
             };
-            let pattern = RoutePattern::parse(pattern).map_or_else(|_| pattern.clone(), |p| p.normal());
-            routes.push(RouteEntry {
-                pattern,
-                function,
-                timeout_ms: active.spec.timeout_ms,
-                max_body: active.spec.max_body,
-                max_duration_ms: active.spec.max_duration_ms,
-            });
+            routes.push(route_entry(active, pattern));
         }
-        let mut triggers = Vec::new();
-        for v in all.values() {
-            for trigger in v.spec.triggers() {
-                triggers.push(TriggerEntry {
-                    function: v.spec.name.clone(),
-                    trigger,
-                    max_attempts: v.spec.max_attempts,
-                    backoff_ms: v.spec.backoff_ms,
-                    timeout_ms: v.spec.timeout_ms,
-                });
-            }
-        }
-        Ok(ServingTable { generation, routes, triggers })
+        let triggers = all.values().flat_map(|v| trigger_entries(v)).collect();
+        Ok(ServingTable { generation, routes, triggers, only: None })
     }
+
+    /// What the last change to `name` (a deploy, rollback or delete) did to
+    /// the serving table: its routes and triggers now (none once deleted),
+    /// at the generation that change made. A gateway on the generation
+    /// before puts them in place of `name`'s old ones, instead of reading
+    /// every function's again.
+    pub fn serving_change(&self, name: &str) -> Result<ServingTable, RegistryError> {
+        let generation = self.generation()?;
+        let active = self.with_active(|all| all.get(name).cloned())?;
+        let routes = active.iter().flat_map(|v| v.spec.routes.iter().map(|r| route_entry(v, r))).collect();
+        let triggers = active.iter().flat_map(|v| trigger_entries(v)).collect();
+        Ok(ServingTable { generation, routes, triggers, only: Some(name.to_string()) })
+    }
+
+    fn generation(&self) -> Result<u64, RegistryError> {
+        Ok(match self.meta.get(GENERATION)? {
+            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+}
+
+fn route_entry(active: &Version, pattern: &str) -> RouteEntry {
+    RouteEntry {
+        pattern: RoutePattern::parse(pattern).map_or_else(|_| pattern.to_string(), |p| p.normal()),
+        function: active.spec.name.clone(),
+        timeout_ms: active.spec.timeout_ms,
+        max_body: active.spec.max_body,
+        max_duration_ms: active.spec.max_duration_ms,
+    }
+}
+
+fn trigger_entries(v: &Version) -> Vec<TriggerEntry> {
+    v.spec
+        .triggers()
+        .into_iter()
+        .map(|trigger| TriggerEntry {
+            function: v.spec.name.clone(),
+            trigger,
+            max_attempts: v.spec.max_attempts,
+            backoff_ms: v.spec.backoff_ms,
+            timeout_ms: v.spec.timeout_ms,
+        })
+        .collect()
 }
 
 /// `to`, or the version before the active one.

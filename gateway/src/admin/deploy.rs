@@ -73,7 +73,7 @@ impl Admin {
             .map_err(|e| (super::status_of(&e), e))?;
         // Serve the new table before answering, so the client's next
         // request finds the routes even if the push is still on its way.
-        self.serving.apply(&reply.routes);
+        self.serving.take(&self.scheduler, &reply.routes).await;
         Ok(reply)
     }
 }

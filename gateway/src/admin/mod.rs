@@ -234,7 +234,7 @@ impl Admin {
     async fn change(&self, op: SchedulerOp, body: &impl Serialize) -> Reply<ChangeReply> {
         let r = self.scheduler.call::<ChangeReply>(op, body).await;
         if let Ok(c) = &r {
-            self.serving.apply(&c.routes);
+            self.serving.take(&self.scheduler, &c.routes).await;
         }
         r
     }
