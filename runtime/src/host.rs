@@ -73,8 +73,7 @@ impl Host {
         self.stdout.switch(call.stdout);
         self.stderr.switch(call.stderr);
         self.hooks = call.hooks;
-        self.state.config = call.config;
-        self.state.trace = call.trace;
+        self.state.begin(call.config, call.trace);
         self.deadline = call.deadline;
         self.limits.begin();
     }

@@ -68,6 +68,20 @@ impl State {
     ) -> Self {
         State { grants, config, cursors: Vec::new(), open_buckets: 0, trace }
     }
+
+    /// A kept instance's next invocation: config as it is now, its trace,
+    /// and no cursors (an earlier request's are not this one's to continue,
+    /// and they would count against this one's cap). Open buckets stay
+    /// counted: their handles are still in the instance.
+    pub(crate) fn begin(
+        &mut self,
+        config: Arc<BTreeMap<String, String>>,
+        trace: Option<tern_protocol::trace::TraceParent>,
+    ) {
+        self.config = config;
+        self.trace = trace;
+        self.cursors.clear();
+    }
 }
 
 /// The host side of the `state` world: an instance's state and its
