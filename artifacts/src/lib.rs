@@ -42,6 +42,12 @@ pub trait ArtifactStore: Send + Sync {
     async fn remove(&self, digest: &str) -> Result<(), ArtifactError>;
 }
 
+/// The sha256 digest a component is kept under, in lowercase hex.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Digests are names in both stores (a sled key, an object name): only
 /// the form a sha256 digest has is let in.
 fn check(digest: &str) -> Result<(), ArtifactError> {

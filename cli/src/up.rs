@@ -369,6 +369,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.registry.log_retention,
     )
     .await?;
+    let artifacts = tern_roles::open_artifacts(nats.as_deref(), args.nats.js_replicas).await?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
         None => "local".into(),
@@ -389,7 +390,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         metrics_token: args.metrics.metrics_token.clone(),
         memory_budget_mib: args.memory_budget,
     };
-    let platform = tern_roles::up(bus, tern_roles::Stores { events, logbook }, kv, config).await?;
+    let platform = tern_roles::up(bus, tern_roles::Stores { events, logbook, artifacts }, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     serve(platform.gateway).await?;
     // Dropping the scheduler flushes and closes the registry.
@@ -407,7 +408,8 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let logbook =
         tern_roles::open_logbook(Some(&bus), &data_dir, args.nats.js_replicas, args.registry.log_retention)
             .await?;
-    let stores = tern_roles::Stores { events, logbook };
+    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let stores = tern_roles::Stores { events, logbook, artifacts };
     let scheduler =
         tern_roles::scheduler(bus, stores, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
             .await?;
@@ -435,7 +437,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let metrics = args.metrics.start().await?;
     let events =
         tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
-    let worker = tern_roles::worker(bus, &data_dir, config, kv, events, metrics).await?;
+    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let shared = tern_roles::Shared { events, kv, artifacts };
+    let worker = tern_roles::worker(bus, &data_dir, config, shared, metrics).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
@@ -451,7 +455,9 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
     let observe = tern_roles::Observe { metrics, token: args.metrics.metrics_token.clone() };
     let activator = args.activator.config();
-    serve(tern_roles::gateway(bus, events, kv, &data_dir, args.listen, activator, observe).await?).await?;
+    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let shared = tern_roles::Shared { events, kv, artifacts };
+    serve(tern_roles::gateway(bus, shared, &data_dir, args.listen, activator, observe).await?).await?;
     Ok(ExitCode::SUCCESS)
 }
 

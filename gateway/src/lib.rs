@@ -106,6 +106,7 @@ impl Gateway {
         bus: Arc<dyn Bus>,
         events: Arc<dyn EventLog>,
         kv: Option<Arc<dyn tern_kv::KvStore>>,
+        artifacts: Option<Arc<dyn tern_artifacts::ArtifactStore>>,
         config: GatewayConfig,
     ) -> Arc<Self> {
         let scheduler = tern_invoke::SchedulerClient::new(bus.clone());
@@ -132,6 +133,7 @@ impl Gateway {
             bus: bus.clone(),
             body_limit: config.body_limit,
             kv,
+            artifacts,
         };
         Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, history, admin })
     }

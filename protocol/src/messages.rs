@@ -24,6 +24,11 @@ pub struct WakeReply {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployRequest {
     pub spec: FunctionSpec,
+    /// The component's digest when it was put in the cluster's artifact
+    /// store (`TERN_ARTIFACTS`) instead of coming in this message's body:
+    /// a component may be larger than one NATS message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

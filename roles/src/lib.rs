@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_artifacts::{ArtifactStore, JetStreamArtifacts};
 use tern_bus::{Bus, NatsBus};
 use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
@@ -189,18 +190,45 @@ pub async fn scheduler(
     Ok(scheduler)
 }
 
+/// The state a worker and a gateway share with the rest of the cluster.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: Arc<dyn EventLog>,
+    pub kv: Arc<dyn KvStore>,
+    /// The cluster's artifact store; `None` in `tern up` (components go
+    /// through the scheduler).
+    pub artifacts: Option<Arc<dyn ArtifactStore>>,
+}
+
+/// Components by digest: the JetStream object store `TERN_ARTIFACTS` over
+/// the cluster's NATS; `None` without one (the scheduler keeps them in its
+/// registry's database).
+pub async fn open_artifacts(
+    nats: Option<&NatsBus>,
+    js_replicas: usize,
+) -> Result<Option<Arc<dyn ArtifactStore>>, StartError> {
+    Ok(match nats {
+        Some(bus) => Some(Arc::new(
+            JetStreamArtifacts::open(bus.client().clone(), js_replicas).await.map_err(fail(
+                "cannot open the TERN_ARTIFACTS object store (is JetStream enabled: `nats-server -js`?)",
+            ))?,
+        )),
+        None => None,
+    })
+}
+
 pub async fn worker(
     bus: Arc<dyn Bus>,
     data_dir: &Path,
     config: WorkerConfig,
-    kv: Arc<dyn KvStore>,
-    events: Arc<dyn EventLog>,
+    shared: Shared,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<Worker>, StartError> {
     let mut rc = RuntimeConfig::new(data_dir.join("cache"));
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
-    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events), metrics)
+    let Shared { events, kv, artifacts } = shared;
+    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events), artifacts, metrics)
         .map_err(fail("cannot set up functions' outbound HTTP"))?;
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
@@ -218,8 +246,7 @@ pub struct GatewayRole {
 
 pub async fn gateway(
     bus: Arc<dyn Bus>,
-    events: Arc<dyn EventLog>,
-    kv: Arc<dyn KvStore>,
+    shared: Shared,
     data_dir: &Path,
     listen: SocketAddr,
     activator: ActivatorConfig,
@@ -247,7 +274,8 @@ pub async fn gateway(
         metrics: observe.metrics,
         metrics_token: observe.token,
     };
-    let gateway = Gateway::new(bus, events, Some(kv), config);
+    let Shared { events, kv, artifacts } = shared;
+    let gateway = Gateway::new(bus, events, Some(kv), artifacts, config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
     let listener = tern_gateway::bind(listen).await.map_err(fail("cannot start the gateway"))?;
     let addr = listener.local_addr().map_err(fail("cannot start the gateway"))?;
@@ -302,7 +330,7 @@ pub async fn up(
     config: UpConfig,
 ) -> Result<Platform, StartError> {
     let metrics = config.metrics.clone();
-    let events = stores.events.clone();
+    let shared = Shared { events: stores.events.clone(), kv, artifacts: stores.artifacts.clone() };
     let scheduler =
         scheduler(bus.clone(), stores, &config.data_dir, config.scale, config.keep, metrics.clone()).await?;
     let worker_config = WorkerConfig {
@@ -315,14 +343,12 @@ pub async fn up(
         outbound: config.outbound,
     };
     let worker =
-        worker(bus.clone(), &config.data_dir, worker_config, kv.clone(), events.clone(), metrics.clone())
-            .await?;
+        worker(bus.clone(), &config.data_dir, worker_config, shared.clone(), metrics.clone()).await?;
     scheduler.observe(worker.state(), true);
     scheduler.reconcile().await;
     let gateway = gateway(
         bus,
-        events,
-        kv,
+        shared,
         &config.data_dir,
         config.listen,
         config.activator.clone(),

@@ -10,7 +10,6 @@ use crate::host::Host;
 use crate::lru::ByteLru;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use tern_protocol::World;
@@ -18,9 +17,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-pub fn digest_of(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use tern_artifacts::digest_of;
 
 const HTTP_EXPORT: &str = "wasi:http/incoming-handler";
 const EVENT_EXPORT: &str = "tern:function/event-handler";

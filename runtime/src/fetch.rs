@@ -1,11 +1,13 @@
 //! Getting a function's compiled component onto this node: from the
-//! artifact cache, or fetched by digest from the scheduler in chunks (each
-//! fits one bus message), checked against its digest, compiled and cached.
+//! artifact cache, or else read from the cluster's artifact store, or
+//! fetched by digest from the scheduler in chunks (each fits one bus
+//! message); checked against its digest, compiled and cached.
 
 use crate::Runtime;
 use crate::artifact::{LoadError, digest_of};
 use bytes::Bytes;
 use std::time::Duration;
+use tern_artifacts::ArtifactStore;
 use tern_bus::Bus;
 use tern_protocol::{ArtifactChunk, ArtifactRequest, Frame, Reply, subject};
 use wasmtime::component::Component;
@@ -19,6 +21,7 @@ const CHUNK: u64 = 512 * 1024;
 pub(crate) async fn component(
     runtime: &std::sync::Arc<Runtime>,
     bus: &dyn Bus,
+    store: Option<&dyn ArtifactStore>,
     digest: &str,
 ) -> Result<Component, LoadError> {
     let rt = runtime.clone();
@@ -26,7 +29,18 @@ pub(crate) async fn component(
     if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d)).await.ok().flatten() {
         return Ok(c);
     }
-    let bytes = fetch(bus, digest).await?;
+    let stored = match store {
+        Some(s) => s.get(digest).await.unwrap_or_else(|e| {
+            // The scheduler has it too: a store that fails is not the end.
+            tracing::warn!(digest, "cannot read the artifact store, asking the scheduler: {e}");
+            None
+        }),
+        None => None,
+    };
+    let bytes = match stored {
+        Some(b) => b.to_vec(),
+        None => fetch(bus, digest).await?,
+    };
     let actual = digest_of(&bytes);
     if actual != digest {
         return Err(LoadError::DigestMismatch { digest: digest.to_string(), actual });

@@ -22,6 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tern_artifacts::ArtifactStore;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
 use tern_invoke::{Activator, Invoker, SchedulerClient};
@@ -66,6 +67,9 @@ pub struct Worker {
     kv: Option<Arc<dyn KvStore>>,
     /// Where functions publish events; `None`: none here may.
     events: Option<Arc<dyn EventLog>>,
+    /// The cluster's artifacts, read directly; `None` (or a component not
+    /// there): fetched from the scheduler over the bus.
+    artifacts: Option<Arc<dyn ArtifactStore>>,
     /// Outbound HTTP and calls between functions.
     outbound: Arc<Outbound>,
     /// Where streamed bodies' chunks and credits arrive; set by `start`.
@@ -172,6 +176,7 @@ impl Worker {
         runtime: Arc<Runtime>,
         kv: Option<Arc<dyn KvStore>>,
         events: Option<Arc<dyn EventLog>>,
+        artifacts: Option<Arc<dyn ArtifactStore>>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, OutboundError> {
         // Calls between functions take the invoke path a gateway's do,
@@ -186,6 +191,7 @@ impl Worker {
             runtime,
             kv,
             events,
+            artifacts,
             outbound,
             streams: Default::default(),
             body_limit: tern_protocol::body_limit(bus.max_payload()),
@@ -346,7 +352,9 @@ impl Worker {
             }
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
-        let component = fetch::component(&self.runtime, &*self.bus, &a.digest).await.map_err(internal)?;
+        let component = fetch::component(&self.runtime, &*self.bus, self.artifacts.as_deref(), &a.digest)
+            .await
+            .map_err(internal)?;
         let code_bytes = crate::artifact::image_bytes(&component) as u64;
         let config = Arc::new(RwLock::new(Arc::new(config_of(&a))));
         let net = self.functions.lock().loaded.get(&a.function).map(|l| l.net.clone());

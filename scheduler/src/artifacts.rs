@@ -1,18 +1,18 @@
 //! Serving components to workers by digest, in chunks small enough for
 //! one bus message each.
 
-use crate::store::RegistryHandle;
 use bytes::Bytes;
+use tern_artifacts::ArtifactStore;
 use tern_bus::{Bus, Message, respond};
 use tern_protocol::{ApiError, ArtifactChunk, ArtifactRequest, Frame, Reply, encode_reply};
 
 /// Answers one chunk request on the artifact subject.
-pub async fn serve(registry: &RegistryHandle, bus: &dyn Bus, msg: Message) {
+pub async fn serve(store: &dyn ArtifactStore, bus: &dyn Bus, msg: Message) {
     let reply = match serde_json::from_slice::<ArtifactRequest>(&msg.payload) {
         Ok(req) if !tern_protocol::valid_digest(&req.digest) => {
             Err(ApiError::bad_request("an artifact is asked for by its sha256 digest (64 hex characters)"))
         }
-        Ok(req) => chunk_of(registry, req).await,
+        Ok(req) => chunk_of(store, req).await,
         Err(e) => Err(ApiError::bad_request(format!("malformed artifact request: {e}"))),
     };
     let reply = match reply {
@@ -23,13 +23,13 @@ pub async fn serve(registry: &RegistryHandle, bus: &dyn Bus, msg: Message) {
 }
 
 async fn chunk_of(
-    registry: &RegistryHandle,
+    store: &dyn ArtifactStore,
     req: ArtifactRequest,
 ) -> Result<(ArtifactChunk, Bytes), ApiError> {
-    let digest = req.digest.clone();
-    let bytes = registry
-        .run(move |r| r.artifact(&digest))
-        .await?
+    let bytes = store
+        .get(&req.digest)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(format!("no artifact {}", req.digest)))?;
     Ok(slice(&bytes, req.offset, req.max_len))
 }

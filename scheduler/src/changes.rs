@@ -15,6 +15,15 @@ impl Scheduler {
     /// Records the version, places it, and answers once it is served (or
     /// could not be).
     pub(crate) async fn deploy(&self, req: DeployRequest, component: Bytes) -> Reply<DeployReply> {
+        let component = match (&req.artifact, component.is_empty()) {
+            (Some(digest), true) => self.stored_component(digest).await?,
+            (Some(_), false) => {
+                return Err(ApiError::bad_request(
+                    "a deploy carries its component or names a stored one, not both",
+                ));
+            }
+            (None, _) => component,
+        };
         let mut spec = req.spec;
         spec.normalise_routes();
         spec.validate().map_err(ApiError::bad_request)?;
@@ -46,6 +55,12 @@ impl Scheduler {
 
         let _order = self.changes.lock().await;
         self.registry.ensure_room(component.len() as u64)?;
+        // Stored before the version that names it, so a crash in between
+        // leaves an unused artifact, never a version without its component.
+        self.artifacts
+            .put(&digest, component.clone())
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
         triggers::create(&*self.events, &spec.triggers()).await.map_err(|e| {
             ApiError::unavailable(format!("cannot create the function's event triggers: {e}"))
         })?;
@@ -60,7 +75,8 @@ impl Scheduler {
         };
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
-            self.registry.run(move |r| r.deploy(&spec, &digest, world, &component, clock::now_ms())).await?
+            let size = component.len() as u64;
+            self.registry.run(move |r| r.deploy(&spec, &digest, world, size, clock::now_ms())).await?
         };
         let ready_replicas = self.place_version(&version).await?;
         let routes = self.push_serving_change(&spec.name).await?;
@@ -71,10 +87,12 @@ impl Scheduler {
         }
         let (name, keep) = (spec.name.clone(), self.keep_versions);
         match self.registry.run(move |r| r.prune_versions(&name, keep)).await {
-            Ok(gone) if !gone.is_empty() => {
-                tracing::info!(function = %spec.name, ?gone, "forgot old versions")
+            Ok((gone, unused)) => {
+                if !gone.is_empty() {
+                    tracing::info!(function = %spec.name, ?gone, "forgot old versions");
+                }
+                self.remove_artifacts(&unused).await;
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(function = %spec.name, "cannot forget old versions: {}", e.message),
         }
         tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
@@ -103,10 +121,11 @@ impl Scheduler {
         let _order = self.changes.lock().await;
         self.registry.ensure_room(0)?;
         let n = name.clone();
-        self.registry.run(move |r| r.delete(&n)).await?;
+        let unused = self.registry.run(move |r| r.delete(&n)).await?;
         // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_serving_change(&name).await?;
         self.reconcile_locked(None).await;
+        self.remove_artifacts(&unused).await;
         self.remove_unwanted_triggers().await;
         let n = name.clone();
         let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
@@ -121,6 +140,31 @@ impl Scheduler {
             Err(e) => tracing::warn!(function = %name, "cannot delete its dead letters: {e}"),
         }
         Ok(ChangeReply { active_version: None, routes })
+    }
+
+    /// A component a gateway put in the artifact store, checked against
+    /// the digest it is named by (the store is a NATS peer's input).
+    async fn stored_component(&self, digest: &str) -> Result<Bytes, ApiError> {
+        let bytes =
+            self.artifacts.get(digest).await.map_err(|e| ApiError::bad_request(e.to_string()))?.ok_or_else(
+                || ApiError::bad_request(format!("no component {digest} in the artifact store")),
+            )?;
+        if tern_runtime::digest_of(&bytes) != digest {
+            return Err(ApiError::bad_request(format!(
+                "the stored component {digest} does not match its digest"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Removes artifacts no version uses any more; one that cannot be
+    /// removed is left (unused), and said.
+    async fn remove_artifacts(&self, digests: &[String]) {
+        for d in digests {
+            if let Err(e) = self.artifacts.remove(d).await {
+                tracing::warn!(digest = %d, "cannot remove an unused artifact: {e}");
+            }
+        }
     }
 
     /// Sends what the change to `name` did to the serving table to every

@@ -42,6 +42,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::RegistryHandle;
+use tern_artifacts::{ArtifactStore, SledArtifacts};
 use tern_bus::{Bus, BusError, respond};
 use tern_events::EventLog;
 use tern_protocol::subject::{self, SchedulerOp};
@@ -75,10 +76,15 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// Functions' log lines and receipts.
     pub logbook: Arc<dyn tern_logbook::Logbook>,
+    /// Components by digest; `None`: a tree of the registry's database
+    /// (`tern up`).
+    pub artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
 pub struct Scheduler {
     registry: RegistryHandle,
+    /// The components versions name, by digest.
+    artifacts: Arc<dyn ArtifactStore>,
     /// Sealed secrets, in the registry's database.
     secrets: Arc<secrets::SecretStore>,
     bus: Arc<dyn Bus>,
@@ -106,14 +112,19 @@ impl Scheduler {
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
-        Stores { events, logbook }: Stores,
+        Stores { events, logbook, artifacts }: Stores,
         keep_versions: usize,
         metrics: Arc<tern_metrics::Metrics>,
     ) -> Result<Arc<Self>, SchedulerError> {
         let registry = RegistryHandle::open(&data_dir.join("registry"))?;
         let secrets = Arc::new(secrets::SecretStore::open(registry.registry(), data_dir)?);
+        let artifacts = match artifacts {
+            Some(a) => a,
+            None => Arc::new(SledArtifacts::new(registry.registry().open_tree("artifacts")?)),
+        };
         Ok(Arc::new(Scheduler {
             registry,
+            artifacts,
             secrets,
             bus,
             runtime,
@@ -149,12 +160,12 @@ impl Scheduler {
                 }
             }));
         }
-        let artifacts = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
-        let (registry, bus) = (self.registry.clone(), self.bus.clone());
-        tokio::spawn(artifacts.for_each_concurrent(None, move |msg| {
-            let (registry, bus) = (registry.clone(), bus.clone());
+        let requests = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
+        let (store, bus) = (self.artifacts.clone(), self.bus.clone());
+        tokio::spawn(requests.for_each_concurrent(None, move |msg| {
+            let (store, bus) = (store.clone(), bus.clone());
             async move {
-                guarded("artifacts", artifacts::serve(&registry, &*bus, msg)).await;
+                guarded("artifacts", artifacts::serve(&*store, &*bus, msg)).await;
             }
         }));
         for (subject, announce) in [(subject::node_announce(), true), (subject::node_heartbeat(), false)] {

@@ -1,5 +1,10 @@
-//! The registry: functions, immutable versions, artifacts by sha256, and the
-//! route index, in sled.
+//! The registry: functions, immutable versions and the route index, in
+//! sled. The components themselves are the scheduler's [`ArtifactStore`]'s
+//! (in `tern up`, a tree of this same database): a version names its
+//! component by digest, and the writes here say which digests no version
+//! names any more.
+//!
+//! [`ArtifactStore`]: tern_artifacts::ArtifactStore
 //!
 //! Every change is one sled transaction across the trees it touches, flushed
 //! before it returns, so an acknowledged deploy survives a crash and a failed
@@ -9,7 +14,6 @@
 //! Trees:
 //! - `functions`: name → [`FunctionRecord`]
 //! - `versions`: `name/<version, 20 digits>` → [`Version`]
-//! - `artifacts`: sha256 hex → component bytes
 //! - `routes`: pattern → function name (the active versions' routes)
 //! - `meta`: `routes_generation` → u64, bumped with every route change
 
@@ -84,7 +88,6 @@ pub struct Registry {
     db: sled::Db,
     functions: sled::Tree,
     versions: sled::Tree,
-    artifacts: sled::Tree,
     routes: sled::Tree,
     meta: sled::Tree,
 }
@@ -96,7 +99,6 @@ impl Registry {
             active: Mutex::new(None),
             functions: db.open_tree("functions")?,
             versions: db.open_tree("versions")?,
-            artifacts: db.open_tree("artifacts")?,
             routes: db.open_tree("routes")?,
             meta: db.open_tree("meta")?,
             db,
@@ -160,11 +162,11 @@ impl Registry {
         spec: &FunctionSpec,
         digest: &str,
         world: World,
-        component: &[u8],
+        size: u64,
         now_ms: u64,
     ) -> Result<Version, RegistryError> {
-        let trees = (&self.functions, &self.versions, &self.artifacts, &self.routes, &self.meta);
-        let version = unwrap_tx(trees.transaction(|(functions, versions, artifacts, routes, meta)| {
+        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
             let previous = match functions.get(spec.name.as_bytes())? {
                 Some(b) => Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?),
                 None => None,
@@ -173,7 +175,7 @@ impl Registry {
             let version = Version {
                 number,
                 digest: digest.to_string(),
-                size: component.len() as u64,
+                size,
                 world,
                 spec: spec.clone(),
                 created_at_ms: now_ms,
@@ -183,9 +185,6 @@ impl Registry {
                 None => None,
             };
             swap_routes(routes, meta, &spec.name, active.as_ref().map(|v| &v.spec.routes[..]), &spec.routes)?;
-            if artifacts.get(digest.as_bytes())?.is_none() {
-                artifacts.insert(digest.as_bytes(), component)?;
-            }
             versions.insert(version_key(&spec.name, number).as_bytes(), encode(&version))?;
             let record =
                 FunctionRecord { name: spec.name.clone(), active_version: number, latest_version: number };
@@ -222,9 +221,9 @@ impl Registry {
         Ok(version)
     }
 
-    /// Removes a function, all its versions and its routes. Artifacts no
-    /// other version uses are removed too.
-    pub fn delete(&self, name: &str) -> Result<(), RegistryError> {
+    /// Removes a function, all its versions and its routes. Returns the
+    /// digests of its components that no other version uses.
+    pub fn delete(&self, name: &str) -> Result<Vec<String>, RegistryError> {
         let prefix = format!("{name}/");
         let mut keys = Vec::new();
         let mut digests = Vec::new();
@@ -245,23 +244,16 @@ impl Registry {
             Ok(())
         }))?;
         self.now_active(name, None);
-        digests.sort();
-        digests.dedup();
-        for d in digests {
-            if !self.digest_in_use(&d)? {
-                self.artifacts.remove(d.as_bytes())?;
-            }
-        }
         self.db.flush()?;
-        Ok(())
+        self.unused(digests)
     }
 
     /// Forgets `name`'s versions beyond the newest `keep` (the active one
-    /// always stays), and the artifacts no version uses any more. Returns
-    /// the version numbers forgotten. Plain removes, versions first: a
-    /// crash in between leaves an unused artifact, never a version without
-    /// its component.
-    pub fn prune_versions(&self, name: &str, keep: usize) -> Result<Vec<u64>, RegistryError> {
+    /// always stays). Returns the version numbers forgotten, and the
+    /// digests no version uses any more: the caller removes those
+    /// artifacts after this, so a crash in between leaves an unused
+    /// artifact, never a version without its component.
+    pub fn prune_versions(&self, name: &str, keep: usize) -> Result<(Vec<u64>, Vec<String>), RegistryError> {
         let active = self.record(name)?.active_version;
         let mut versions = Vec::new();
         for item in self.versions.scan_prefix(format!("{name}/").as_bytes()) {
@@ -272,21 +264,27 @@ impl Registry {
         let old: Vec<Version> =
             versions.into_iter().skip(keep.max(1)).filter(|v| v.number != active).collect();
         if old.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         for v in &old {
             self.versions.remove(version_key(name, v.number).as_bytes())?;
         }
-        let mut digests: Vec<&str> = old.iter().map(|v| v.digest.as_str()).collect();
+        self.db.flush()?;
+        let unused = self.unused(old.iter().map(|v| v.digest.clone()).collect())?;
+        Ok((old.iter().map(|v| v.number).collect(), unused))
+    }
+
+    /// Those of `digests` no version names.
+    fn unused(&self, mut digests: Vec<String>) -> Result<Vec<String>, RegistryError> {
         digests.sort();
         digests.dedup();
+        let mut unused = Vec::new();
         for d in digests {
-            if !self.digest_in_use(d)? {
-                self.artifacts.remove(d.as_bytes())?;
+            if !self.digest_in_use(&d)? {
+                unused.push(d);
             }
         }
-        self.db.flush()?;
-        Ok(old.iter().map(|v| v.number).collect())
+        Ok(unused)
     }
 
     fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
@@ -297,10 +295,6 @@ impl Registry {
             }
         }
         Ok(false)
-    }
-
-    pub fn artifact(&self, digest: &str) -> Result<Option<sled::IVec>, RegistryError> {
-        Ok(self.artifacts.get(digest.as_bytes())?)
     }
 
     pub fn version(&self, name: &str, number: u64) -> Result<Version, RegistryError> {

@@ -65,7 +65,19 @@ impl Admin {
                 (spec, component)
             }
         };
-        let payload = Frame::new(DeployRequest { spec }, component).encode();
+        let payload = match &self.artifacts {
+            Some(store) => {
+                let digest = tern_artifacts::digest_of(&component);
+                store.put(&digest, component).await.map_err(|e| {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ApiError::unavailable(format!("cannot store the component: {e}")),
+                    )
+                })?;
+                Frame::new(DeployRequest { spec, artifact: Some(digest) }, Bytes::new()).encode()
+            }
+            None => Frame::new(DeployRequest { spec, artifact: None }, component).encode(),
+        };
         let reply: DeployReply = self
             .scheduler
             .request(SchedulerOp::Deploy, payload)
