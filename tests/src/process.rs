@@ -149,6 +149,9 @@ pub struct NatsServer {
     max_payload: String,
     /// With the shipped users and permissions (deploy/nats-users.conf).
     users: bool,
+    /// In a NATS cluster: its name, this server's route port, and the route
+    /// ports of all its servers.
+    cluster: Option<(String, u16, Vec<u16>)>,
 }
 
 /// The password the harness gives each user of deploy/nats-users.conf.
@@ -170,17 +173,50 @@ impl NatsServer {
             dir: dir.to_path_buf(),
             max_payload: max_payload.to_string(),
             users: false,
+            cluster: None,
         };
         s.spawn();
         s
+    }
+
+    /// `n` servers routed into one NATS cluster on loopback, JetStream on
+    /// each (so streams may have `n` replicas), each with its own store
+    /// under `dir`.
+    pub fn start_cluster(dir: &Path, n: usize) -> Vec<NatsServer> {
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut servers: Vec<NatsServer> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| NatsServer {
+                child: None,
+                port: free_port(),
+                dir: dir.join(format!("n{i}")),
+                max_payload: "16MB".into(),
+                users: false,
+                cluster: Some(("tern-test".into(), *route, routes.clone())),
+            })
+            .collect();
+        servers.iter_mut().for_each(NatsServer::spawn);
+        servers
+    }
+
+    /// Every server's URL, comma-separated, as a role is given them.
+    pub fn urls(servers: &[NatsServer]) -> String {
+        servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
     }
 
     /// With the users and permissions Tern ships (deploy/nats-users.conf),
     /// each user's password from [`nats_password`].
     pub fn start_with_users(dir: &Path) -> NatsServer {
         let port = free_port();
-        let mut s =
-            NatsServer { child: None, port, dir: dir.to_path_buf(), max_payload: "16MB".into(), users: true };
+        let mut s = NatsServer {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            max_payload: "16MB".into(),
+            users: true,
+            cluster: None,
+        };
         s.spawn();
         s
     }
@@ -203,6 +239,13 @@ impl NatsServer {
             self.max_payload,
             self.dir.join("js")
         );
+        if let Some((name, route, all)) = &self.cluster {
+            let routes: Vec<String> = all.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+            text.push_str(&format!(
+                "server_name: n{route}\ncluster {{ name: {name}, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
+                routes.join(", ")
+            ));
+        }
         if self.users {
             let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-users.conf");
             std::fs::copy(&shipped, self.dir.join("nats-users.conf")).unwrap();
