@@ -38,8 +38,9 @@ pub(crate) async fn component(
         None => None,
     };
     let bytes = match stored {
-        Some(b) => b.to_vec(),
-        None => fetch(bus, digest).await?,
+        Some(b) => b,
+        // Moved, not copied: components run to tens of megabytes.
+        None => Bytes::from(fetch(bus, digest).await?),
     };
     let actual = digest_of(&bytes);
     if actual != digest {
