@@ -395,6 +395,20 @@ pub async fn status(conn: &Conn, json: bool) -> anyhow::Result<ExitCode> {
         print_json(&s)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(l) = &s.leader
+        && l.lease_ms > 0
+    {
+        let since = tern_protocol::clock::now_ms().saturating_sub(l.since_ms) / 1000;
+        match &l.leader {
+            Some(leader) => println!(
+                "SCHEDULER LEADER\n  {leader} (for {since}s, lease {}s; answered by {}{})",
+                l.lease_ms / 1000,
+                l.me,
+                if l.leading { ", the leader" } else { ", a follower" }
+            ),
+            None => println!("SCHEDULER LEADER\n  none yet (answered by {})", l.me),
+        }
+    }
     println!("NODES");
     if s.nodes.is_empty() {
         println!("  none");

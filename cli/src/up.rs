@@ -234,9 +234,14 @@ pub struct UpArgs {
 pub struct SchedulerArgs {
     #[command(flatten)]
     nats: NatsArgs,
-    /// Where the registry lives
+    /// Where the secret key, compiled components and node id live (the
+    /// registry is in NATS: JetStream's TERN_REGISTRY)
     #[arg(long, env = "TERN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// How long the leading scheduler's lease lasts: another scheduler
+    /// leads within about this long after the leader dies
+    #[arg(long, default_value = "5s", value_parser = parse_lease)]
+    lease: Duration,
     #[command(flatten)]
     scale: ScaleArgs,
     #[command(flatten)]
@@ -390,7 +395,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         metrics_token: args.metrics.metrics_token.clone(),
         memory_budget_mib: args.memory_budget,
     };
-    let platform = tern_roles::up(bus, tern_roles::Stores { events, logbook, artifacts }, kv, config).await?;
+    let stores = tern_roles::Stores { events, logbook, registry: None, artifacts, lease: None };
+    let platform = tern_roles::up(bus, stores, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     serve(platform.gateway).await?;
     // Dropping the scheduler flushes and closes the registry.
@@ -409,11 +415,18 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         tern_roles::open_logbook(Some(&bus), &data_dir, args.nats.js_replicas, args.registry.log_retention)
             .await?;
     let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
-    let stores = tern_roles::Stores { events, logbook, artifacts };
+    let (registry, lease) =
+        tern_roles::open_shared_registry(&bus, &data_dir, args.nats.js_replicas, args.lease).await?;
+    let me = lease.status().me;
+    let stores =
+        tern_roles::Stores { events, logbook, registry: Some(registry), artifacts, lease: Some(lease) };
     let scheduler =
         tern_roles::scheduler(bus, stores, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
             .await?;
-    eprintln!("scheduler running (registry in {})", data_dir.display());
+    eprintln!(
+        "scheduler {me} running (registry in JetStream's TERN_REGISTRY, lease {})",
+        humantime::format_duration(args.lease)
+    );
     shutdown_signal().await;
     drop(scheduler);
     Ok(ExitCode::SUCCESS)
@@ -468,4 +481,14 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// A lease from 1 s to 5 min: shorter and a busy machine's pause could
+/// cost the leader its lease; longer and a failover takes that long.
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(300) {
+        return Err(format!("a lease of {s} is out of range (1s to 5m)"));
+    }
+    Ok(d)
 }

@@ -77,14 +77,13 @@ impl JetStreamKv {
     /// The stream a JetStream key-value bucket is (what `nats kv add`
     /// makes), created directly: the client's `create_key_value` first
     /// queries account limits in a shape nats-server 2.9 does not answer.
-    fn config(&self, bucket: &str) -> stream::Config {
-        let name = js_bucket(bucket);
+    fn config(&self, js_name: &str, description: String, max_bytes: i64) -> stream::Config {
         stream::Config {
-            name: format!("KV_{name}"),
-            description: Some(format!("Tern bucket {bucket}")),
-            subjects: vec![format!("$KV.{name}.>")],
+            name: format!("KV_{js_name}"),
+            description: Some(description),
+            subjects: vec![format!("$KV.{js_name}.>")],
             max_messages_per_subject: 1,
-            max_bytes: self.shared.max_bytes as i64,
+            max_bytes,
             storage: stream::StorageType::File,
             num_replicas: self.shared.replicas,
             allow_rollup: true,
@@ -94,24 +93,27 @@ impl JetStreamKv {
             ..Default::default()
         }
     }
-}
 
-#[async_trait]
-impl KvStore for JetStreamKv {
-    /// The bucket's stream, made on first use. Workers opening a bucket
+    /// One of Tern's own buckets (`TERN_REGISTRY`), not a function's: its
+    /// JetStream name is `name` as given (upper case, so no function's
+    /// `tern_<bucket>` is ever it), with no quota.
+    pub async fn system_bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError> {
+        assert!(name.starts_with("TERN_"), "system buckets are TERN_*");
+        let config = self.config(name, format!("Tern's {name}"), -1);
+        Ok(Arc::new(self.open(name, config).await?))
+    }
+
+    /// The bucket's stream, made on first use. Roles opening a bucket
     /// together race to create it; the loser finds the winner's.
-    async fn bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError> {
-        if let Some(b) = self.buckets.lock().get(name) {
-            return Ok(b.clone());
-        }
-        valid_bucket(name)?;
+    async fn open(&self, name: &str, config: stream::Config) -> Result<JsBucket, KvError> {
         let js = &self.shared.js;
-        let stream_name = format!("KV_{}", js_bucket(name));
+        let prefix = format!("$KV.{}.", &config.name["KV_".len()..]);
+        let stream_name = config.name.clone();
         let mut tries = 0;
         let stream = loop {
             let found = match js.get_stream(&stream_name).await {
                 Ok(s) => Ok(s),
-                Err(_) => js.create_stream(self.config(name)).await.map_err(|e| e.to_string()),
+                Err(_) => js.create_stream(config.clone()).await.map_err(|e| e.to_string()),
             };
             match found {
                 Ok(s) => break s,
@@ -123,12 +125,20 @@ impl KvStore for JetStreamKv {
                 Err(e) => return Err(KvError::Unavailable(format!("cannot open bucket {name}: {e}"))),
             }
         };
-        let bucket = Arc::new(JsBucket {
-            name: name.to_string(),
-            stream,
-            prefix: format!("$KV.{}.", js_bucket(name)),
-            shared: self.shared.clone(),
-        });
+        Ok(JsBucket { name: name.to_string(), stream, prefix, shared: self.shared.clone() })
+    }
+}
+
+#[async_trait]
+impl KvStore for JetStreamKv {
+    async fn bucket(&self, name: &str) -> Result<Arc<dyn KvBucket>, KvError> {
+        if let Some(b) = self.buckets.lock().get(name) {
+            return Ok(b.clone());
+        }
+        valid_bucket(name)?;
+        let js_name = js_bucket(name);
+        let config = self.config(&js_name, format!("Tern bucket {name}"), self.shared.max_bytes as i64);
+        let bucket = Arc::new(self.open(name, config).await?);
         // Two first opens may both get here: the first handle kept wins.
         Ok(self.buckets.lock().entry(name.to_string()).or_insert(bucket).clone())
     }

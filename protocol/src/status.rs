@@ -188,6 +188,26 @@ pub struct ClusterStatus {
     /// Function → the autoscaler's view of it.
     #[serde(default)]
     pub scale: BTreeMap<String, ScaleStatus>,
+    /// Which scheduler leads, as the one that answered sees it.
+    #[serde(default)]
+    pub leader: Option<LeaderStatus>,
+}
+
+/// Scheduler leadership: only the leader places, scales and fires cron.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderStatus {
+    /// The scheduler that answered.
+    pub me: String,
+    /// Whether it leads.
+    pub leading: bool,
+    /// The scheduler holding the lease, as last seen (`None`: none yet).
+    pub leader: Option<String>,
+    /// When that leader took the lease (ms since the epoch).
+    pub since_ms: u64,
+    /// The lease (0: the only scheduler, no lease).
+    pub lease_ms: u64,
+    /// How many times the answering scheduler has become leader.
+    pub terms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

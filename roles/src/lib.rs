@@ -21,6 +21,8 @@ use tern_protocol::{Capacity, DEFAULT_BODY_LIMIT};
 use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
 pub use tern_scheduler::Stores;
+use tern_scheduler::leader::Lease;
+use tern_scheduler::registry::{KvRegistry, Registry};
 use tern_scheduler::{ScaleConfig, Scheduler};
 use tokio::net::TcpListener;
 
@@ -215,6 +217,47 @@ pub async fn open_artifacts(
         )),
         None => None,
     })
+}
+
+/// A cluster's registry and the lease its schedulers compete for: the
+/// JetStream key-value bucket `TERN_REGISTRY` (replicated as
+/// `--js-replicas` says), shared by every `tern scheduler`.
+pub async fn open_shared_registry(
+    bus: &NatsBus,
+    data_dir: &Path,
+    js_replicas: usize,
+    lease: Duration,
+) -> Result<(Arc<dyn Registry>, Arc<Lease>), StartError> {
+    let kv = JetStreamKv::new(bus.client().clone(), js_replicas, 0);
+    let bucket = kv.system_bucket("TERN_REGISTRY").await.map_err(fail(
+        "cannot open the TERN_REGISTRY key-value bucket (is JetStream enabled: `nats-server -js`?)",
+    ))?;
+    // The lease names the scheduler by its node id, so a restarted one
+    // takes its own lease back at once instead of waiting it out. That is
+    // safe only while no two processes share a data dir: the lock says so.
+    let me = node_id(data_dir)?;
+    let lock = lock_data_dir(data_dir)?;
+    let registry: Arc<dyn Registry> = Arc::new(KvRegistry::new(bucket.clone()));
+    // Held for the life of the process.
+    std::mem::forget(lock);
+    Ok((registry, Lease::shared(bucket, lease, me)))
+}
+
+/// An exclusive lock on `data_dir/scheduler.lock`, or an error naming the
+/// data dir if another process holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StartError> {
+    let path = data_dir.join("scheduler.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail(format!("cannot open {}", path.display())))?;
+    file.try_lock().map_err(fail(format!(
+        "another scheduler uses the data dir {}; give each scheduler its own",
+        data_dir.display()
+    )))?;
+    Ok(file)
 }
 
 pub async fn worker(

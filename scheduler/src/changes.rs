@@ -70,14 +70,20 @@ impl Scheduler {
         self.scaling.mark_active(&spec.name);
         let had_triggers = {
             let names = std::collections::BTreeSet::from([spec.name.clone()]);
-            let previous = self.registry.run(move |r| r.active_of(&names)).await?;
+            let previous = self.registry.active_of(&names).await?;
             previous.iter().any(|v| !v.spec.triggers().is_empty())
         };
         let version = {
             let (spec, digest) = (spec.clone(), digest.clone());
             let size = component.len() as u64;
-            self.registry.run(move |r| r.deploy(&spec, &digest, world, size, clock::now_ms())).await?
+            self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await?
         };
+        // Another scheduler deleting the last function that used this
+        // component may have removed it between the put above and the
+        // version's record; putting it again is a no-op when it is there.
+        if let Err(e) = self.artifacts.put(&digest, component.clone()).await {
+            tracing::warn!(function = %spec.name, %digest, "cannot make sure the component is stored: {e}");
+        }
         let ready_replicas = self.place_version(&version).await?;
         let routes = self.push_serving_change(&spec.name).await?;
         // Only a version before this one could have left a consumer that no
@@ -86,14 +92,14 @@ impl Scheduler {
             self.remove_unwanted_triggers().await;
         }
         let (name, keep) = (spec.name.clone(), self.keep_versions);
-        match self.registry.run(move |r| r.prune_versions(&name, keep)).await {
+        match self.registry.prune_versions(&name, keep).await {
             Ok((gone, unused)) => {
                 if !gone.is_empty() {
                     tracing::info!(function = %spec.name, ?gone, "forgot old versions");
                 }
                 self.remove_artifacts(&unused).await;
             }
-            Err(e) => tracing::warn!(function = %spec.name, "cannot forget old versions: {}", e.message),
+            Err(e) => tracing::warn!(function = %spec.name, "cannot forget old versions: {e}"),
         }
         tracing::info!(function = %spec.name, version = version.number, %digest, ready_replicas, "deployed");
         Ok(DeployReply { version, ready_replicas, routes })
@@ -105,12 +111,12 @@ impl Scheduler {
         self.scaling.mark_active(&req.name);
         let target = {
             let (name, to) = (req.name.clone(), req.to);
-            self.registry.run(move |r| r.rollback_target(&name, to)).await?
+            self.registry.rollback_target(&name, to).await?
         };
         triggers::create(&*self.events, &target.spec.triggers())
             .await
             .map_err(|e| ApiError::unavailable(format!("cannot create the version's event triggers: {e}")))?;
-        let version = self.registry.run(move |r| r.rollback(&req.name, req.to)).await?;
+        let version = self.registry.rollback(&req.name, req.to).await?;
         self.place_version(&version).await?;
         let routes = self.push_serving_change(&version.spec.name).await?;
         self.remove_unwanted_triggers().await;
@@ -121,14 +127,14 @@ impl Scheduler {
         let _order = self.changes.lock().await;
         self.registry.ensure_room(0)?;
         let n = name.clone();
-        let unused = self.registry.run(move |r| r.delete(&n)).await?;
+        let unused = self.registry.delete(&n).await?;
         // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_serving_change(&name).await?;
         self.reconcile_locked(None).await;
         self.remove_artifacts(&unused).await;
         self.remove_unwanted_triggers().await;
         let n = name.clone();
-        let _ = self.registry.run(move |r| r.forget_cron(&n)).await;
+        let _ = self.registry.forget_cron(&n).await;
         self.metrics.forget(&name);
         if let Err(e) = self.logbook.forget(&name).await {
             tracing::warn!(function = %name, "cannot delete its logs: {e}");
@@ -172,7 +178,7 @@ impl Scheduler {
     /// the change serves it before it answers).
     async fn push_serving_change(&self, name: &str) -> Result<ServingTable, ApiError> {
         let name = name.to_string();
-        let table = self.registry.run(move |r| r.serving_change(&name)).await?;
+        let table = self.registry.serving_change(&name).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
         if let Err(e) = self.bus.publish(&subject::serving_changed(), body.into()).await {
             tracing::warn!("could not push the serving table: {e}");
@@ -184,9 +190,9 @@ impl Scheduler {
     /// failure leaves an idle consumer behind, never a missing one, so it
     /// is logged, not returned.
     pub(crate) async fn remove_unwanted_triggers(&self) {
-        let active = match self.registry.run(|r| r.active_versions()).await {
+        let active = match self.registry.active_versions().await {
             Ok(a) => a,
-            Err(e) => return tracing::warn!("cannot list versions to tidy triggers: {}", e.message),
+            Err(e) => return tracing::warn!("cannot list versions to tidy triggers: {e}"),
         };
         if let Err(e) = triggers::remove_unwanted(&*self.events, &active).await {
             tracing::warn!("cannot remove unused triggers: {e}");

@@ -26,7 +26,7 @@ impl Scheduler {
                     encode_reply::<()>(&Err(ApiError::bad_request(format!("malformed deploy request: {e}"))))
                 }
             },
-            SchedulerOp::List => encode_reply(&self.registry.run(|r| r.list()).await),
+            SchedulerOp::List => encode_reply(&self.registry.list().await.map_err(ApiError::from)),
             SchedulerOp::Describe => match parse::<NameRequest>(&msg) {
                 Ok(req) => encode_reply(&self.describe(req.name).await),
                 Err(e) => encode_reply::<()>(&Err(e)),
@@ -47,7 +47,7 @@ impl Scheduler {
                 Ok(req) => encode_reply(&self.logs(req).await),
                 Err(e) => encode_reply::<()>(&Err(e)),
             },
-            SchedulerOp::Routes => encode_reply(&self.registry.run(|r| r.serving_table()).await),
+            SchedulerOp::Routes => encode_reply(&self.registry.serving_table().await.map_err(ApiError::from)),
             SchedulerOp::Status => encode_reply(&self.status().await),
             SchedulerOp::SecretSet => match parse::<SecretSetRequest>(&msg) {
                 Ok(req) => encode_reply(&self.set_secret(req).await),
@@ -91,7 +91,7 @@ impl Scheduler {
         let ready = self.nodes.ready_any(&function);
         if ready == 0 {
             let n = function.clone();
-            let detail = self.registry.run(move |r| r.describe(&n)).await?;
+            let detail = self.registry.describe(&n).await?;
             let why = match failures.get(&function) {
                 Some(e) => format!("no worker could load it: {}", e.message),
                 None => "no live worker can take it (none running, none matching its node selector, or no memory left)"
@@ -107,7 +107,7 @@ impl Scheduler {
     }
 
     async fn describe(&self, name: String) -> Reply<FunctionDetail> {
-        let mut d = self.registry.run(move |r| r.describe(&name)).await?;
+        let mut d = self.registry.describe(&name).await?;
         d.replicas = self.nodes.ready(&d.name, d.active_version);
         d.scale = self.scaling.status(&d.name);
         d.outbound = self.nodes.outbound(&d.name);
@@ -130,10 +130,10 @@ impl Scheduler {
     }
 
     async fn status(&self) -> Reply<ClusterStatus> {
-        let versions = self.registry.run(|r| r.active_versions()).await?;
+        let versions = self.registry.active_versions().await?;
         let (nodes, replicas) = self.nodes.status();
         let scale =
             versions.iter().map(|v| (v.spec.name.clone(), self.scaling.status(&v.spec.name))).collect();
-        Ok(ClusterStatus { nodes, replicas, scale })
+        Ok(ClusterStatus { nodes, replicas, scale, leader: Some(self.lease.status()) })
     }
 }

@@ -13,13 +13,16 @@
 //! - [`triggers`]: event triggers' consumers and cron; [`artifacts`]:
 //!   components served to workers; [`records`]: logs and receipts, kept in
 //!   a [`tern_logbook::Logbook`];
-//! - [`registry`] (sled) behind [`store::RegistryHandle`].
+//! - [`registry`]: sled in `tern up`, a key-value bucket shared by every
+//!   scheduler in a cluster.
 
 pub mod artifacts;
 pub mod autoscale;
 mod changes;
 mod control;
+pub mod leader;
 pub mod nodes;
+mod peers;
 pub mod placement;
 mod reconcile;
 mod records;
@@ -27,7 +30,6 @@ pub mod registry;
 pub mod scaling;
 mod sealed;
 mod secrets;
-pub mod store;
 pub mod triggers;
 
 pub use nodes::DEAD_AFTER;
@@ -35,18 +37,19 @@ pub use scaling::ScaleConfig;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use leader::Lease;
 use nodes::Nodes;
 use registry::RegistryError;
+use registry::{Registry, SledRegistry};
 use scaling::Scaling;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use store::RegistryHandle;
 use tern_artifacts::{ArtifactStore, SledArtifacts};
-use tern_bus::{Bus, BusError, respond};
+use tern_bus::{Bus, BusError};
 use tern_events::EventLog;
+use tern_protocol::NodeAnnounce;
 use tern_protocol::subject::{self, SchedulerOp};
-use tern_protocol::{ApiError, NodeAnnounce, encode_reply};
 use tern_runtime::Runtime;
 use tern_task::guarded;
 
@@ -76,13 +79,22 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// Functions' log lines and receipts.
     pub logbook: Arc<dyn tern_logbook::Logbook>,
-    /// Components by digest; `None`: a tree of the registry's database
-    /// (`tern up`).
+    /// Functions, versions, routes; `None`: sled in the data dir (`tern
+    /// up`).
+    pub registry: Option<Arc<dyn Registry>>,
+    /// Components by digest; `None`: a tree of the sled registry's
+    /// database (`tern up`).
     pub artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// The lease schedulers sharing a registry compete for; `None`: the
+    /// only scheduler, which always leads.
+    pub lease: Option<Arc<Lease>>,
 }
 
 pub struct Scheduler {
-    registry: RegistryHandle,
+    registry: Arc<dyn Registry>,
+    /// Whether this scheduler leads: only the leader places, scales and
+    /// fires cron.
+    lease: Arc<Lease>,
     /// The components versions name, by digest.
     artifacts: Arc<dyn ArtifactStore>,
     /// Sealed secrets, in the registry's database.
@@ -112,18 +124,25 @@ impl Scheduler {
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
         scale_config: ScaleConfig,
-        Stores { events, logbook, artifacts }: Stores,
+        Stores { events, logbook, registry, artifacts, lease }: Stores,
         keep_versions: usize,
         metrics: Arc<tern_metrics::Metrics>,
     ) -> Result<Arc<Self>, SchedulerError> {
-        let registry = RegistryHandle::open(&data_dir.join("registry"))?;
-        let secrets = Arc::new(secrets::SecretStore::open(registry.registry(), data_dir)?);
-        let artifacts = match artifacts {
-            Some(a) => a,
-            None => Arc::new(SledArtifacts::new(registry.registry().open_tree("artifacts")?)),
+        let (registry, artifacts): (Arc<dyn Registry>, Arc<dyn ArtifactStore>) = match (registry, artifacts) {
+            (Some(r), Some(a)) => (r, a),
+            (registry, artifacts) => {
+                let sled = SledRegistry::open(&data_dir.join("registry"))?;
+                let a = match artifacts {
+                    Some(a) => a,
+                    None => Arc::new(SledArtifacts::new(sled.open_tree("artifacts")?)),
+                };
+                (registry.unwrap_or_else(|| Arc::new(sled)), a)
+            }
         };
+        let secrets = Arc::new(secrets::SecretStore::open(registry.clone(), data_dir)?);
         Ok(Arc::new(Scheduler {
             registry,
+            lease: lease.unwrap_or_else(Lease::sole),
             artifacts,
             secrets,
             bus,
@@ -146,20 +165,15 @@ impl Scheduler {
         // Every loop below runs each unit of its work (a request, a node's
         // state, a tick) through `guarded`: a panic costs that unit, not
         // the loop.
-        for op in SchedulerOp::ALL {
+        // Any scheduler answers reads and takes changes; wakes place
+        // functions, so only the leader takes them.
+        for op in SchedulerOp::ALL.into_iter().filter(|op| *op != SchedulerOp::Wake) {
             let sub = self.bus.queue_subscribe(&subject::scheduler(op), "scheduler").await?;
-            let me = self.clone();
-            tokio::spawn(sub.for_each_concurrent(None, move |msg| {
-                let me = me.clone();
-                async move {
-                    let reply_to = msg.clone();
-                    if guarded("scheduler-op", me.handle(op, msg)).await.is_none() {
-                        let failed = ApiError::internal("the scheduler failed on this request; see its log");
-                        let _ = respond(&*me.bus, &reply_to, encode_reply::<()>(&Err(failed))).await;
-                    }
-                }
-            }));
+            tokio::spawn(self.clone().answer(op, sub));
         }
+        tokio::spawn(self.clone().answer_wakes_while_leading());
+        tokio::spawn(self.lease.clone().run());
+        self.follow_changes().await?;
         let requests = self.bus.queue_subscribe(&subject::artifact_get(), "scheduler").await?;
         let (store, bus) = (self.artifacts.clone(), self.bus.clone());
         tokio::spawn(requests.for_each_concurrent(None, move |msg| {
@@ -191,7 +205,9 @@ impl Scheduler {
                     _ = s.wake.notified() => {}
                     _ = tokio::time::sleep(RECONCILE_EVERY) => {}
                 }
-                guarded("reconcile", s.reconcile()).await;
+                if s.lease.leading() {
+                    guarded("reconcile", s.reconcile()).await;
+                }
             }
         });
         let me = Arc::downgrade(self);
@@ -200,13 +216,15 @@ impl Scheduler {
             loop {
                 tokio::time::sleep(CRON_EVERY).await;
                 let Some(s) = me.upgrade() else { break };
-                guarded("cron", cron.fire_due(&s.registry, &*s.events)).await;
+                if s.lease.leading() {
+                    guarded("cron", cron.fire_due(&*s.registry, &*s.events)).await;
+                }
             }
         });
         // Consumers of versions deployed before an upgrade, or left by a
         // crash between a deploy's steps.
         let order = self.changes.lock().await;
-        let active = self.registry.run(|r| r.active_versions()).await?;
+        let active = self.registry.active_versions().await?;
         let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
         triggers::create(&*self.events, &wanted).await?;
         triggers::remove_unwanted(&*self.events, &active).await?;

@@ -31,6 +31,10 @@ impl Scheduler {
     /// cold start costs the same with 10 functions deployed or 10,000; the
     /// scheduler's tick places the rest.
     pub(crate) async fn reconcile_locked(&self, waking: Option<&str>) -> BTreeMap<String, ApiError> {
+        // Two schedulers placing at once would each undo the other's.
+        if !self.lease.leading() {
+            return BTreeMap::new();
+        }
         if let Some(f) = waking
             && let Some(failures) = self.place_quickly(f).await
         {
@@ -40,14 +44,14 @@ impl Scheduler {
             Some(f) => {
                 let mut names = self.nodes.loaded_anywhere();
                 names.insert(f.to_string());
-                self.registry.run(move |r| r.active_of(&names)).await
+                self.registry.active_of(&names).await
             }
-            None => self.registry.run(|r| r.active_versions()).await,
+            None => self.registry.active_versions().await,
         };
         let versions: Vec<Arc<Version>> = match versions {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!("cannot read the registry for placement: {}", e.message);
+                tracing::error!("cannot read the registry for placement: {e}");
                 return BTreeMap::new();
             }
         };
@@ -116,7 +120,7 @@ impl Scheduler {
             return None;
         }
         let names = std::collections::BTreeSet::from([f.to_string()]);
-        let version = self.registry.run(move |r| r.active_of(&names)).await.ok()?.pop()?;
+        let version = self.registry.active_of(&names).await.ok()?.pop()?;
         let ready = BTreeMap::from([(f.to_string(), 0)]);
         let desired = self.scaling.desired(std::slice::from_ref(&version), &ready, &self.metrics);
         if desired.get(f) != Some(&1) {

@@ -1,46 +1,165 @@
-//! The registry: functions, immutable versions and the route index, in
-//! sled. The components themselves are the scheduler's [`ArtifactStore`]'s
-//! (in `tern up`, a tree of this same database): a version names its
-//! component by digest, and the writes here say which digests no version
-//! names any more.
+//! The registry: functions, their immutable versions, the route index, cron
+//! state and sealed secrets. One seam, [`Registry`], with two
+//! implementations that pass one [`conformance`] suite:
+//! - [`SledRegistry`]: `tern up`'s, in the data dir, every change one sled
+//!   transaction;
+//! - [`KvRegistry`]: a cluster's, in a revision-checked key-value bucket
+//!   (JetStream's `TERN_REGISTRY`), every change guarded by the revisions
+//!   it read, so any number of schedulers can write it and two never both
+//!   win a route or a version number.
+//!
+//! The components themselves are the scheduler's [`ArtifactStore`]'s: a
+//! version names its component by digest, and the writes here say which
+//! digests no version names any more.
 //!
 //! [`ArtifactStore`]: tern_artifacts::ArtifactStore
-//!
-//! Every change is one sled transaction across the trees it touches, flushed
-//! before it returns, so an acknowledged deploy survives a crash and a failed
-//! one leaves nothing half-written. Every method blocks: call them from
-//! `spawn_blocking`.
-//!
-//! Trees:
-//! - `functions`: name → [`FunctionRecord`]
-//! - `versions`: `name/<version, 20 digits>` → [`Version`]
-//! - `routes`: pattern → function name (the active versions' routes)
-//! - `meta`: `routes_generation` → u64, bumped with every route change
 
-use parking_lot::Mutex;
+pub mod conformance;
+mod kv;
+mod sled;
+
+pub use self::kv::KvRegistry;
+pub use self::sled::SledRegistry;
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tern_protocol::route::RoutePattern;
 use tern_protocol::{
-    FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, ServingTable, TriggerEntry, Version, World,
+    ApiError, FunctionDetail, FunctionSpec, FunctionSummary, RouteEntry, ServingTable, TriggerEntry, Version,
+    World,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("registry storage failed: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
     #[error("registry record {key:?} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
+    /// The registry's disk is nearly full; nothing was written.
+    #[error("{0}")]
+    NoRoom(String),
 }
 
+impl From<::sled::Error> for RegistryError {
+    fn from(e: ::sled::Error) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+impl From<tern_kv::KvError> for RegistryError {
+    fn from(e: tern_kv::KvError) -> Self {
+        RegistryError::Storage(e.to_string())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Conflict(m) => ApiError::conflict(m),
+            RegistryError::NotFound(m) => ApiError::not_found(m),
+            RegistryError::NoRoom(m) => ApiError::unavailable(m),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+/// What the scheduler keeps about functions. Every write is durable when
+/// it returns, and a failed one leaves nothing half-visible: no version
+/// without its function record, no route served by two functions.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Records a new version of `spec.name` and makes it active. Refuses
+    /// (Conflict) a route that matches the same requests as another
+    /// function's.
+    async fn deploy(
+        &self,
+        spec: &FunctionSpec,
+        digest: &str,
+        world: World,
+        size: u64,
+        now_ms: u64,
+    ) -> Result<Version>;
+
+    /// The version a rollback would make active: `to`, or the one before
+    /// the active one.
+    async fn rollback_target(&self, name: &str, to: Option<u64>) -> Result<Version>;
+
+    /// Makes that version active; returns it.
+    async fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version>;
+
+    /// Removes a function, its versions and routes. Returns the digests of
+    /// its components that no other version names.
+    async fn delete(&self, name: &str) -> Result<Vec<String>>;
+
+    /// Forgets `name`'s versions beyond the newest `keep` (the active one
+    /// always stays). Returns the numbers forgotten and the digests no
+    /// version names any more: the caller removes those artifacts after
+    /// this, so a crash in between leaves an unused artifact, never a
+    /// version without its component.
+    async fn prune_versions(&self, name: &str, keep: usize) -> Result<(Vec<u64>, Vec<String>)>;
+
+    async fn version(&self, name: &str, number: u64) -> Result<Version>;
+
+    /// The active version of every function, by name.
+    async fn active_versions(&self) -> Result<Vec<Arc<Version>>>;
+
+    /// The active versions of those of `names` that exist.
+    async fn active_of(&self, names: &BTreeSet<String>) -> Result<Vec<Arc<Version>>>;
+
+    async fn list(&self) -> Result<Vec<FunctionSummary>>;
+
+    async fn describe(&self, name: &str) -> Result<FunctionDetail>;
+
+    /// The whole route table and every trigger, at the current generation.
+    async fn serving_table(&self) -> Result<ServingTable>;
+
+    /// What the last change this registry made to `name` did to the
+    /// serving table: `name`'s routes and triggers now (none once deleted),
+    /// at the generation that change made. A gateway on the generation
+    /// before puts them in place of `name`'s old ones.
+    async fn serving_change(&self, name: &str) -> Result<ServingTable>;
+
+    /// Another scheduler may have changed `name`: what is kept in memory
+    /// about it is read again.
+    async fn refresh(&self, name: &str) -> Result<()>;
+
+    /// The last cron tick fired for `name` (Unix seconds).
+    async fn cron_fired(&self, name: &str) -> Result<Option<u64>>;
+
+    /// Records `tick` as fired if the last one recorded is still `last`:
+    /// false if another scheduler recorded one first. A tick is claimed
+    /// before it is published, so no two schedulers fire it.
+    async fn claim_cron(&self, name: &str, last: Option<u64>, tick: u64) -> Result<bool>;
+
+    async fn forget_cron(&self, name: &str) -> Result<()>;
+
+    /// A secret's sealed value.
+    async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    async fn set_secret(&self, name: &str, sealed: Vec<u8>) -> Result<()>;
+
+    /// False if there was no such secret.
+    async fn remove_secret(&self, name: &str) -> Result<bool>;
+
+    async fn secret_names(&self) -> Result<Vec<String>>;
+
+    /// Refuses a change of about `bytes` while the registry's disk is
+    /// nearly full (sled does not come back well from a write that failed
+    /// for room). A remote registry keeps its own limits.
+    fn ensure_room(&self, _bytes: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A function's record: its active and newest version numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FunctionRecord {
     name: String,
@@ -48,25 +167,7 @@ struct FunctionRecord {
     latest_version: u64,
 }
 
-/// Errors raised inside a transaction abort it.
-type TxResult<T> = Result<T, ConflictableTransactionError<RegistryError>>;
-
-fn abort<T>(e: RegistryError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-fn unwrap_tx<T>(r: Result<T, TransactionError<RegistryError>>) -> Result<T, RegistryError> {
-    r.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => RegistryError::Storage(e),
-    })
-}
-
-fn version_key(name: &str, version: u64) -> String {
-    format!("{name}/{version:020}")
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T, RegistryError> {
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason: e.to_string(),
@@ -77,387 +178,42 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("registry records serialise")
 }
 
-const GENERATION: &[u8] = b"routes_generation";
-
-pub struct Registry {
-    /// The active version of every function, decoded once: placement,
-    /// the serving table and triggers read them on every change, and
-    /// decoding thousands of specs each time made a deploy cost O(functions).
-    /// Kept by the writes below.
-    active: Mutex<Option<BTreeMap<String, Arc<Version>>>>,
-    db: sled::Db,
-    functions: sled::Tree,
-    versions: sled::Tree,
-    routes: sled::Tree,
-    meta: sled::Tree,
+fn no_function(name: &str) -> RegistryError {
+    RegistryError::NotFound(format!("no function named {name:?}"))
 }
 
-impl Registry {
-    pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        let db = sled::Config::new().path(path).open()?;
-        let registry = Registry {
-            active: Mutex::new(None),
-            functions: db.open_tree("functions")?,
-            versions: db.open_tree("versions")?,
-            routes: db.open_tree("routes")?,
-            meta: db.open_tree("meta")?,
-            db,
-        };
-        registry.reindex_routes()?;
-        Ok(registry)
-    }
+fn no_version(name: &str, number: u64) -> RegistryError {
+    RegistryError::NotFound(format!("function {name:?} has no version {number}"))
+}
 
-    /// Another tree in the registry's database (its writes are made durable
-    /// by the registry's flushes, and the other way round).
-    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, RegistryError> {
-        Ok(self.db.open_tree(name)?)
-    }
+fn route_taken(route: &str, owner: &str) -> RegistryError {
+    RegistryError::Conflict(format!(
+        "route {route:?} matches the same requests as a route of function {owner:?}; delete it or choose another route"
+    ))
+}
 
-    /// Makes the route index match the active versions, keyed by shape.
-    /// Registries written before routes were indexed by shape kept raw
-    /// patterns, and may hold two spellings of one route (`/a`, `/a/`) for
-    /// two functions: the first function by name keeps it, the other is
-    /// logged and loses it.
-    fn reindex_routes(&self) -> Result<(), RegistryError> {
-        let mut wanted = std::collections::BTreeMap::new();
-        for v in self.active_versions()? {
-            for r in &v.spec.routes {
-                if let Some(owner) = wanted.insert(shape(r), v.spec.name.clone())
-                    && owner != v.spec.name
-                {
-                    tracing::warn!(route = %r, kept = %owner, dropped = %v.spec.name, "two functions claim one route");
-                    wanted.insert(shape(r), owner);
-                }
-            }
-        }
-        let current: std::collections::BTreeMap<String, String> = self
-            .routes
-            .iter()
-            .map(|item| {
-                item.map(|(k, v)| {
-                    (String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned())
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        if current == wanted {
-            return Ok(());
-        }
-        self.routes.clear()?;
-        for (shape, function) in &wanted {
-            self.routes.insert(shape.as_bytes(), function.as_bytes())?;
-        }
-        let generation = match self.meta.get(GENERATION)? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        };
-        self.meta.insert(GENERATION, &(generation + 1).to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
+fn detail(name: String, active: Version, versions: Vec<Version>) -> FunctionDetail {
+    FunctionDetail {
+        name,
+        active_version: active.number,
+        active,
+        versions,
+        replicas: 0,
+        scale: Default::default(),
+        triggers: Vec::new(),
+        dead_letters: 0,
+        outbound: Default::default(),
     }
+}
 
-    /// Records a new version and makes it active. `component` is stored
-    /// once per digest.
-    pub fn deploy(
-        &self,
-        spec: &FunctionSpec,
-        digest: &str,
-        world: World,
-        size: u64,
-        now_ms: u64,
-    ) -> Result<Version, RegistryError> {
-        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
-        let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
-            let previous = match functions.get(spec.name.as_bytes())? {
-                Some(b) => Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?),
-                None => None,
-            };
-            let number = previous.as_ref().map_or(1, |p| p.latest_version + 1);
-            let version = Version {
-                number,
-                digest: digest.to_string(),
-                size,
-                world,
-                spec: spec.clone(),
-                created_at_ms: now_ms,
-            };
-            let active = match &previous {
-                Some(p) => Some(tx_version(versions, &spec.name, p.active_version)?),
-                None => None,
-            };
-            swap_routes(routes, meta, &spec.name, active.as_ref().map(|v| &v.spec.routes[..]), &spec.routes)?;
-            versions.insert(version_key(&spec.name, number).as_bytes(), encode(&version))?;
-            let record =
-                FunctionRecord { name: spec.name.clone(), active_version: number, latest_version: number };
-            functions.insert(spec.name.as_bytes(), encode(&record))?;
-            Ok(version)
-        }))?;
-        self.db.flush()?;
-        self.now_active(&spec.name, Some(&version));
-        Ok(version)
-    }
-
-    /// The version a rollback would make active.
-    pub fn rollback_target(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
-        let record = self.record(name)?;
-        self.version(name, rollback_number(name, &record, to)?)
-    }
-
-    /// Points `name` at an earlier version (by default the one before the
-    /// active one). Returns the version now active.
-    pub fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version, RegistryError> {
-        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
-        let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
-            let mut record = tx_function(functions, name)?;
-            let active = tx_version(versions, name, record.active_version)?;
-            let target = rollback_number(name, &record, to).or_else(abort)?;
-            let target = tx_version(versions, name, target)?;
-            swap_routes(routes, meta, name, Some(&active.spec.routes), &target.spec.routes)?;
-            record.active_version = target.number;
-            functions.insert(name.as_bytes(), encode(&record))?;
-            Ok(target)
-        }))?;
-        self.db.flush()?;
-        self.now_active(name, Some(&version));
-        Ok(version)
-    }
-
-    /// Removes a function, all its versions and its routes. Returns the
-    /// digests of its components that no other version uses.
-    pub fn delete(&self, name: &str) -> Result<Vec<String>, RegistryError> {
-        let prefix = format!("{name}/");
-        let mut keys = Vec::new();
-        let mut digests = Vec::new();
-        for item in self.versions.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = item?;
-            digests.push(decode::<Version>(&k, &v)?.digest);
-            keys.push(k);
-        }
-        let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
-        unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
-            let record = tx_function(functions, name)?;
-            let active = tx_version(versions, name, record.active_version)?;
-            swap_routes(routes, meta, name, Some(&active.spec.routes), &[])?;
-            for k in &keys {
-                versions.remove(k)?;
-            }
-            functions.remove(name.as_bytes())?;
-            Ok(())
-        }))?;
-        self.now_active(name, None);
-        self.db.flush()?;
-        self.unused(digests)
-    }
-
-    /// Forgets `name`'s versions beyond the newest `keep` (the active one
-    /// always stays). Returns the version numbers forgotten, and the
-    /// digests no version uses any more: the caller removes those
-    /// artifacts after this, so a crash in between leaves an unused
-    /// artifact, never a version without its component.
-    pub fn prune_versions(&self, name: &str, keep: usize) -> Result<(Vec<u64>, Vec<String>), RegistryError> {
-        let active = self.record(name)?.active_version;
-        let mut versions = Vec::new();
-        for item in self.versions.scan_prefix(format!("{name}/").as_bytes()) {
-            let (k, v) = item?;
-            versions.push(decode::<Version>(&k, &v)?);
-        }
-        versions.sort_by_key(|v| std::cmp::Reverse(v.number));
-        let old: Vec<Version> =
-            versions.into_iter().skip(keep.max(1)).filter(|v| v.number != active).collect();
-        if old.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        for v in &old {
-            self.versions.remove(version_key(name, v.number).as_bytes())?;
-        }
-        self.db.flush()?;
-        let unused = self.unused(old.iter().map(|v| v.digest.clone()).collect())?;
-        Ok((old.iter().map(|v| v.number).collect(), unused))
-    }
-
-    /// Those of `digests` no version names.
-    fn unused(&self, mut digests: Vec<String>) -> Result<Vec<String>, RegistryError> {
-        digests.sort();
-        digests.dedup();
-        let mut unused = Vec::new();
-        for d in digests {
-            if !self.digest_in_use(&d)? {
-                unused.push(d);
-            }
-        }
-        Ok(unused)
-    }
-
-    fn digest_in_use(&self, digest: &str) -> Result<bool, RegistryError> {
-        for item in self.versions.iter() {
-            let (k, v) = item?;
-            if decode::<Version>(&k, &v)?.digest == digest {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    pub fn version(&self, name: &str, number: u64) -> Result<Version, RegistryError> {
-        let key = version_key(name, number);
-        match self.versions.get(key.as_bytes())? {
-            Some(b) => decode(key.as_bytes(), &b),
-            None => Err(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
-        }
-    }
-
-    fn record(&self, name: &str) -> Result<FunctionRecord, RegistryError> {
-        match self.functions.get(name.as_bytes())? {
-            Some(b) => decode(name.as_bytes(), &b),
-            None => Err(RegistryError::NotFound(format!("no function named {name:?}"))),
-        }
-    }
-
-    /// The active version of every function, by name.
-    pub fn active_versions(&self) -> Result<Vec<Arc<Version>>, RegistryError> {
-        self.with_active(|all| all.values().cloned().collect())
-    }
-
-    /// The active versions of `names` (those that exist), without looking
-    /// at the others.
-    pub fn active_of(&self, names: &BTreeSet<String>) -> Result<Vec<Arc<Version>>, RegistryError> {
-        self.with_active(|all| names.iter().filter_map(|n| all.get(n).cloned()).collect())
-    }
-
-    fn active(&self) -> Result<BTreeMap<String, Arc<Version>>, RegistryError> {
-        self.with_active(|all| all.clone())
-    }
-
-    /// Runs `f` on the active versions, read from the database the first
-    /// time.
-    fn with_active<T>(
-        &self,
-        f: impl FnOnce(&BTreeMap<String, Arc<Version>>) -> T,
-    ) -> Result<T, RegistryError> {
-        let mut active = self.active.lock();
-        if active.is_none() {
-            let mut all = BTreeMap::new();
-            for item in self.functions.iter() {
-                let (k, v) = item?;
-                let record: FunctionRecord = decode(&k, &v)?;
-                all.insert(record.name.clone(), Arc::new(self.version(&record.name, record.active_version)?));
-            }
-            *active = Some(all);
-        }
-        Ok(f(active.as_ref().expect("filled above")))
-    }
-
-    /// A committed write changed `name`'s active version (`None`: deleted).
-    fn now_active(&self, name: &str, version: Option<&Version>) {
-        if let Some(active) = self.active.lock().as_mut() {
-            match version {
-                Some(v) => active.insert(name.to_string(), Arc::new(v.clone())),
-                None => active.remove(name),
-            };
-        }
-    }
-
-    pub fn list(&self) -> Result<Vec<FunctionSummary>, RegistryError> {
-        let mut out = Vec::new();
-        for item in self.functions.iter() {
-            let (k, v) = item?;
-            let r: FunctionRecord = decode(&k, &v)?;
-            let active = self.version(&r.name, r.active_version)?;
-            out.push(FunctionSummary {
-                name: r.name,
-                active_version: r.active_version,
-                latest_version: r.latest_version,
-                routes: active.spec.routes,
-                digest: active.digest,
-                world: active.world,
-            });
-        }
-        Ok(out)
-    }
-
-    pub fn describe(&self, name: &str) -> Result<FunctionDetail, RegistryError> {
-        let r = self.record(name)?;
-        let mut versions = Vec::new();
-        for item in self.versions.scan_prefix(format!("{name}/").as_bytes()) {
-            let (k, v) = item?;
-            versions.push(decode::<Version>(&k, &v)?);
-        }
-        let active = self.version(name, r.active_version)?;
-        Ok(FunctionDetail {
-            name: r.name,
-            active_version: r.active_version,
-            active,
-            versions,
-            replicas: 0,
-            scale: Default::default(),
-            triggers: Vec::new(),
-            dead_letters: 0,
-            outbound: Default::default(),
-        })
-    }
-
-    /// The last cron tick fired for `name` (Unix seconds).
-    pub fn cron_fired(&self, name: &str) -> Result<Option<u64>, RegistryError> {
-        Ok(self
-            .meta
-            .get(format!("cron/{name}"))?
-            .map(|b| u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8]))))
-    }
-
-    pub fn forget_cron(&self, name: &str) -> Result<(), RegistryError> {
-        self.meta.remove(format!("cron/{name}"))?;
-        Ok(())
-    }
-
-    /// Records a fired tick; durable once this returns.
-    pub fn set_cron_fired(&self, name: &str, tick: u64) -> Result<(), RegistryError> {
-        self.meta.insert(format!("cron/{name}"), &tick.to_be_bytes())?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// The route table, built from the route index and the active versions.
-    pub fn serving_table(&self) -> Result<ServingTable, RegistryError> {
-        let generation = self.generation()?;
-        let all = self.active()?;
-        let mut routes = Vec::new();
-        for item in self.routes.iter() {
-            let (k, v) = item?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let function = String::from_utf8_lossy(&v).into_owned();
-            let Some(active) = all.get(&function) else {
-                tracing::warn!(function, route = key, "route index names a function with no active version");
-                continue;
-            };
-            // The index holds shapes; the table carries the pattern as
-            // deployed (in normal form).
-            let Some(pattern) = active.spec.routes.iter().find(|r| shape(r) == key) else {
-                tracing::warn!(function, route = key, "route index names a route the active version lacks");
-                continue;
-            };
-            routes.push(route_entry(active, pattern));
-        }
-        let triggers = all.values().flat_map(|v| trigger_entries(v)).collect();
-        Ok(ServingTable { generation, routes, triggers, only: None })
-    }
-
-    /// What the last change to `name` (a deploy, rollback or delete) did to
-    /// the serving table: its routes and triggers now (none once deleted),
-    /// at the generation that change made. A gateway on the generation
-    /// before puts them in place of `name`'s old ones, instead of reading
-    /// every function's again.
-    pub fn serving_change(&self, name: &str) -> Result<ServingTable, RegistryError> {
-        let generation = self.generation()?;
-        let active = self.with_active(|all| all.get(name).cloned())?;
-        let routes = active.iter().flat_map(|v| v.spec.routes.iter().map(|r| route_entry(v, r))).collect();
-        let triggers = active.iter().flat_map(|v| trigger_entries(v)).collect();
-        Ok(ServingTable { generation, routes, triggers, only: Some(name.to_string()) })
-    }
-
-    fn generation(&self) -> Result<u64, RegistryError> {
-        Ok(match self.meta.get(GENERATION)? {
-            Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-            None => 0,
-        })
+fn summary(record: &FunctionRecord, active: &Version) -> FunctionSummary {
+    FunctionSummary {
+        name: record.name.clone(),
+        active_version: record.active_version,
+        latest_version: record.latest_version,
+        routes: active.spec.routes.clone(),
+        digest: active.digest.clone(),
+        world: active.world,
     }
 }
 
@@ -485,8 +241,15 @@ fn trigger_entries(v: &Version) -> Vec<TriggerEntry> {
         .collect()
 }
 
+/// `name`'s routes and triggers as `active` (none: deleted) has them.
+fn change_of(name: &str, generation: u64, active: Option<&Version>) -> ServingTable {
+    let routes = active.iter().flat_map(|v| v.spec.routes.iter().map(|r| route_entry(v, r))).collect();
+    let triggers = active.iter().flat_map(|v| trigger_entries(v)).collect();
+    ServingTable { generation, routes, triggers, only: Some(name.to_string()) }
+}
+
 /// `to`, or the version before the active one.
-fn rollback_number(name: &str, record: &FunctionRecord, to: Option<u64>) -> Result<u64, RegistryError> {
+fn rollback_number(name: &str, record: &FunctionRecord, to: Option<u64>) -> Result<u64> {
     match to {
         Some(v) => Ok(v),
         None if record.active_version > 1 => Ok(record.active_version - 1),
@@ -497,60 +260,11 @@ fn rollback_number(name: &str, record: &FunctionRecord, to: Option<u64>) -> Resu
     }
 }
 
-fn tx_function(functions: &TransactionalTree, name: &str) -> TxResult<FunctionRecord> {
-    match functions.get(name.as_bytes())? {
-        Some(b) => decode(name.as_bytes(), &b).or_else(abort),
-        None => abort(RegistryError::NotFound(format!("no function named {name:?}"))),
-    }
-}
-
-fn tx_version(versions: &TransactionalTree, name: &str, number: u64) -> TxResult<Version> {
-    let key = version_key(name, number);
-    match versions.get(key.as_bytes())? {
-        Some(b) => decode(key.as_bytes(), &b).or_else(abort),
-        None => abort(RegistryError::NotFound(format!("function {name:?} has no version {number}"))),
-    }
-}
-
 /// The route index's key: the set of paths a pattern matches (see
 /// `RoutePattern::shape`), so `/hello/` and `/hello`, or `/u/:a` and
 /// `/u/:b`, are one key with one owner. Stored patterns were validated.
 fn shape(pattern: &str) -> String {
     RoutePattern::parse(pattern).map_or_else(|_| pattern.to_string(), |p| p.shape())
-}
-
-/// Moves `name` from its `old` routes to `new` ones, refusing any route
-/// that matches the same requests as another function's, and bumps the
-/// route generation.
-fn swap_routes(
-    routes: &TransactionalTree,
-    meta: &TransactionalTree,
-    name: &str,
-    old: Option<&[String]>,
-    new: &[String],
-) -> TxResult<()> {
-    for r in new {
-        if let Some(owner) = routes.get(shape(r).as_bytes())?
-            && owner.as_ref() != name.as_bytes()
-        {
-            return abort(RegistryError::Conflict(format!(
-                "route {r:?} matches the same requests as a route of function {:?}; delete it or choose another route",
-                String::from_utf8_lossy(&owner)
-            )));
-        }
-    }
-    for r in old.unwrap_or(&[]) {
-        routes.remove(shape(r).as_bytes())?;
-    }
-    for r in new {
-        routes.insert(shape(r).as_bytes(), name.as_bytes())?;
-    }
-    let generation = match meta.get(GENERATION)? {
-        Some(b) => u64::from_be_bytes(b.as_ref().try_into().unwrap_or([0; 8])),
-        None => 0,
-    };
-    meta.insert(GENERATION, &(generation + 1).to_be_bytes())?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! pushed to the workers running each function granted the secret before
 //! `set` answers, so the next request sees the new value.
 //!
-//! Values are sealed at rest ([`crate::sealed`]) in the registry's database
-//! (tree `secrets`), and never written to a log or an error.
+//! Values are sealed at rest ([`crate::sealed`]) in the registry, and
+//! never written to a log or an error. Every scheduler sharing a registry
+//! must have the same secret key (`secret.key` in its data dir).
 
 use crate::Scheduler;
 use crate::SchedulerError;
@@ -22,51 +23,47 @@ use tern_protocol::{
 /// How long a worker has to take new secret values.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sealed secrets by name.
+/// Sealed secrets by name, in the registry.
 pub(crate) struct SecretStore {
-    tree: sled::Tree,
+    registry: Arc<dyn Registry>,
     sealer: Sealer,
 }
 
 impl SecretStore {
-    /// The `secrets` tree of `registry`, sealed with the key in `data_dir`.
-    pub(crate) fn open(registry: &Registry, data_dir: &Path) -> Result<Self, SchedulerError> {
+    /// Secrets in `registry`, sealed with the key in `data_dir`.
+    pub(crate) fn open(registry: Arc<dyn Registry>, data_dir: &Path) -> Result<Self, SchedulerError> {
         let sealer = Sealer::open_or_create(data_dir)
             .map_err(|e| SchedulerError::SecretKey(data_dir.display().to_string(), e))?;
-        Ok(SecretStore { tree: registry.open_tree("secrets")?, sealer })
+        Ok(SecretStore { registry, sealer })
     }
 
-    fn put(&self, name: &str, value: &str) -> Result<(), ApiError> {
-        self.tree.insert(name.as_bytes(), self.sealer.seal(name, value)).map_err(internal)?;
-        self.tree.flush().map_err(internal)?;
-        Ok(())
+    async fn put(&self, name: &str, value: &str) -> Result<(), ApiError> {
+        Ok(self.registry.set_secret(name, self.sealer.seal(name, value)).await?)
     }
 
-    fn remove(&self, name: &str) -> Result<bool, ApiError> {
-        let existed = self.tree.remove(name.as_bytes()).map_err(internal)?.is_some();
-        self.tree.flush().map_err(internal)?;
-        Ok(existed)
+    async fn remove(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self.registry.remove_secret(name).await?)
     }
 
-    fn names(&self) -> Result<Vec<String>, ApiError> {
-        self.tree
-            .iter()
-            .keys()
-            .map(|k| k.map(|k| String::from_utf8_lossy(&k).into_owned()).map_err(internal))
-            .collect()
+    async fn names(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self.registry.secret_names().await?)
     }
 
-    fn exists(&self, name: &str) -> Result<bool, ApiError> {
-        self.tree.contains_key(name.as_bytes()).map_err(internal)
+    async fn exists(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self.registry.secret(name).await?.is_some())
     }
 
     /// The values of `names` that are set (a name deleted with `--force`
     /// since a version was deployed is left out).
-    fn values(&self, names: &[String]) -> Result<BTreeMap<String, SecretValue>, ApiError> {
+    async fn values(&self, names: &[String]) -> Result<BTreeMap<String, SecretValue>, ApiError> {
         let mut out = BTreeMap::new();
         for name in names {
-            if let Some(sealed) = self.tree.get(name.as_bytes()).map_err(internal)? {
-                let value = self.sealer.open(name, &sealed).map_err(ApiError::internal)?;
+            if let Some(sealed) = self.registry.secret(name).await? {
+                let value = self.sealer.open(name, &sealed).map_err(|e| {
+                    ApiError::internal(format!(
+                        "{e} (every scheduler sharing a registry needs the same secret.key in its data dir)"
+                    ))
+                })?;
                 out.insert(name.clone(), SecretValue(value));
             }
         }
@@ -74,21 +71,7 @@ impl SecretStore {
     }
 }
 
-fn internal(e: sled::Error) -> ApiError {
-    ApiError::internal(format!("secret store: {e}"))
-}
-
 impl Scheduler {
-    async fn secrets_blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&SecretStore) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.secrets.clone();
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| ApiError::internal(format!("secret store task failed: {e}")))?
-    }
-
     pub(crate) async fn set_secret(&self, req: SecretSetRequest) -> Reply<SecretInfo> {
         validate_secret_name(&req.name).map_err(ApiError::bad_request)?;
         if req.value.0.len() > MAX_SECRET_BYTES {
@@ -103,7 +86,7 @@ impl Scheduler {
         // value, one made before is updated below.
         let _order = self.changes.lock().await;
         let name = req.name.clone();
-        self.secrets_blocking(move |s| s.put(&req.name, &req.value.0)).await?;
+        self.secrets.put(&req.name, &req.value.0).await?;
         let granted = self.granted(&name).await?;
         self.push(&granted).await;
         tracing::info!(secret = %name, functions = granted.len(), "secret set");
@@ -111,8 +94,8 @@ impl Scheduler {
     }
 
     pub(crate) async fn list_secrets(&self) -> Reply<Vec<SecretInfo>> {
-        let names = self.secrets_blocking(|s| s.names()).await?;
-        let active = self.registry.run(|r| r.active_versions()).await?;
+        let names = self.secrets.names().await?;
+        let active = self.registry.active_versions().await?;
         Ok(names
             .into_iter()
             .map(|name| {
@@ -138,7 +121,7 @@ impl Scheduler {
             )));
         }
         let n = name.clone();
-        if !self.secrets_blocking(move |s| s.remove(&n)).await? {
+        if !self.secrets.remove(&n).await? {
             return Err(ApiError::not_found(format!("no secret {name:?}")));
         }
         self.push(&granted).await;
@@ -152,23 +135,14 @@ impl Scheduler {
         if names.is_empty() {
             return Ok(());
         }
-        let names = names.to_vec();
-        let missing = self
-            .secrets_blocking(move |s| {
-                for name in names {
-                    if !s.exists(&name)? {
-                        return Ok(Some(name));
-                    }
-                }
-                Ok(None)
-            })
-            .await?;
-        match missing {
-            Some(name) => Err(ApiError::bad_request(format!(
-                "secret {name:?} is not set; set it first with `tern secret set {name}`"
-            ))),
-            None => Ok(()),
+        for name in names {
+            if !self.secrets.exists(name).await? {
+                return Err(ApiError::bad_request(format!(
+                    "secret {name:?} is not set; set it first with `tern secret set {name}`"
+                )));
+            }
         }
+        Ok(())
     }
 
     /// The current values of a version's secrets, for its assign.
@@ -179,13 +153,12 @@ impl Scheduler {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let names = names.to_vec();
-        self.secrets_blocking(move |s| s.values(&names)).await
+        self.secrets.values(names).await
     }
 
     /// Active versions granted `name`.
     async fn granted(&self, name: &str) -> Result<Vec<Arc<Version>>, ApiError> {
-        let active = self.registry.run(|r| r.active_versions()).await?;
+        let active = self.registry.active_versions().await?;
         Ok(active.into_iter().filter(|v| v.spec.secrets.iter().any(|s| s == name)).collect())
     }
 

@@ -5,7 +5,7 @@
 //! event log, so a tick is delivered (retried, dead-lettered) like any
 //! event.
 
-use crate::store::RegistryHandle;
+use crate::registry::Registry;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -55,9 +55,12 @@ impl Cron {
     /// Fires due ticks, once each: the last tick fired per function is
     /// kept in the registry, so a restarted scheduler neither repeats a
     /// tick nor replays the ticks it was down for (it fires the latest
-    /// missed one once, then follows the schedule).
-    pub async fn fire_due(&mut self, registry: &RegistryHandle, events: &dyn EventLog) {
-        let Ok(versions) = registry.run(|r| r.active_versions()).await else { return };
+    /// missed one once, then follows the schedule). Run by the leader
+    /// only; even so a tick is claimed in the registry (a revision-checked
+    /// write) before it is published, so a scheduler that lost the lease
+    /// without knowing yet cannot fire it a second time.
+    pub async fn fire_due(&mut self, registry: &dyn Registry, events: &dyn EventLog) {
+        let Ok(versions) = registry.active_versions().await else { return };
         let now = clock::now_secs();
         for v in versions {
             let (name, Some(expr)) = (v.spec.name.clone(), v.spec.schedule.clone()) else { continue };
@@ -68,26 +71,33 @@ impl Cron {
                     Err(_) => continue, // validated at deploy
                 },
             };
-            let n = name.clone();
-            let Ok(last) = registry.run(move |r| r.cron_fired(&n)).await else { continue };
+            let Ok(last) = registry.cron_fired(&name).await else { continue };
             let Some(last) = last else {
                 // First sight of this schedule: start from now.
-                let _ = registry.run(move |r| r.set_cron_fired(&name, now)).await;
+                let _ = registry.claim_cron(&name, None, now).await;
                 continue;
             };
             let Some(tick) = latest_due(&schedule, last, now) else { continue };
-            let data = serde_json::json!({ "schedule": expr, "tick": tick }).to_string();
-            let headers = vec![("Tern-Schedule".to_string(), expr.clone())];
-            // Published before the tick is recorded: a crash in between
-            // fires it twice rather than never (events are at least once).
-            match events.publish(&subject::cron(&name), headers, Bytes::from(data)).await {
-                Ok(e) => tracing::info!(function = %name, tick, event = %e.id, "cron tick"),
+            // Claimed before it is published: a crash in between loses
+            // this tick (the next one fires), and no two schedulers fire it.
+            match registry.claim_cron(&name, Some(last), tick).await {
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
-                    tracing::warn!(function = %name, "cron tick {tick} not published, will retry: {e}");
+                    tracing::warn!(function = %name, "cron tick {tick} not claimed, will retry: {e}");
                     continue;
                 }
             }
-            let _ = registry.run(move |r| r.set_cron_fired(&name, tick)).await;
+            let data = serde_json::json!({ "schedule": expr, "tick": tick }).to_string();
+            let headers = vec![("Tern-Schedule".to_string(), expr.clone())];
+            match events.publish(&subject::cron(&name), headers, Bytes::from(data)).await {
+                Ok(e) => tracing::info!(function = %name, tick, event = %e.id, "cron tick"),
+                Err(e) => {
+                    // Given back, so the next round tries it again.
+                    tracing::warn!(function = %name, "cron tick {tick} not published, will retry: {e}");
+                    let _ = registry.claim_cron(&name, Some(tick), last).await;
+                }
+            }
         }
     }
 }

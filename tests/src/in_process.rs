@@ -72,7 +72,7 @@ impl InProcess {
                 metrics_token: None,
                 memory_budget_mib: None,
             };
-            let stores = tern_roles::Stores { events, logbook, artifacts: None };
+            let stores = tern_roles::Stores { events, logbook, registry: None, artifacts: None, lease: None };
             tern_roles::up(Arc::new(InProcessBus::new()), stores, kv, config).await.expect("start every role")
         });
         let url = format!("http://{}", platform.gateway.addr);
