@@ -11,6 +11,13 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 pub const BUCKET: &str = "TERN_ARTIFACTS";
+/// The longest a put or a get may take. The object store's reads are an
+/// ordered consumer that waits on its server without a deadline of its
+/// own; if that server dies mid-read, the caller gets an error to retry
+/// (on another server) instead of waiting for ever.
+const WITHIN: Duration = Duration::from_secs(60);
+/// Times a missing artifact is looked for again, 100 ms apart.
+const MISSES_ASKED_AGAIN: usize = 5;
 
 pub struct JetStreamArtifacts {
     store: object_store::ObjectStore,
@@ -57,20 +64,38 @@ impl ArtifactStore for JetStreamArtifacts {
         if self.store.info(digest).await.is_ok() {
             return Ok(());
         }
-        self.store.put(digest, &mut &bytes[..]).await.map_err(storage("storing an artifact"))?;
+        tokio::time::timeout(WITHIN, self.store.put(digest, &mut &bytes[..]))
+            .await
+            .map_err(storage("storing an artifact timed out"))?
+            .map_err(storage("storing an artifact"))?;
         Ok(())
     }
 
     async fn get(&self, digest: &str) -> Result<Option<Bytes>, ArtifactError> {
         check(digest)?;
-        let mut object = match self.store.get(digest).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(storage("reading an artifact")(e)),
+        let read = || async {
+            let mut object = match self.store.get(digest).await {
+                Ok(o) => o,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(storage("reading an artifact")(e)),
+            };
+            let mut bytes = Vec::with_capacity(object.info().size);
+            object.read_to_end(&mut bytes).await.map_err(storage("reading an artifact"))?;
+            Ok(Some(bytes.into()))
         };
-        let mut bytes = Vec::with_capacity(object.info().size);
-        object.read_to_end(&mut bytes).await.map_err(storage("reading an artifact"))?;
-        Ok(Some(bytes.into()))
+        // With replicas, a read right after another role's put may be
+        // answered by a server that has not applied it yet: a miss is
+        // asked again a few times before it counts.
+        for _ in 0..MISSES_ASKED_AGAIN {
+            match tokio::time::timeout(WITHIN, read())
+                .await
+                .map_err(storage("reading an artifact timed out"))??
+            {
+                Some(bytes) => return Ok(Some(bytes)),
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        tokio::time::timeout(WITHIN, read()).await.map_err(storage("reading an artifact timed out"))?
     }
 
     async fn remove(&self, digest: &str) -> Result<(), ArtifactError> {

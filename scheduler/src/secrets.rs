@@ -5,7 +5,7 @@
 //!
 //! Values are sealed at rest ([`crate::sealed`]) in the registry, and
 //! never written to a log or an error. Every scheduler sharing a registry
-//! must have the same secret key (`secret.key` in its data dir).
+//! must have the same secret key (`secret-key` in its data dir).
 
 use crate::Scheduler;
 use crate::SchedulerError;
@@ -61,7 +61,7 @@ impl SecretStore {
             if let Some(sealed) = self.registry.secret(name).await? {
                 let value = self.sealer.open(name, &sealed).map_err(|e| {
                     ApiError::internal(format!(
-                        "{e} (every scheduler sharing a registry needs the same secret.key in its data dir)"
+                        "{e} (every scheduler sharing a registry needs the same secret-key file in its data dir)"
                     ))
                 })?;
                 out.insert(name.clone(), SecretValue(value));
