@@ -46,10 +46,10 @@ start_embedded "$TERN" $EMBEDDED_ADDR
 
 cluster() { TERN_URL=http://$CLUSTER_ADDR TERN_TOKEN=$(cat "$tmp/gateway/admin-token") "$TERN" "$@"; }
 embedded() { TERN_URL=http://$EMBEDDED_ADDR TERN_TOKEN=$(cat "$tmp/embedded/admin-token") "$TERN" "$@"; }
-until cluster status --json 2>/dev/null | grep -q '"leading":true'; do sleep 0.2; done
+until cluster status --json 2>/dev/null | grep -Eq '"leading": *true'; do sleep 0.2; done
 
-# times NAME CMD...: runs CMD RUNS times; prints "p50 p99" in ms.
-times() {
+# latency NAME CMD...: runs CMD RUNS times; prints "p50 p99" in ms.
+latency() {
   local out=$tmp/times.$1
   shift
   : > "$out"
@@ -58,7 +58,7 @@ times() {
     "$@" > /dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
     echo $(( ($(date +%s%N) - t0) / 1000 )) >> "$out"
   done
-  sort -n "$out" | awk '{a[NR]=$1} END {printf "%.1f %.1f", a[int(NR*0.5)+1]/1000, a[int(NR*0.99)>0?int(NR*0.99):1]/1000}'
+  sort -n "$out" | awk '{a[NR]=$1} END {i = int(NR*0.99); if (i < 1) i = 1; printf "%.1f %.1f", a[int(NR*0.5)+1]/1000, a[i]/1000}'
 }
 
 echo "tern $(git rev-parse --short HEAD), $(nproc) cores, $(date -u +%F), RUNS=$RUNS, lease $LEASE"
@@ -71,8 +71,8 @@ done
 row() {
   local what=$1
   shift
-  read -r s50 s99 <<< "$(times "e$RUNS" embedded "$@")"
-  read -r j50 j99 <<< "$(times "c$RUNS" cluster "$@")"
+  read -r s50 s99 <<< "$(latency "e$RUNS" embedded "$@")"
+  read -r j50 j99 <<< "$(latency "c$RUNS" cluster "$@")"
   echo "| $what | $s50 / $s99 | $j50 / $j99 | $(awk -v a="$j50" -v b="$s50" 'BEGIN {printf "%.2fx", a/b}') |"
 }
 row "deploy (a new version of one function)" deploy $WASM --name bench --route /bench
@@ -96,7 +96,7 @@ for run in $(seq 1 "$FAILOVERS"); do
   # Any scheduler takes a deploy; placing it waits for a leader.
   until cluster deploy $WASM --name failover --route /failover --json > /dev/null 2>&1; do sleep 0.05; done
   deployed=$(( ($(date +%s%N) - t0) / 1000000 ))
-  until cluster status --json 2>/dev/null | grep -q '"leading":true'; do sleep 0.05; done
+  until cluster status --json 2>/dev/null | grep -Eq '"leading": *true'; do sleep 0.05; done
   led=$(( ($(date +%s%N) - t0) / 1000000 ))
   echo "$led" >> "$tmp/failovers"
   echo "| $run | s$victim | $deployed | $led |"
