@@ -58,6 +58,9 @@ pub struct NatsBus {
     client: async_nats::Client,
 }
 
+/// The longest a JetStream API request waits for its answer.
+pub const JETSTREAM_API_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl NatsBus {
     /// Connects, retrying until the server answers; after that async-nats
     /// reconnects by itself for as long as the process lives, and
@@ -66,8 +69,12 @@ impl NatsBus {
         let mut o = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .max_reconnects(None)
-            // Request timeouts are per call (Bus::request), never global.
-            .request_timeout(None)
+            // Bus::request sets its own timeout per call. This one bounds
+            // what sets none: JetStream API requests from contexts made on
+            // this client (streams, buckets, the object store). Without it
+            // a request the cluster never answers (a stream electing a
+            // leader just after a node died) waited for ever.
+            .request_timeout(Some(JETSTREAM_API_TIMEOUT))
             .connection_timeout(Duration::from_secs(5))
             .event_callback(|event| async move {
                 tracing::info!("nats: {event}");

@@ -330,7 +330,12 @@ impl Role {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut child = Command::new(tern_bin())
             .args(&self.args)
-            .env("RUST_LOG", "info,cranelift=warn,wasmtime=warn,async_nats=warn")
+            // TERN_TEST_RUST_LOG: more of the roles' logs, to debug a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("TERN_TEST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,cranelift=warn,wasmtime=warn,async_nats=warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
