@@ -267,41 +267,48 @@ impl KvBucket for JsBucket {
             |e: &dyn std::fmt::Display| KvError::Unavailable(format!("listing {}: {e}", self.name));
         // The last message of every key, headers only: what the key-value
         // layer's own key listing reads, plus the expiry header it drops.
+        // The inbox is subscribed before the consumer exists: subscribing
+        // after (as an ordered consumer's `messages()` does) can miss the
+        // first messages the server pushes, and then the listing waits for
+        // a heartbeat to notice, seconds on a busy machine.
+        let inbox = self.shared.client.new_inbox();
+        let mut sub = self.shared.client.subscribe(inbox.clone()).await.map_err(|e| unavailable(&e))?;
         let consumer = self
             .stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: self.shared.client.new_inbox(),
+            .create_consumer(consumer::push::Config {
+                deliver_subject: inbox,
                 filter_subject: format!("{}>", self.prefix),
                 headers_only: true,
+                ack_policy: consumer::AckPolicy::None,
                 replay_policy: consumer::ReplayPolicy::Instant,
                 deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                inactive_threshold: Duration::from_secs(5),
                 ..Default::default()
             })
             .await
             .map_err(|e| unavailable(&e))?;
         let mut keys = Vec::new();
-        if consumer.cached_info().num_pending > 0 {
-            let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-            while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        let mut pending = consumer.cached_info().num_pending;
+        while pending > 0 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
                 .await
                 .map_err(|_| unavailable(&"timed out"))?
+                .ok_or_else(|| unavailable(&"the listing's subscription ended"))?;
+            let msg = jetstream::Message { message: msg, context: self.shared.js.clone() };
+            pending = msg.info().map(|i| i.pending).unwrap_or(0);
+            let deleted = header(msg.headers.as_ref(), OPERATION_HEADER).is_some();
+            let expires =
+                header(msg.headers.as_ref(), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if !deleted
+                && !expired(expires)
+                && let Some(key) = msg.subject.strip_prefix(self.prefix.as_str()).and_then(decode_key)
             {
-                let msg = msg.map_err(|e| unavailable(&e))?;
-                let pending = msg.info().map(|i| i.pending).unwrap_or(0);
-                let deleted = header(msg.headers.as_ref(), OPERATION_HEADER).is_some();
-                let expires =
-                    header(msg.headers.as_ref(), EXPIRES_HEADER).and_then(|v| v.parse().ok()).unwrap_or(0);
-                if !deleted
-                    && !expired(expires)
-                    && let Some(key) = msg.subject.strip_prefix(self.prefix.as_str()).and_then(decode_key)
-                {
-                    keys.push(key);
-                }
-                if pending == 0 {
-                    break;
-                }
+                keys.push(key);
             }
         }
+        // The consumer goes by itself once no one listens (workers may
+        // not delete consumers).
+        let _ = sub.unsubscribe().await;
         keys.retain(|k| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a));
         keys.sort();
         keys.truncate(limit);
