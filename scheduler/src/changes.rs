@@ -73,11 +73,8 @@ impl Scheduler {
             let previous = self.registry.active_of(&names).await?;
             previous.iter().any(|v| !v.spec.triggers().is_empty())
         };
-        let version = {
-            let (spec, digest) = (spec.clone(), digest.clone());
-            let size = component.len() as u64;
-            self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await?
-        };
+        let size = component.len() as u64;
+        let version = self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await?;
         // Another scheduler deleting the last function that used this
         // component may have removed it between the put above and the
         // version's record; putting it again is a no-op when it is there.
@@ -109,10 +106,7 @@ impl Scheduler {
         let _order = self.changes.lock().await;
         self.registry.ensure_room(0)?;
         self.scaling.mark_active(&req.name);
-        let target = {
-            let (name, to) = (req.name.clone(), req.to);
-            self.registry.rollback_target(&name, to).await?
-        };
+        let target = self.registry.rollback_target(&req.name, req.to).await?;
         triggers::create(&*self.events, &target.spec.triggers())
             .await
             .map_err(|e| ApiError::unavailable(format!("cannot create the version's event triggers: {e}")))?;
@@ -126,15 +120,13 @@ impl Scheduler {
     pub(crate) async fn delete(&self, name: String) -> Reply<ChangeReply> {
         let _order = self.changes.lock().await;
         self.registry.ensure_room(0)?;
-        let n = name.clone();
-        let unused = self.registry.delete(&n).await?;
+        let unused = self.registry.delete(&name).await?;
         // Routes go first so no new request is sent to unloading replicas.
         let routes = self.push_serving_change(&name).await?;
         self.reconcile_locked(None).await;
         self.remove_artifacts(&unused).await;
         self.remove_unwanted_triggers().await;
-        let n = name.clone();
-        let _ = self.registry.forget_cron(&n).await;
+        let _ = self.registry.forget_cron(&name).await;
         self.metrics.forget(&name);
         if let Err(e) = self.logbook.forget(&name).await {
             tracing::warn!(function = %name, "cannot delete its logs: {e}");
@@ -177,8 +169,7 @@ impl Scheduler {
     /// gateway, and returns it (for the reply, so the gateway that relayed
     /// the change serves it before it answers).
     async fn push_serving_change(&self, name: &str) -> Result<ServingTable, ApiError> {
-        let name = name.to_string();
-        let table = self.registry.serving_change(&name).await?;
+        let table = self.registry.serving_change(name).await?;
         let body = serde_json::to_vec(&table).expect("serialise");
         if let Err(e) = self.bus.publish(&subject::serving_changed(), body.into()).await {
             tracing::warn!("could not push the serving table: {e}");

@@ -90,8 +90,7 @@ impl Scheduler {
         };
         let ready = self.nodes.ready_any(&function);
         if ready == 0 {
-            let n = function.clone();
-            let detail = self.registry.describe(&n).await?;
+            let detail = self.registry.describe(&function).await?;
             let why = match failures.get(&function) {
                 Some(e) => format!("no worker could load it: {}", e.message),
                 None => "no live worker can take it (none running, none matching its node selector, or no memory left)"

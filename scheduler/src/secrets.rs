@@ -120,8 +120,7 @@ impl Scheduler {
                 functions.join(", ")
             )));
         }
-        let n = name.clone();
-        if !self.secrets.remove(&n).await? {
+        if !self.secrets.remove(&name).await? {
             return Err(ApiError::not_found(format!("no secret {name:?}")));
         }
         self.push(&granted).await;
