@@ -119,3 +119,54 @@ fn the_shipped_worker_user_may_ask_the_scheduler_only_to_wake() {
     }
     assert!(!deny.contains("\"tern.v1.invoke.>\""), "workers call functions");
 }
+
+/// The registry (`TERN_REGISTRY`: functions, routes, secrets' ciphertext,
+/// the schedulers' lease) is the schedulers' only: a worker or a gateway
+/// user can neither read an entry nor write one (a forged lease or
+/// record). The scheduler user reading the same entry shows the check
+/// can fail.
+#[test]
+fn with_the_shipped_users_only_schedulers_reach_the_registry() {
+    let c = Cluster::start_opts(ClusterOptions { nats_users: true, ..Default::default() });
+    c.deploy(&guest("hello"), "hello", &["--route", "/hello"]);
+    let url = c.nats.url();
+    let read = "$JS.API.DIRECT.GET.KV_TERN_REGISTRY.$KV.TERN_REGISTRY.fn/hello";
+    let outcomes: Vec<(String, bool, bool)> = rt().block_on(async {
+        let mut out = Vec::new();
+        for user in ["scheduler", "worker", "gateway"] {
+            let client = async_nats::ConnectOptions::with_user_and_password(user.into(), nats_password(user))
+                .custom_inbox_prefix(format!("_TERN.{user}"))
+                .connect(&url)
+                .await
+                .expect("the user connects");
+            let got = tokio::time::timeout(Duration::from_secs(3), client.request(read, "".into())).await;
+            let read_it =
+                matches!(got, Ok(Ok(m)) if String::from_utf8_lossy(&m.payload).contains("\"hello\""));
+            // A forged record: the function's active version made 99.
+            let forged = serde_json::json!({
+                "name": "hello", "active_version": 99, "latest_version": 99, "versions": {}
+            });
+            let js = async_nats::jetstream::new(client.clone());
+            let wrote = match user {
+                // The scheduler's write is not tried: it would break hello.
+                "scheduler" => false,
+                _ => match js.publish("$KV.TERN_REGISTRY.fn/hello", forged.to_string().into()).await {
+                    Ok(ack) => matches!(tokio::time::timeout(Duration::from_secs(3), ack).await, Ok(Ok(_))),
+                    Err(_) => false,
+                },
+            };
+            out.push((user.to_string(), read_it, wrote));
+        }
+        out
+    });
+    assert_eq!(
+        outcomes,
+        [
+            ("scheduler".to_string(), true, false),
+            ("worker".to_string(), false, false),
+            ("gateway".to_string(), false, false)
+        ]
+    );
+    assert_eq!(c.describe("hello")["active_version"], 1, "the record is as deployed");
+    assert_eq!(c.get("/hello").status, 200);
+}
