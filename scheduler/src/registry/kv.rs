@@ -324,7 +324,14 @@ impl Registry for KvRegistry {
                     self.bucket.delete_if(&key, taken).await?;
                 }
                 Err(e) => {
-                    self.bucket.delete_if(&key, taken).await?;
+                    // A conflict is found before anything is recorded. Any
+                    // other error may come from the record's swap after it
+                    // landed (its answer lost while a NATS node died): the
+                    // version key then stays, or the record could name a
+                    // version that is gone. An unused one is harmless.
+                    if matches!(e, RegistryError::Conflict(_)) {
+                        self.bucket.delete_if(&key, taken).await?;
+                    }
                     return Err(e);
                 }
             }
