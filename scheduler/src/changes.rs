@@ -74,7 +74,15 @@ impl Scheduler {
             previous.iter().any(|v| !v.spec.triggers().is_empty())
         };
         let size = component.len() as u64;
-        let version = self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await?;
+        let version = match self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await {
+            Ok(version) => version,
+            Err(e) => {
+                // A refused deploy is an answer, not a fault; logged so an
+                // operator can see which scheduler refused what and why.
+                tracing::info!(function = %spec.name, "deploy refused: {e}");
+                return Err(e.into());
+            }
+        };
         // Another scheduler deleting the last function that used this
         // component may have removed it between the put above and the
         // version's record; putting it again is a no-op when it is there.
