@@ -3,12 +3,16 @@
 //! "ok".
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 /// Requests this instance has served through `count`, and whether one is
 /// in it now: with `--instance-reuse` they show what an instance keeps.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
+/// 2 MiB that `scatter` writes one byte of in every other 4 KiB page: 256
+/// separate dirty runs, as an interpreter's heap leaves after a request.
+const SCATTER_PAGES: usize = 512;
+static SCATTER: [AtomicU8; SCATTER_PAGES * 4096] = [const { AtomicU8::new(0) }; SCATTER_PAGES * 4096];
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 struct Hostile;
@@ -109,6 +113,16 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 println!("a line on stdout");
                 eprintln!("a line on stderr");
                 reply(out, 200, "logged\n");
+            }
+            "scatter" => {
+                // A fresh instance must see its memory as new: any byte left
+                // by an earlier instance is an error, not just slow.
+                let written = |page: &usize| SCATTER[page * 4096].load(Ordering::Relaxed) != 0;
+                let stale = (0..SCATTER_PAGES).step_by(2).filter(written).count();
+                for page in (0..SCATTER_PAGES).step_by(2) {
+                    SCATTER[page * 4096].store(1, Ordering::Relaxed);
+                }
+                reply(out, 200, &format!("stale {stale}\n"));
             }
             _ => reply(out, 200, "ok\n"),
         }
