@@ -5,9 +5,14 @@
 //! faulted the rest in again on every request, which made fresh Python
 //! instances four times slower (see vendor/README.md).
 //!
-//! The hostile guest's `/scatter` writes one byte in every other page of a
-//! 2 MiB array (256 separate runs) and says how many of those bytes it found
+//! A slot keeps at most `keep_resident` (2 MiB by default) of pages; one
+//! instance that dirtied more must not leave the slot keeping its pages in
+//! place of the ones later instances need.
+//!
+//! The hostile guest's `/scatter` writes one byte in every fourth page of a
+//! 4 MiB array (256 separate runs) and says how many of those bytes it found
 //! already written: anything but 0 means an instance saw another's memory.
+//! `/fill` writes every page of it (4 MiB, over the budget).
 
 use tern_tests::{TernUp, guest};
 
@@ -19,16 +24,14 @@ fn minor_faults(pid: u32) -> u64 {
     after_name.split(' ').nth(7).expect("minflt field").parse().expect("minflt is a number")
 }
 
-#[test]
-fn scattered_dirty_pages_are_reset_in_place_not_faulted_in_again() {
-    let (_dir, up) = TernUp::start_temp();
-    up.deploy(&guest("hostile"), "scatter", &["--route", "/s/*"]);
+/// Average minor faults of the whole `tern up` process per `/s/scatter`,
+/// over 40 requests after 10 that warm the slot.
+fn faults_per_scatter(up: &TernUp) -> u64 {
     let scatter = || {
         let r = up.get("/s/scatter");
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.body.trim(), "stale 0", "a fresh instance saw an earlier instance's writes");
     };
-    // The first requests fault the pages in and warm the slot.
     for _ in 0..10 {
         scatter();
     }
@@ -37,12 +40,32 @@ fn scattered_dirty_pages_are_reset_in_place_not_faulted_in_again() {
     for _ in 0..requests {
         scatter();
     }
-    let per_request = (minor_faults(up.pid()) - before) / requests;
-    eprintln!("{per_request} page faults per request");
+    (minor_faults(up.pid()) - before) / requests
+}
+
+#[test]
+fn scattered_dirty_pages_are_reset_in_place_not_faulted_in_again() {
+    let (_dir, up) = TernUp::start_temp();
+    up.deploy(&guest("hostile"), "scatter", &["--route", "/s/*"]);
     // Each request writes 256 pages. Faulting them in again costs at least
     // that per request; kept resident, the whole process faults a few.
+    let per_request = faults_per_scatter(&up);
+    eprintln!("{per_request} page faults per request");
     assert!(
         per_request < 64,
         "{per_request} page faults per request: the guest's dirty pages were not kept resident"
+    );
+
+    // One instance over the budget: keeping its lowest 2 MiB would keep
+    // the pages below the array's middle and drop 128 that `scatter` needs,
+    // for every request after.
+    let r = up.get("/s/fill");
+    assert_eq!((r.status, r.body.trim()), (200, "stale 0"));
+    let per_request = faults_per_scatter(&up);
+    eprintln!("{per_request} page faults per request after /fill");
+    assert!(
+        per_request < 64,
+        "{per_request} page faults per request after one instance over the budget: \
+         the slot kept that instance's pages instead of the next ones'"
     );
 }

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 /// in it now: with `--instance-reuse` they show what an instance keeps.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// 2 MiB that `scatter` writes one byte of in every other 4 KiB page: 256
-/// separate dirty runs, as an interpreter's heap leaves after a request.
-const SCATTER_PAGES: usize = 512;
+/// 4 MiB that `scatter` writes one byte of in every fourth 4 KiB page (256
+/// separate dirty runs, as an interpreter's heap leaves after a request) and
+/// `fill` writes all of (1,024 pages, more than a slot keeps resident).
+const SCATTER_PAGES: usize = 1024;
 static SCATTER: [AtomicU8; SCATTER_PAGES * 4096] = [const { AtomicU8::new(0) }; SCATTER_PAGES * 4096];
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -114,12 +115,13 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 eprintln!("a line on stderr");
                 reply(out, 200, "logged\n");
             }
-            "scatter" => {
+            "scatter" | "fill" => {
                 // A fresh instance must see its memory as new: any byte left
                 // by an earlier instance is an error, not just slow.
                 let written = |page: &usize| SCATTER[page * 4096].load(Ordering::Relaxed) != 0;
-                let stale = (0..SCATTER_PAGES).step_by(2).filter(written).count();
-                for page in (0..SCATTER_PAGES).step_by(2) {
+                let stale = (0..SCATTER_PAGES).step_by(4).filter(written).count();
+                let step = if what == "fill" { 1 } else { 4 };
+                for page in (0..SCATTER_PAGES).step_by(step) {
                     SCATTER[page * 4096].store(1, Ordering::Relaxed);
                 }
                 reply(out, 200, &format!("stale {stale}\n"));

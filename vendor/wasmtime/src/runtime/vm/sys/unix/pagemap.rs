@@ -276,24 +276,38 @@ pub unsafe fn reset_with_pagemap(
         },
     };
 
-    // Tern patch: upstream scans once into 32 regions and decommits
-    // everything past where that one scan stopped. A guest whose dirty pages
-    // lie in more than 32 runs (CPython's heap after a request is one) then
-    // loses most of them to `decommit` and copy-on-write faults them all back
-    // on its next instance, each fault a TLB-shootdown IPI. Scanning again
-    // from `walk_end` until the end or the `keep_resident` budget keeps the
-    // whole working set resident, as the doc comment above intends.
+    // Tern patch, two changes (see Tern's vendor/README.md):
+    //
+    // 1. Upstream scans once into 32 regions and decommits everything past
+    //    where that one scan stopped. A guest whose dirty pages lie in more
+    //    than 32 runs (CPython's heap after a request is one) lost most of
+    //    them to `decommit` and copy-on-write faulted them all back on its
+    //    next instance, each fault a TLB-shootdown IPI. Here the scan goes
+    //    on from `walk_end` until the end of memory.
+    //
+    // 2. Without userfaultfd write-protection every present private page
+    //    counts as written, so a slot's kept set is every page any earlier
+    //    instance left resident, and upstream keeps the lowest
+    //    `keep_resident` bytes of it. After one instance dirtied more than
+    //    that (a long-lived instance, a big request), the slot kept that
+    //    instance's low pages for ever and decommitted the pages each later
+    //    instance needed, which then faulted on every request. Here a slot
+    //    whose resident set is over the budget is decommitted whole, so the
+    //    next instance's own working set becomes the kept set.
     const MAX_REGIONS: usize = 32;
     let mut storage = [MaybeUninit::uninit(); MAX_REGIONS];
     let end = ptr.wrapping_add(len.byte_count());
-    let mut pages_left = keep_resident.byte_count() / host_page_size;
+    let budget = keep_resident.byte_count() / host_page_size;
+    let mut dirty: std::vec::Vec<*mut [u8]> = std::vec::Vec::new();
+    let mut pages = 0;
     let mut start = ptr;
-    let mut bytes_resident = 0;
 
-    while pages_left > 0 && start < end {
+    // The scan asks for one page more than the budget: finding it means
+    // the resident set is over budget.
+    while start < end && pages <= budget {
         let scan_arg =
             PageMapScanBuilder::new(ptr::slice_from_raw_parts(start, end.addr() - start.addr()))
-                .max_pages(pages_left)
+                .max_pages(budget + 1 - pages)
                 // We specifically want pages that are NOT backed by the zero
                 // page or backed by files. Such pages mean that they haven't
                 // changed from their original contents, so they're inverted.
@@ -321,14 +335,13 @@ pub unsafe fn reset_with_pagemap(
         let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
             Ok(result) => result,
 
-            // If the first ioctl fails for whatever reason, we at least tried,
-            // so fall back to the default behavior. A later one failing
-            // leaves the rest to `decommit` below.
+            // If the ioctl fails for whatever reason, we at least tried, so
+            // fall back to the default behavior.
             //
             // SAFETY: the safety requirement of
             // `pagemap_disabled::reset_with_pagemap` is the same as this
             // function.
-            Err(err) if start == ptr => unsafe {
+            Err(err) => unsafe {
                 log::warn!("failed pagemap scan {err}");
                 return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
                     None,
@@ -339,35 +352,38 @@ pub unsafe fn reset_with_pagemap(
                     decommit,
                 );
             },
-            Err(err) => {
-                log::warn!("failed pagemap scan {err}");
-                break;
-            }
         };
-
-        // For all regions that were written in the scan reset them manually.
         for region in result.regions() {
-            // SAFETY: we're relying on Linux to pass in valid region ranges
-            // within the `ptr/len` we specified to the original syscall.
-            unsafe {
-                reset_manually(&mut *region.region().cast_mut());
-            }
-            bytes_resident += region.len();
-            pages_left = pages_left.saturating_sub(region.len() / host_page_size);
+            dirty.push(region.region().cast_mut());
+            pages += region.len() / host_page_size;
         }
-
         let walk_end = result.walk_end().cast_mut();
-        // Fewer regions than room for them: the walk reached the end or the
-        // page budget, and either way there is nothing more to scan.
-        if result.regions().len() < MAX_REGIONS || walk_end <= start {
-            start = walk_end;
+        // Fewer regions than room for them: the walk reached the end or
+        // the page limit.
+        let full = result.regions().len() == MAX_REGIONS;
+        start = if walk_end > start { walk_end } else { end };
+        if !full {
             break;
         }
-        start = walk_end;
     }
 
-    // Everything the scans did not reach, up to the end of memory, must be
-    // decommitted. If the scans reached the end this is a noop.
+    if pages > budget {
+        decommit(ptr, len.byte_count());
+        return 0;
+    }
+
+    // For all regions that were written in the scan reset them manually,
+    // then decommit everything the scan did not reach (nothing if it
+    // reached the end).
+    let mut bytes_resident = 0;
+    for region in dirty {
+        // SAFETY: we're relying on Linux to pass in valid region ranges
+        // within the `ptr/len` we specified to the original syscall.
+        unsafe {
+            reset_manually(&mut *region);
+        }
+        bytes_resident += region.len();
+    }
     let start = start.min(end);
     decommit(start, end.addr() - start.addr());
 
