@@ -59,9 +59,12 @@ pub enum RuntimeError {
 pub struct RuntimeConfig {
     /// Instances alive at once across all functions (pool slots).
     pub max_instances: u32,
-    /// Bytes of each linear memory slot kept resident (reset with memset
+    /// Bytes of each linear memory slot kept resident (reset by copying
     /// instead of madvise) when an instance ends. See BENCHMARKS.md: this is
-    /// what makes a hello request cheap.
+    /// what makes a hello request cheap. 8 MiB holds what a Python or
+    /// JavaScript interpreter dirties, even after a reused instance's 1,000
+    /// requests (about 2.2 MiB); a slot over it is decommitted whole (see
+    /// vendor/README.md), so only pages an instance wrote ever stay.
     pub memory_keep_resident: usize,
     pub table_keep_resident: usize,
     /// Where compiled artifacts are cached across restarts.
@@ -72,7 +75,7 @@ impl RuntimeConfig {
     pub fn new(cache_dir: PathBuf) -> Self {
         RuntimeConfig {
             max_instances: 1000,
-            memory_keep_resident: 2 << 20,
+            memory_keep_resident: 8 << 20,
             table_keep_resident: 64 << 10,
             cache_dir,
         }

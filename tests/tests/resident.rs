@@ -5,14 +5,15 @@
 //! faulted the rest in again on every request, which made fresh Python
 //! instances four times slower (see vendor/README.md).
 //!
-//! A slot keeps at most `keep_resident` (2 MiB by default) of pages; one
+//! A slot keeps at most `keep_resident` (8 MiB by default) of pages; one
 //! instance that dirtied more must not leave the slot keeping its pages in
 //! place of the ones later instances need.
 //!
-//! The hostile guest's `/scatter` writes one byte in every fourth page of a
-//! 4 MiB array (256 separate runs) and says how many of those bytes it found
-//! already written: anything but 0 means an instance saw another's memory.
-//! `/fill` writes every page of it (4 MiB, over the budget).
+//! The hostile guest's `/scatter` writes one byte in every fourth page of
+//! the top 4 MiB of a 12 MiB array (256 separate runs) and says how many of
+//! those bytes it found already written: anything but 0 means an instance
+//! saw another's memory. `/fill` writes every page of the array (12 MiB,
+//! over the budget).
 
 use tern_tests::{TernUp, guest};
 
@@ -56,9 +57,9 @@ fn scattered_dirty_pages_are_reset_in_place_not_faulted_in_again() {
         "{per_request} page faults per request: the guest's dirty pages were not kept resident"
     );
 
-    // One instance over the budget: keeping its lowest 2 MiB would keep
-    // the pages below the array's middle and drop 128 that `scatter` needs,
-    // for every request after.
+    // One instance over the budget: keeping its lowest 8 MiB would keep the
+    // pages below `scatter`'s and drop all 256 that it needs, for every
+    // request after.
     let r = up.get("/s/fill");
     assert_eq!((r.status, r.body.trim()), (200, "stale 0"));
     let per_request = faults_per_scatter(&up);

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 /// in it now: with `--instance-reuse` they show what an instance keeps.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// 4 MiB that `scatter` writes one byte of in every fourth 4 KiB page (256
-/// separate dirty runs, as an interpreter's heap leaves after a request) and
-/// `fill` writes all of (1,024 pages, more than a slot keeps resident).
-const SCATTER_PAGES: usize = 1024;
+/// 12 MiB. `scatter` writes one byte in every fourth 4 KiB page of its top
+/// 4 MiB (256 separate dirty runs, as an interpreter's heap leaves after a
+/// request); `fill` writes every page (3,072, more than the 8 MiB a slot
+/// keeps resident), below `scatter`'s as well.
+const SCATTER_PAGES: usize = 3072;
+const SCATTERED: std::ops::Range<usize> = 2048..3072;
 static SCATTER: [AtomicU8; SCATTER_PAGES * 4096] = [const { AtomicU8::new(0) }; SCATTER_PAGES * 4096];
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -119,9 +121,9 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 // A fresh instance must see its memory as new: any byte left
                 // by an earlier instance is an error, not just slow.
                 let written = |page: &usize| SCATTER[page * 4096].load(Ordering::Relaxed) != 0;
-                let stale = (0..SCATTER_PAGES).step_by(4).filter(written).count();
-                let step = if what == "fill" { 1 } else { 4 };
-                for page in (0..SCATTER_PAGES).step_by(step) {
+                let stale = SCATTERED.step_by(4).filter(written).count();
+                let pages = if what == "fill" { (0..SCATTER_PAGES).step_by(1) } else { SCATTERED.step_by(4) };
+                for page in pages {
                     SCATTER[page * 4096].store(1, Ordering::Relaxed);
                 }
                 reply(out, 200, &format!("stale {stale}\n"));
