@@ -18,6 +18,7 @@ const GUESTS: &[&str] = &[
     "audit",
     "plain-wasi",
     "hostile",
+    "scatter",
     "plain-event",
     "kv-wit",
     "kv-lock",

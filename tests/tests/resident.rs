@@ -9,7 +9,7 @@
 //! instance that dirtied more must not leave the slot keeping its pages in
 //! place of the ones later instances need.
 //!
-//! The hostile guest's `/scatter` writes one byte in every fourth page of
+//! The scatter guest's `/scatter` writes one byte in every fourth page of
 //! the top 4 MiB of a 12 MiB array (256 separate runs) and says how many of
 //! those bytes it found already written: anything but 0 means an instance
 //! saw another's memory. `/fill` writes every page of the array (12 MiB,
@@ -47,7 +47,7 @@ fn faults_per_scatter(up: &TernUp) -> u64 {
 #[test]
 fn scattered_dirty_pages_are_reset_in_place_not_faulted_in_again() {
     let (_dir, up) = TernUp::start_temp();
-    up.deploy(&guest("hostile"), "scatter", &["--route", "/s/*"]);
+    up.deploy(&guest("scatter"), "scatter", &["--route", "/s/*"]);
     // Each request writes 256 pages. Faulting them in again costs at least
     // that per request; kept resident, the whole process faults a few.
     let per_request = faults_per_scatter(&up);

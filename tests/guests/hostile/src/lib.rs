@@ -3,19 +3,12 @@
 //! "ok".
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Requests this instance has served through `count`, and whether one is
 /// in it now: with `--instance-reuse` they show what an instance keeps.
 static COUNT: AtomicU32 = AtomicU32::new(0);
 static BUSY: AtomicBool = AtomicBool::new(false);
-/// 12 MiB. `scatter` writes one byte in every fourth 4 KiB page of its top
-/// 4 MiB (256 separate dirty runs, as an interpreter's heap leaves after a
-/// request); `fill` writes every page (3,072, more than the 8 MiB a slot
-/// keeps resident), below `scatter`'s as well.
-const SCATTER_PAGES: usize = 3072;
-const SCATTERED: std::ops::Range<usize> = 2048..3072;
-static SCATTER: [AtomicU8; SCATTER_PAGES * 4096] = [const { AtomicU8::new(0) }; SCATTER_PAGES * 4096];
 use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 struct Hostile;
@@ -116,17 +109,6 @@ impl wasi::exports::http::incoming_handler::Guest for Hostile {
                 println!("a line on stdout");
                 eprintln!("a line on stderr");
                 reply(out, 200, "logged\n");
-            }
-            "scatter" | "fill" => {
-                // A fresh instance must see its memory as new: any byte left
-                // by an earlier instance is an error, not just slow.
-                let written = |page: &usize| SCATTER[page * 4096].load(Ordering::Relaxed) != 0;
-                let stale = SCATTERED.step_by(4).filter(written).count();
-                let pages = if what == "fill" { (0..SCATTER_PAGES).step_by(1) } else { SCATTERED.step_by(4) };
-                for page in pages {
-                    SCATTER[page * 4096].store(1, Ordering::Relaxed);
-                }
-                reply(out, 200, &format!("stale {stale}\n"));
             }
             _ => reply(out, 200, "ok\n"),
         }
