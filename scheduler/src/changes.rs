@@ -4,6 +4,7 @@
 //! it, push the new serving table to gateways, then remove what no active
 //! version wants. A failure before the record stores nothing.
 
+use crate::registry::RegistryError;
 use crate::{Scheduler, triggers};
 use bytes::Bytes;
 use tern_protocol::{
@@ -76,10 +77,14 @@ impl Scheduler {
         let size = component.len() as u64;
         let version = match self.registry.deploy(&spec, &digest, world, size, clock::now_ms()).await {
             Ok(version) => version,
-            Err(e) => {
-                // A refused deploy is an answer, not a fault; logged so an
-                // operator can see which scheduler refused what and why.
+            // A refused deploy is an answer, not a fault; logged so an
+            // operator can see which scheduler refused what and why.
+            Err(e @ (RegistryError::Conflict(_) | RegistryError::NoRoom(_) | RegistryError::NotFound(_))) => {
                 tracing::info!(function = %spec.name, "deploy refused: {e}");
+                return Err(e.into());
+            }
+            Err(e) => {
+                tracing::warn!(function = %spec.name, "deploy failed: {e}");
                 return Err(e.into());
             }
         };
