@@ -1,7 +1,6 @@
-//! Many slow clients against `tern up`: a latency bound, so it runs in a
-//! test binary of its own (cargo runs binaries one at a time; tests in one
-//! binary run side by side, and a flood beside it would measure the
-//! machine, not the gateway). Failed on the code before its fix (no
+//! Many slow clients against `tern up`: a latency bound, so it runs alone
+//! (`crate::solo`): a flood beside it would measure the machine, not the
+//! gateway. Failed on the code before its fix (no
 //! `--max-connections`, no body timeouts).
 
 use std::io::{Read, Write};
@@ -10,6 +9,7 @@ use tern_tests::{TernUp, guest};
 
 #[test]
 fn slow_and_many_clients_cannot_crowd_out_a_normal_one() {
+    let _solo = crate::solo();
     use std::net::TcpStream;
     let dir = tempfile::tempdir().unwrap();
     let up = TernUp::start_with(&dir.path().join("data"), &["--max-connections", "2100"]);

@@ -157,9 +157,14 @@ fn logs_and_receipts_survive_kill_9() {
         .map(|_| up.get("/h/log").headers["tern-invocation-id"].to_str().unwrap().to_string())
         .collect();
     let last = ids.last().unwrap().clone();
+    // What `tern invocations` and `tern logs` have shown is on disk: the
+    // crash comes the moment both show the last invocation, no grace.
     receipt(&up, "h", &last);
-    // sled writes its log every 500 ms.
-    std::thread::sleep(Duration::from_millis(1500));
+    let shown = eventually(Duration::from_secs(5), || {
+        let logs = up.tern_ok(&["logs", "h", "--invocation", &last]);
+        logs.contains("a line on stdout") && logs.contains("REPORT")
+    });
+    assert!(shown, "the last invocation's lines were never shown");
     up.kill();
 
     let up = TernUp::start(&data);

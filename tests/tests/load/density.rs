@@ -64,6 +64,7 @@ fn node(up: &TernUp) -> serde_json::Value {
 
 #[test]
 fn a_thousand_functions_share_one_node_and_three_hundred_answer_round_robin() {
+    let _solo = crate::solo();
     let (_dir, up) = TernUp::start_temp();
     let hello = std::fs::read(guest("hello")).unwrap();
     deploy_many(&up, &hello, 1000, "&idle_ms=600000");
@@ -84,6 +85,7 @@ fn a_thousand_functions_share_one_node_and_three_hundred_answer_round_robin() {
 
 #[test]
 fn a_full_node_unloads_its_least_recently_used_idle_function_for_a_cold_request() {
+    let _solo = crate::solo();
     // A 24 MiB node: functions of 16 MiB leave it a few MiB for loaded
     // functions (96 KiB each and hello's code once): a few dozen.
     let dir = tempfile::tempdir().unwrap();
@@ -122,6 +124,7 @@ fn a_full_node_unloads_its_least_recently_used_idle_function_for_a_cold_request(
 
 #[test]
 fn the_memory_budget_bounds_the_instances_running_at_once() {
+    let _solo = crate::solo();
     // Room for one 16 MiB instance at a time, and 8 requests of 300 ms at
     // once: they take their turns (none fails), which takes >= 2.4 s.
     let dir = tempfile::tempdir().unwrap();
