@@ -32,6 +32,7 @@ where
     secrets_are_kept_sealed_as_given(make().await).await;
     concurrent_deploys_of_one_route_one_wins(make().await).await;
     concurrent_deploys_never_share_a_version_number(make().await).await;
+    a_table_read_during_deploys_holds_every_change_up_to_its_generation(make().await).await;
 }
 
 fn spec(name: &str, routes: &[&str]) -> FunctionSpec {
@@ -213,4 +214,43 @@ async fn concurrent_deploys_never_share_a_version_number((_keep, one, two): Fres
     assert_eq!(described, distinct, "every acknowledged version is kept");
     let latest = one.list().await.unwrap()[0].latest_version;
     assert_eq!(latest, *numbers.last().unwrap());
+}
+
+/// A gateway installs a whole table and then skips every change at or
+/// below its generation as one it has, so a table must never be labelled
+/// with a generation whose changes it lacks: that was a 404 for a function
+/// whose deploy had answered 201. Tables are read through the other handle
+/// while deploys go on through the first.
+async fn a_table_read_during_deploys_holds_every_change_up_to_its_generation((_keep, one, two): Fresh) {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tables = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tables.push(two.serving_table().await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            tables
+        })
+    };
+    let mut changes = Vec::new();
+    for i in 0..40 {
+        let name = format!("f{i}");
+        one.deploy(&spec(&name, &[&format!("/{name}")]), "d", World::Http, 1, i).await.unwrap();
+        changes.push((one.serving_change(&name).await.unwrap().generation, format!("/{name}")));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let tables = reader.await.unwrap();
+    assert!(!tables.is_empty());
+    for t in &tables {
+        let has: BTreeSet<&str> = t.routes.iter().map(|r| r.pattern.as_str()).collect();
+        for (generation, route) in &changes {
+            assert!(
+                *generation > t.generation || has.contains(route.as_str()),
+                "a table at generation {} lacks {route}, deployed at generation {generation}",
+                t.generation
+            );
+        }
+    }
 }

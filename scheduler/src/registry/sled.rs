@@ -133,6 +133,7 @@ impl Sled {
         now_ms: u64,
     ) -> Result<Version> {
         let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        let mut active = self.active.lock();
         let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
             let previous = match functions.get(spec.name.as_bytes())? {
                 Some(b) => Some(decode::<FunctionRecord>(spec.name.as_bytes(), &b).or_else(abort)?),
@@ -158,8 +159,9 @@ impl Sled {
             functions.insert(spec.name.as_bytes(), encode(&record))?;
             Ok(version)
         }))?;
+        now_active(&mut active, &spec.name, Some(&version));
+        drop(active);
         self.db.flush()?;
-        self.now_active(&spec.name, Some(&version));
         Ok(version)
     }
 
@@ -173,6 +175,7 @@ impl Sled {
     /// active one). Returns the version now active.
     fn rollback(&self, name: &str, to: Option<u64>) -> Result<Version> {
         let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        let mut active = self.active.lock();
         let version = unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
             let mut record = tx_function(functions, name)?;
             let active = tx_version(versions, name, record.active_version)?;
@@ -183,8 +186,9 @@ impl Sled {
             functions.insert(name.as_bytes(), encode(&record))?;
             Ok(target)
         }))?;
+        now_active(&mut active, name, Some(&version));
+        drop(active);
         self.db.flush()?;
-        self.now_active(name, Some(&version));
         Ok(version)
     }
 
@@ -200,6 +204,7 @@ impl Sled {
             keys.push(k);
         }
         let trees = (&self.functions, &self.versions, &self.routes, &self.meta);
+        let mut active = self.active.lock();
         unwrap_tx(trees.transaction(|(functions, versions, routes, meta)| {
             let record = tx_function(functions, name)?;
             let active = tx_version(versions, name, record.active_version)?;
@@ -210,7 +215,8 @@ impl Sled {
             functions.remove(name.as_bytes())?;
             Ok(())
         }))?;
-        self.now_active(name, None);
+        now_active(&mut active, name, None);
+        drop(active);
         self.db.flush()?;
         self.unused(digests)
     }
@@ -290,10 +296,6 @@ impl Sled {
         self.with_active(|all| names.iter().filter_map(|n| all.get(n).cloned()).collect())
     }
 
-    fn active(&self) -> Result<BTreeMap<String, Arc<Version>>> {
-        self.with_active(|all| all.clone())
-    }
-
     /// Runs `f` on the active versions, read from the database the first
     /// time.
     fn with_active<T>(&self, f: impl FnOnce(&BTreeMap<String, Arc<Version>>) -> T) -> Result<T> {
@@ -308,16 +310,6 @@ impl Sled {
             *active = Some(all);
         }
         Ok(f(active.as_ref().expect("filled above")))
-    }
-
-    /// A committed write changed `name`'s active version (`None`: deleted).
-    fn now_active(&self, name: &str, version: Option<&Version>) {
-        if let Some(active) = self.active.lock().as_mut() {
-            match version {
-                Some(v) => active.insert(name.to_string(), Arc::new(v.clone())),
-                None => active.remove(name),
-            };
-        }
     }
 
     fn list(&self) -> Result<Vec<FunctionSummary>> {
@@ -364,9 +356,18 @@ impl Sled {
     }
 
     /// The route table, built from the route index and the active versions.
+    ///
+    /// Read under the active versions' lock, which every write that moves
+    /// the generation holds until it has updated them: a table read between
+    /// a deploy's commit and that update was labelled with the deploy's
+    /// generation but lacked its routes, and a gateway that installed it
+    /// then took the deploy's own change for one it had (a 404 after 201).
     fn serving_table(&self) -> Result<ServingTable> {
+        self.with_active(|all| self.serving_table_of(all))?
+    }
+
+    fn serving_table_of(&self, all: &BTreeMap<String, Arc<Version>>) -> Result<ServingTable> {
         let generation = self.generation()?;
-        let all = self.active()?;
         let mut routes = Vec::new();
         for item in self.routes.iter() {
             let (k, v) = item?;
@@ -389,9 +390,7 @@ impl Sled {
     }
 
     fn serving_change(&self, name: &str) -> Result<ServingTable> {
-        let generation = self.generation()?;
-        let active = self.with_active(|all| all.get(name).cloned())?;
-        Ok(change_of(name, generation, active.as_deref()))
+        self.with_active(|all| Ok(change_of(name, self.generation()?, all.get(name).map(|v| &**v))))?
     }
 
     fn generation(&self) -> Result<u64> {
@@ -450,3 +449,14 @@ fn swap_routes(
 
 mod seam;
 pub use seam::SledRegistry;
+
+/// A committed write changed `name`'s active version (`None`: deleted);
+/// called with the lock the write held since before its transaction.
+fn now_active(active: &mut Option<BTreeMap<String, Arc<Version>>>, name: &str, version: Option<&Version>) {
+    if let Some(active) = active.as_mut() {
+        match version {
+            Some(v) => active.insert(name.to_string(), Arc::new(v.clone())),
+            None => active.remove(name),
+        };
+    }
+}
