@@ -100,6 +100,8 @@ pub trait Logbook: Send + Sync + 'static {
     /// on their own, in the background).
     async fn prune(&self) -> Result<(), LogbookError>;
 
-    /// Everything written so far is on disk.
+    /// Everything appended so far is on disk, and so shown by queries
+    /// (which show nothing a crash could lose; an implementation makes
+    /// appends durable on its own within a short interval too).
     async fn flush(&self) -> Result<(), LogbookError>;
 }

@@ -7,8 +7,12 @@
 //! - `order`: time, seq → the batch's key and size: every batch in time
 //!   order, for dropping the oldest by age or by bytes.
 //!
-//! Writes are not flushed one by one: sled writes its log every 500 ms, so
-//! a crash loses at most that much of the newest lines. No transactions
+//! Writes are not flushed one by one: a thread of the logbook's own
+//! flushes every [`FLUSH_EVERY`] while there are new batches, and a query
+//! sees a batch only once a flush has covered it. So whatever `tern logs`
+//! or `tern invocations` showed survives a crash (kill -9, power loss); a
+//! crash loses only batches not yet shown, the last flush interval's
+//! worth (plus the time the flush takes). No transactions
 //! (sled 0.34's deadlock against iterators): the batch goes in before its
 //! `order` entry, and pruning removes the batch before the entry, so a
 //! crash between leaves at most a batch pruning finds again.
@@ -24,6 +28,8 @@ use tern_protocol::{LogRecord, Receipt, clock};
 
 /// How often the retention is applied in the background.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// How often new batches are made durable (and so visible to queries).
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A record is stamped when written; its batch when it reached the
 /// logbook, up to a flush interval later. Queries by time look this much
 /// before `since` among batches.
@@ -42,6 +48,13 @@ struct Inner {
     retention: Retention,
     /// Bytes of the batches kept.
     bytes: AtomicU64,
+    /// Batches with a sequence number below this are on disk; queries skip
+    /// the others. Appends hold `appending` for reading from taking their
+    /// number until their batch is in; the flusher takes it for writing to
+    /// read the next number, so every batch below that number is in before
+    /// the flush that will cover it starts.
+    durable_below: AtomicU64,
+    appending: parking_lot::RwLock<()>,
 }
 
 fn storage(e: impl std::fmt::Display) -> LogbookError {
@@ -84,6 +97,8 @@ impl SledLogbook {
             let (_, v) = entry.map_err(storage)?;
             bytes += size_of_entry(&v);
         }
+        // Whatever was kept before this open is on disk.
+        let durable_below = db.generate_id().map_err(storage)?;
         let inner = Arc::new(Inner {
             db,
             dir: dir.to_path_buf(),
@@ -91,7 +106,22 @@ impl SledLogbook {
             order,
             retention,
             bytes: AtomicU64::new(bytes),
+            durable_below: AtomicU64::new(durable_below),
+            appending: parking_lot::RwLock::new(()),
         });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("logbook-flush".into())
+            .spawn(move || {
+                while let Some(inner) = weak.upgrade() {
+                    if let Err(e) = inner.make_durable() {
+                        tracing::warn!("could not flush the logbook: {e}");
+                    }
+                    drop(inner);
+                    std::thread::sleep(FLUSH_EVERY);
+                }
+            })
+            .map_err(storage)?;
         let weak = Arc::downgrade(&inner);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
@@ -117,6 +147,11 @@ impl SledLogbook {
     }
 }
 
+/// The sequence number at the end of a `batches` key.
+fn seq_of(key: &[u8]) -> u64 {
+    key.len().checked_sub(8).map_or(0, |at| u64::from_be_bytes(key[at..].try_into().expect("8 bytes")))
+}
+
 /// An `order` entry's value: the batch's key, then its size (8 bytes).
 fn size_of_entry(v: &[u8]) -> u64 {
     v.len().checked_sub(8).map_or(0, |at| u64::from_be_bytes(v[at..].try_into().expect("8 bytes")))
@@ -126,17 +161,36 @@ impl Inner {
     fn append(&self, kind: Kind, function: &str, batch: &[u8]) -> Result<(), LogbookError> {
         tern_disk::ensure_room(&self.dir, batch.len() as u64)?;
         let now = clock::now_ms();
-        let seq = self.db.generate_id().map_err(storage)?;
-        let mut key = prefix(kind, function);
-        key.extend_from_slice(&stamp(now, seq));
-        let mut entry = key.clone();
-        entry.extend_from_slice(&(batch.len() as u64).to_be_bytes());
-        self.batches.insert(&key, batch).map_err(storage)?;
-        self.order.insert(stamp(now, seq), entry).map_err(storage)?;
+        {
+            let _appending = self.appending.read();
+            let seq = self.db.generate_id().map_err(storage)?;
+            let mut key = prefix(kind, function);
+            key.extend_from_slice(&stamp(now, seq));
+            let mut entry = key.clone();
+            entry.extend_from_slice(&(batch.len() as u64).to_be_bytes());
+            self.batches.insert(&key, batch).map_err(storage)?;
+            self.order.insert(stamp(now, seq), entry).map_err(storage)?;
+        }
         let total = self.bytes.fetch_add(batch.len() as u64, Ordering::Relaxed) + batch.len() as u64;
         if total > self.retention.max_bytes {
             self.prune(now)?;
         }
+        Ok(())
+    }
+
+    /// Flushes every batch appended so far, if any is new, and lets queries
+    /// see them.
+    fn make_durable(&self) -> Result<(), LogbookError> {
+        let next = {
+            let _no_append = self.appending.write();
+            self.db.generate_id().map_err(storage)?
+        };
+        // A look takes an id too, so "nothing new" is exactly one id on
+        // (an explicit flush beside the thread's only costs a flush).
+        if next != self.durable_below.load(Ordering::Acquire) + 1 {
+            self.db.flush().map_err(storage)?;
+        }
+        self.durable_below.fetch_max(next, Ordering::AcqRel);
         Ok(())
     }
 
@@ -194,7 +248,12 @@ impl Inner {
         from.extend_from_slice(&stamp(since_ms.map_or(0, |s| s.saturating_sub(STAMP_SLACK_MS)), 0));
         let mut end = start;
         *end.last_mut().expect("prefix ends in NUL") = 1;
-        self.batches.range(from..end).rev().map(|e| e.map(|(_, v)| v).map_err(storage))
+        let durable_below = self.durable_below.load(Ordering::Acquire);
+        self.batches
+            .range(from..end)
+            .rev()
+            .filter(move |e| e.as_ref().map_or(true, |(k, _)| seq_of(k) < durable_below))
+            .map(|e| e.map(|(_, v)| v).map_err(storage))
     }
 }
 
@@ -247,7 +306,7 @@ impl Logbook for SledLogbook {
     }
 
     async fn flush(&self) -> Result<(), LogbookError> {
-        self.blocking(|i| i.db.flush().map(|_| ()).map_err(storage)).await
+        self.blocking(|i| i.make_durable()).await
     }
 }
 
@@ -262,6 +321,28 @@ mod tests {
         let open = |sub: &str| SledLogbook::open(&dir.path().join(sub), retention).unwrap();
         crate::conformance::run(&open("a")).await;
         crate::conformance::bytes_are_bounded(&open("b")).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_shown_once_on_disk_and_the_logbook_gets_it_there_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = SledLogbook::open(dir.path(), Retention::default()).unwrap();
+        let q = LogQuery { name: "f".into(), tail: 100, ..Default::default() };
+        // Hold off the flusher: nothing appended now can be on disk yet.
+        let no_flush = book.inner.appending.read();
+        let durable = book.inner.durable_below.load(Ordering::Acquire);
+        let seq = book.inner.db.generate_id().unwrap();
+        let key = [prefix(Kind::Logs, "f"), stamp(clock::now_ms(), seq).to_vec()].concat();
+        let logs = serde_json::to_vec(&[crate::conformance::record("f", "i1", "hello")]).unwrap();
+        book.inner.batches.insert(key, logs).unwrap();
+        assert!(seq >= durable);
+        assert!(book.inner.newest_first(Kind::Logs, "f", None).next().is_none(), "shown before a flush");
+        drop(no_flush);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while book.logs(&q).await.unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never flushed by itself");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
