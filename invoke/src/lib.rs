@@ -8,6 +8,7 @@ pub mod activator;
 pub mod headers;
 pub mod invoker;
 pub mod mailbox;
+pub mod outlet;
 pub mod scheduler_client;
 pub mod stream;
 pub mod upload;

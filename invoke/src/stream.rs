@@ -1,138 +1,24 @@
 //! A body streamed over the bus, either way: a response from a worker to
 //! its caller, or an upload from the gateway to the worker that took the
-//! request. The sender ([`Outlet`]) sends [`StreamChunk`]s of at most
-//! [`STREAM_CHUNK_BYTES`] to the receiver's mailbox, never more than the
-//! receiver's credits allow ([`STREAM_WINDOW`] to start, one more for each
+//! request. The sender ([`crate::outlet::Outlet`]) sends [`StreamChunk`](tern_protocol::StreamChunk)s of at most
+//! [`STREAM_CHUNK_BYTES`](tern_protocol::STREAM_CHUNK_BYTES) to the receiver's mailbox, never more than the
+//! receiver's credits allow ([`STREAM_WINDOW`](tern_protocol::STREAM_WINDOW) to start, one more for each
 //! chunk it has passed on); the receiver ([`receive`]) grants a credit as
 //! each chunk is taken from it. So a slow reader slows the writer, and at
 //! most the window is in flight per stream, whatever the body's size.
 //!
-//! Each side sends an empty message every [`STREAM_KEEPALIVE_MS`] while it
+//! Each side sends an empty message every [`STREAM_KEEPALIVE_MS`](tern_protocol::STREAM_KEEPALIVE_MS) while it
 //! has nothing else to say; one that hears nothing for
-//! [`STREAM_SILENCE_MS`] takes the other for dead and ends the stream. A
+//! [`STREAM_SILENCE_MS`](tern_protocol::STREAM_SILENCE_MS) takes the other for dead and ends the stream. A
 //! receiver that is dropped before the end tells the sender to stop.
 
 use crate::mailbox::{Mailbox, Quiet};
+use crate::outlet::{keepalive_every, silence};
 use bytes::Bytes;
 use http_body::Frame;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tern_bus::Bus;
-use tern_protocol::{
-    STREAM_CHUNK_BYTES, STREAM_KEEPALIVE_MS, STREAM_SILENCE_MS, STREAM_WINDOW, StreamChunk, StreamCredit,
-};
-
-/// Why an [`Outlet`] stopped sending.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stopped {
-    #[error("the receiver went away")]
-    Cancelled,
-    #[error("the receiver went silent (its node is gone?)")]
-    Silent,
-    #[error("the stream took longer than its limit")]
-    TooLong,
-    #[error("shutting down")]
-    Closed,
-}
-
-pub fn silence() -> Duration {
-    Duration::from_millis(STREAM_SILENCE_MS)
-}
-
-pub fn keepalive_every() -> Duration {
-    Duration::from_millis(STREAM_KEEPALIVE_MS)
-}
-
-/// The sending side of one stream.
-pub struct Outlet {
-    bus: Arc<dyn Bus>,
-    to: String,
-    seq: u64,
-    room: u32,
-    credits: Mailbox,
-    ends_by: Instant,
-}
-
-impl Outlet {
-    /// Sends to `to`, taking credits from `credits`, until `ends_by`.
-    pub fn new(bus: Arc<dyn Bus>, to: String, credits: Mailbox, ends_by: Instant) -> Self {
-        credits.listen_from_now();
-        Outlet { bus, to, seq: 0, room: STREAM_WINDOW, credits, ends_by }
-    }
-
-    /// Waits for the receiver's next credit message and applies it; for a
-    /// sender's select loop, so a cancel or silence is noticed while the
-    /// body it sends is quiet.
-    pub async fn credit(&mut self) -> Result<(), Stopped> {
-        let m = self.credits.recv_within(silence()).await.map_err(|q| match q {
-            Quiet::Silent => Stopped::Silent,
-            Quiet::Closed => Stopped::Closed,
-        })?;
-        match serde_json::from_slice::<StreamCredit>(&m.payload) {
-            Ok(c) if c.cancel => Err(Stopped::Cancelled),
-            Ok(c) => {
-                self.room = self.room.saturating_add(c.grant);
-                Ok(())
-            }
-            Err(_) => Ok(()),
-        }
-    }
-
-    /// Whether the receiver has taken every chunk sent so far.
-    pub fn all_taken(&self) -> bool {
-        self.room >= STREAM_WINDOW
-    }
-
-    /// Sends `data` as chunks, each when the receiver has room for it: a
-    /// receiver that reads slowly makes this wait, not buffer.
-    pub async fn send(&mut self, mut data: Bytes) -> Result<(), Stopped> {
-        while !data.is_empty() {
-            while self.room == 0 {
-                let ends_by = self.ends_by.into();
-                let timed = tokio::time::timeout_at(ends_by, self.credit()).await;
-                match timed {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        self.fail(&Stopped::TooLong.to_string()).await;
-                        return Err(Stopped::TooLong);
-                    }
-                }
-            }
-            let piece = data.split_to(data.len().min(STREAM_CHUNK_BYTES));
-            self.seq += 1;
-            let head = StreamChunk { seq: self.seq, end: false, error: None, trailers: Vec::new() };
-            self.publish(tern_protocol::Frame::new(head, piece).encode()).await;
-            self.room -= 1;
-        }
-        Ok(())
-    }
-
-    /// Ends the body, complete, with these trailers.
-    pub async fn end(&mut self, trailers: Vec<(String, String)>) {
-        self.seq += 1;
-        let head = StreamChunk { seq: self.seq, end: true, error: None, trailers };
-        self.publish(tern_protocol::Frame::new(head, Bytes::new()).encode()).await;
-    }
-
-    /// Ends the body in an error: the receiver never takes it as complete.
-    pub async fn fail(&mut self, why: &str) {
-        self.seq += 1;
-        let head =
-            StreamChunk { seq: self.seq, end: true, error: Some(why.to_string()), trailers: Vec::new() };
-        self.publish(tern_protocol::Frame::new(head, Bytes::new()).encode()).await;
-    }
-
-    /// Says this side is alive, with nothing to send.
-    pub async fn keepalive(&self) {
-        self.publish(Bytes::new()).await;
-    }
-
-    async fn publish(&self, payload: Bytes) {
-        if let Err(e) = self.bus.publish(&self.to, payload).await {
-            tracing::debug!("could not send on stream {}: {e}", self.to);
-        }
-    }
-}
+use tern_protocol::{StreamChunk, StreamCredit};
 
 /// The receiving side of one stream, as a stream of body frames: `first`
 /// (what came with the message that opened it), then the chunks arriving
@@ -266,11 +152,6 @@ async fn next(st: &mut Receiving) -> Result<Option<Frame<Bytes>>, String> {
             return Ok(st.trailers.take().map(Frame::trailers));
         }
     }
-}
-
-/// Header fields as an invoke frame carries them (trailers, say).
-pub fn fields(map: &http::HeaderMap) -> Vec<(String, String)> {
-    map.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
 }
 
 /// Trailer fields as a header map; `None` for none (or none valid).

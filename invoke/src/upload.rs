@@ -7,7 +7,7 @@
 
 use crate::invoker::{CallError, Invoker};
 use crate::mailbox::Mailbox;
-use crate::stream::{Outlet, Stopped, fields, keepalive_every};
+use crate::outlet::{Outlet, Stopped, fields, keepalive_every};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body::Body;

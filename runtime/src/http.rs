@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
-use tern_invoke::stream::Outlet;
+use tern_invoke::outlet::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogStream, TriggerKind};

@@ -19,7 +19,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
 use tern_bus::{Bus, BusError};
 use tern_invoke::mailbox::{Mailbox, Mailboxes};
-use tern_invoke::stream::{Outlet, Stopped, fields, keepalive_every};
+use tern_invoke::outlet::{Outlet, Stopped, fields, keepalive_every};
 use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
