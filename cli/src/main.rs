@@ -3,6 +3,8 @@
 mod client;
 mod deploy;
 mod observe;
+#[cfg(test)]
+mod reference;
 mod state;
 mod up;
 
