@@ -272,7 +272,11 @@ impl Metrics {
         self.process.refresh();
         Some(text::render(&self.registry, format))
     }
+}
 
+/// What the roles record: one method per thing that happened, each a no-op
+/// when the registry is disabled.
+impl Metrics {
     /// One finished invocation.
     #[allow(clippy::too_many_arguments)]
     pub fn invocation(

@@ -4,9 +4,12 @@
 //! own instance (fresh, or kept with `--instance-reuse`), run side by side,
 //! and the reply carries one result per event, in order.
 
+use crate::failure::{Failed, Failure};
 use crate::host::Host;
-use crate::instance::{Ending, Failed, Failure, Function, Instance, Invoked, Limits, Metered, Served, World};
+use crate::instance::{Function, Instance, Invoked, World};
+use crate::limits::Limits;
 use crate::load::LoadCounters;
+use crate::meter::{Ending, Metered, Served};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use tern_protocol::trace::{self, TraceParent};

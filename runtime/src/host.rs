@@ -1,7 +1,7 @@
 //! The per-request store data: WASI contexts, the resource table, limits and
 //! the hooks that decide what a function may reach ([`crate::outbound`]).
 
-use crate::instance::Deadline;
+use crate::limits::Deadline;
 use crate::memory::Held;
 use crate::outbound::OutboundHooks;
 use crate::output::{CappedOutput, Redirect};

@@ -4,11 +4,13 @@
 //! a kept one, with `--instance-reuse`); its response (or the failure's
 //! error response) is the reply frame.
 
+use crate::failure::{Failed, Failure};
+use crate::guest::{Streaming, broken, guest_finished};
 use crate::host::Host;
-use crate::instance::{
-    AbortOnDrop, Ending, Failed, Failure, Function, Instance, Invoked, Limits, Metered, Served, World,
-};
+use crate::instance::{Function, Instance, Invoked, World};
+use crate::limits::Limits;
 use crate::load::LoadCounters;
+use crate::meter::{Ending, Meter, Metered, Served};
 use crate::stream::{self, RequestBody, StreamBoxes};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -21,11 +23,11 @@ use tern_invoke::outlet::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogStream, TriggerKind};
+use tern_task::AbortOnDrop;
 use wasmtime::Engine;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 pub struct Http {
     pre: ProxyPre<Host>,
@@ -56,18 +58,6 @@ pub enum Answer {
     Whole(Bytes),
     /// The start of a body the guest is still writing; see [`crate::stream`].
     Streaming(Box<Streaming>),
-}
-
-/// A response body on its way out of a running guest.
-pub struct Streaming {
-    /// What was ready with the head.
-    pub first: Bytes,
-    pub rest: HyperOutgoingBody,
-    /// The guest; dropping this stops it and frees its instance.
-    pub(crate) task: AbortOnDrop<wasmtime::Result<()>>,
-    pub(crate) limits: Limits,
-    /// Trailers that came with the head: the body is over, and they end it.
-    pub(crate) trailers: Option<http::HeaderMap>,
 }
 
 /// After the head, how long to look for the rest of the body before
@@ -233,36 +223,6 @@ impl World for Http {
     }
 }
 
-/// How long the end of a body waits for its guest's outcome.
-pub(crate) const GUEST_END_WAIT: Duration = Duration::from_millis(100);
-
-/// Whether a body that ended was finished by its guest: wasmtime ends a
-/// body the same way when the guest trapped mid-write (its store went), so
-/// the guest's own outcome tells them apart. One that finished and goes on
-/// working past [`GUEST_END_WAIT`] is taken as done.
-pub(crate) async fn guest_finished(
-    task: &mut AbortOnDrop<wasmtime::Result<()>>,
-    limits: &Limits,
-) -> Result<(), Failed> {
-    match tokio::time::timeout(GUEST_END_WAIT, &mut task.0).await {
-        Ok(Ok(Err(e))) => Err(limits.classify(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Why a response body broke off: the guest trapped, or ran out of time.
-pub(crate) async fn broken(
-    task: &mut AbortOnDrop<wasmtime::Result<()>>,
-    limits: &Limits,
-    grace: tokio::time::Instant,
-) -> Failed {
-    match tokio::time::timeout_at(grace, &mut task.0).await {
-        Ok(Ok(Err(e))) => limits.classify(e),
-        Err(_) => limits.timed_out(),
-        _ => Failure::Trap("response body ended with an error".into()).into(),
-    }
-}
-
 impl HttpFunction {
     /// Serves one invoke message: decode, run counted in `load`, encode the
     /// response or the failure's error response. `node` is this worker,
@@ -359,13 +319,7 @@ impl HttpFunction {
         self.served(logs, &meter, node, end)
     }
 
-    fn served(
-        &self,
-        logs: Vec<tern_protocol::LogRecord>,
-        meter: &crate::instance::Meter,
-        node: &str,
-        end: Ending,
-    ) -> Served {
+    fn served(&self, logs: Vec<tern_protocol::LogRecord>, meter: &Meter, node: &str, end: Ending) -> Served {
         Served { logs, receipts: vec![meter.receipt(&self.name, self.version, node, end)] }
     }
 }

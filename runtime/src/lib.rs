@@ -11,16 +11,21 @@
 //! log subject.
 
 pub mod artifact;
+mod capture;
 pub mod event;
+mod failure;
 mod fetch;
+mod guest;
 mod host;
 pub mod http;
 pub mod instance;
 mod journal;
+mod limits;
 mod load;
 mod log_limit;
 mod lru;
 pub mod memory;
+mod meter;
 pub mod outbound;
 mod output;
 mod reuse;
@@ -30,8 +35,9 @@ pub mod worker;
 
 pub use artifact::{ArtifactCache, ValidateError, digest_of};
 pub use event::EventFunction;
+pub use failure::Failure;
 pub use http::HttpFunction;
-pub use instance::{Failure, Function, Invoked};
+pub use instance::{Function, Invoked};
 pub use worker::{Worker, WorkerConfig};
 
 use host::Host;

@@ -4,7 +4,7 @@
 //! However many instances print at once, what leaves the worker for the
 //! function's log is bounded.
 
-use crate::instance::RECORD_OVERHEAD;
+use crate::capture::RECORD_OVERHEAD;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 use tern_protocol::{LogRecord, LogStream, clock};

@@ -141,7 +141,7 @@ async fn sweep<M: Send + 'static>(pool: Weak<Pool<M>>) {
 mod tests {
     use super::*;
     use crate::host::Call;
-    use crate::instance::Deadline;
+    use crate::limits::Deadline;
     use crate::outbound::{Notes, OutboundHooks};
     use crate::output::CappedOutput;
     use crate::state::Grants;

@@ -10,8 +10,9 @@
 //! cancels (its client went away) stops the guest: the instance is dropped
 //! with the [`Streaming`] it lives in.
 
-use crate::http::{Streaming, broken, guest_finished};
-use crate::instance::{Failed, Failure, Limits};
+use crate::failure::{Failed, Failure};
+use crate::guest::{Streaming, broken, guest_finished};
+use crate::limits::Limits;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::BodyExt;

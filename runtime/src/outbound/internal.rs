@@ -5,7 +5,6 @@
 //! being sent, so a cycle (a → a, a → b → a) ends.
 
 use super::Call;
-use crate::instance::AbortOnDrop;
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use http_body::Body as _;
@@ -15,6 +14,7 @@ use tern_invoke::upload::{self, Unanswered, UploadLimits};
 use tern_invoke::{CallError, headers};
 use tern_protocol::outbound::internal_function;
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, MAX_HOPS, STREAM_CHUNK_BYTES};
+use tern_task::AbortOnDrop;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 pub(super) async fn call(

@@ -20,7 +20,7 @@ mod send;
 
 pub use breaker::BreakerConfig;
 
-use crate::instance::Deadline;
+use crate::limits::Deadline;
 use breaker::{Admit, Breakers};
 use parking_lot::Mutex;
 use rustls::pki_types::CertificateDer;

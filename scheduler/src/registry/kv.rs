@@ -271,6 +271,19 @@ impl KvRegistry {
         Ok(true)
     }
 
+    /// Records `version` under the first free number from its own: a
+    /// number is taken by creating its key, so two deploys never share one.
+    /// Returns it as recorded, and the key's revision.
+    async fn take_number(&self, mut version: Version) -> Result<(Version, u64)> {
+        loop {
+            let key = ver_key(&version.spec.name, version.number);
+            if let Some(rev) = self.bucket.swap(&key, Expect::Absent, encode(&version).into(), None).await? {
+                return Ok((version, rev));
+            }
+            version.number += 1;
+        }
+    }
+
     fn active_map(&self) -> BTreeMap<String, Arc<Version>> {
         self.mirror.lock().functions.iter().map(|(n, k)| (n.clone(), k.active.clone())).collect()
     }
@@ -297,25 +310,17 @@ impl Registry for KvRegistry {
             }
             // The number: the first free one after the newest recorded.
             // One taken by a change that lost its race or crashed is skipped.
-            let mut number = current.as_ref().map_or(0, |(_, r)| r.latest_version) + 1;
-            let (version, taken) = loop {
-                let version = Version {
-                    number,
-                    digest: digest.to_string(),
-                    size,
-                    world,
-                    spec: spec.clone(),
-                    created_at_ms: now_ms,
-                };
-                let key = ver_key(name, number);
-                if let Some(rev) =
-                    self.bucket.swap(&key, Expect::Absent, encode(&version).into(), None).await?
-                {
-                    break (version, rev);
-                }
-                number += 1;
+            let first = current.as_ref().map_or(0, |(_, r)| r.latest_version) + 1;
+            let version = Version {
+                number: first,
+                digest: digest.to_string(),
+                size,
+                world,
+                spec: spec.clone(),
+                created_at_ms: now_ms,
             };
-            let key = ver_key(name, number);
+            let (version, taken) = self.take_number(version).await?;
+            let key = ver_key(name, version.number);
             match self.activate(name, current, &version).await {
                 Ok(true) => return Ok(version),
                 Ok(false) => {
