@@ -133,6 +133,22 @@ mod tests {
     }
 
     #[test]
+    fn a_full_instance_pool_reads_as_capacity_by_its_type() {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_core_instances(1);
+        let mut config = wasmtime::Config::new();
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).unwrap();
+        let module = wasmtime::Module::new(&engine, b"\0asm\x01\0\0\0").unwrap();
+        let mut first = wasmtime::Store::new(&engine, ());
+        wasmtime::Instance::new(&mut first, &module, &[]).unwrap();
+        let mut second = wasmtime::Store::new(&engine, ());
+        let e = wasmtime::Instance::new(&mut second, &module, &[]).unwrap_err();
+        let Failed(f, _) = classify_error(e.context("instantiating"), false, Duration::from_secs(1), 64);
+        assert_eq!(f, Failure::Capacity);
+    }
+
+    #[test]
     fn a_refused_grow_reads_as_the_memory_limit() {
         let Failed(f, detail) =
             classify_error(wasmtime::Error::msg("unreachable"), true, Duration::from_secs(1), 64);
