@@ -203,6 +203,14 @@ impl MetricsArgs {
     }
 }
 
+/// What SIGTERM and Ctrl-C do.
+#[derive(Args, Clone)]
+pub struct ShutdownArgs {
+    /// On SIGTERM or Ctrl-C, how long requests, streamed bodies and events in flight may take to finish (no new ones are taken meanwhile) before the process exits anyway
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+}
+
 #[derive(Args)]
 pub struct UpArgs {
     /// Address to serve functions and the admin API on (port 0 picks a free port)
@@ -228,6 +236,8 @@ pub struct UpArgs {
     /// Memory for loaded functions and their running instances, in MiB (default: 80% of this machine's)
     #[arg(long, value_name = "MiB")]
     memory_budget: Option<u64>,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 #[derive(Args)]
@@ -248,6 +258,8 @@ pub struct SchedulerArgs {
     registry: RegistryArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 #[derive(Args)]
@@ -272,6 +284,8 @@ pub struct WorkerArgs {
     outbound: OutboundArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 #[derive(Args)]
@@ -290,6 +304,8 @@ pub struct GatewayArgs {
     kv: KvArgs,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    shutdown: ShutdownArgs,
 }
 
 fn init_logging() {
@@ -343,16 +359,13 @@ async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
     Ok(Arc::new(bus))
 }
 
-/// Serves until the listener fails or a signal says stop. The address line
-/// on stdout is what scripts (and the tests) read.
-async fn serve(role: GatewayRole) -> anyhow::Result<()> {
+/// Serves until a signal says stop, then lets what is in flight finish
+/// (up to `drain`). The address line on stdout is what scripts (and the
+/// tests) read.
+async fn serve(role: GatewayRole, drain: Duration) -> anyhow::Result<()> {
     println!("tern is up: {}://{}", role.scheme, role.addr);
     eprintln!("  admin token: {}", role.token_path.display());
-    tokio::select! {
-        r = role.gateway.serve(role.listener) => r.context("the gateway stopped")?,
-        _ = shutdown_signal() => eprintln!("shutting down"),
-    }
-    Ok(())
+    role.gateway.serve(role.listener, shutdown_signal(), drain).await.context("the gateway stopped")
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -398,9 +411,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let stores = tern_roles::Stores { events, logbook, registry: None, artifacts, lease: None };
     let platform = tern_roles::up(bus, stores, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
-    serve(platform.gateway).await?;
-    // Dropping the scheduler flushes and closes the registry.
-    drop(platform.scheduler);
+    let drain = args.shutdown.shutdown_timeout;
+    let started = std::time::Instant::now();
+    serve(platform.gateway, drain).await?;
+    // Requests and events are done (or cut): the worker's last receipts go
+    // out, then the scheduler keeps them.
+    platform.worker.shutdown(drain.saturating_sub(started.elapsed())).await;
+    settle_records().await;
+    platform.scheduler.flush().await;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -428,7 +447,10 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         humantime::format_duration(args.lease)
     );
     shutdown_signal().await;
-    drop(scheduler);
+    eprintln!("shutting down");
+    settle_records().await;
+    scheduler.flush().await;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -455,6 +477,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let worker = tern_roles::worker(bus, &data_dir, config, shared, metrics).await?;
     eprintln!("worker {} running", worker.node_id());
     shutdown_signal().await;
+    eprintln!("shutting down: finishing what is in flight (up to {:?})", args.shutdown.shutdown_timeout);
+    worker.shutdown(args.shutdown.shutdown_timeout).await;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -470,8 +495,17 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let activator = args.activator.config();
     let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
     let shared = tern_roles::Shared { events, kv, artifacts };
-    serve(tern_roles::gateway(bus, shared, &data_dir, args.listen, activator, observe).await?).await?;
+    let role = tern_roles::gateway(bus, shared, &data_dir, args.listen, activator, observe).await?;
+    serve(role, args.shutdown.shutdown_timeout).await?;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Receipts a worker published just before a stop are on their way to the
+/// scheduler's logbook (a bus hop, then a write on the blocking pool): one
+/// journal interval and a little more lets them land before the flush.
+async fn settle_records() {
+    tokio::time::sleep(Duration::from_millis(150)).await;
 }
 
 async fn shutdown_signal() {

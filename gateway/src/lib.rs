@@ -35,7 +35,9 @@ use body::text;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,6 +101,8 @@ pub struct Gateway {
     /// Per-function rates and replicas over the last hour, for the dashboard.
     history: Arc<history::History>,
     admin: admin::Admin,
+    /// Set once [`Gateway::serve`] is told to stop.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -122,7 +126,9 @@ impl Gateway {
         let serving = Arc::new(serving::Serving::new(triggers::Triggers::new(dispatch.clone())));
         let streams = Arc::new(std::sync::OnceLock::new());
         let history = Arc::new(history::History::default());
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
         let admin = admin::Admin {
+            stopping: stopping_rx,
             history: history.clone(),
             streams: streams.clone(),
             token: config.admin_token.clone(),
@@ -135,7 +141,7 @@ impl Gateway {
             kv,
             artifacts,
         };
-        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, history, admin })
+        Arc::new(Gateway { config, bus, scheduler, serving, invoker, streams, history, admin, stopping })
     }
 
     /// Starts following the scheduler's serving table, and sampling the
@@ -147,11 +153,27 @@ impl Gateway {
         self.serving.follow(&*self.bus, self.scheduler.clone()).await
     }
 
-    /// Accepts connections until the listener fails.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+    /// Accepts connections until `stop` resolves, then shuts down
+    /// gracefully: no new connection is taken and no new event pulled, each
+    /// open connection finishes the request it is on (a streamed response
+    /// to its end) and closes, and handed-over events are settled; all
+    /// within `drain`. What is still open after it is cut, and an event
+    /// still unsettled is redelivered by the log, so none is lost.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: impl Future<Output = ()>,
+        drain: Duration,
+    ) -> std::io::Result<()> {
         let open = Arc::new(AtomicUsize::new(0));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(stop);
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let (stream, peer) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
@@ -167,22 +189,40 @@ impl Gateway {
             let connection = OpenConnection::count(&open);
             let _ = stream.set_nodelay(true);
             let me = self.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 match &me.config.tls {
-                    None => me.clone().serve_connection(TokioIo::new(stream), peer).await,
+                    None => me.clone().serve_connection(TokioIo::new(stream), peer, watcher).await,
                     Some(tls) => {
                         if let Some(stream) = accept_tls(tls, stream).await {
-                            me.clone().serve_connection(TokioIo::new(stream), peer).await
+                            me.clone().serve_connection(TokioIo::new(stream), peer, watcher).await
                         }
                     }
                 }
                 drop(connection);
             });
         }
+        drop(listener);
+        self.stopping.send_replace(true);
+        let open_now = open.load(Ordering::Relaxed);
+        tracing::info!(
+            connections = open_now,
+            "shutting down: finishing what is in flight (up to {drain:?})"
+        );
+        let events = self.serving.stop_triggers();
+        let finished = tokio::time::timeout(drain, futures::future::join(graceful.shutdown(), events)).await;
+        match finished {
+            Ok(_) => tracing::info!("every connection and event in flight finished"),
+            Err(_) => tracing::warn!(
+                connections = open.load(Ordering::Relaxed),
+                "still in flight after {drain:?}; cut (unsettled events are redelivered)"
+            ),
+        }
+        Ok(())
     }
 
     /// Serves HTTP/1.1 on one connection, plain or TLS, until it ends.
-    async fn serve_connection<I>(self: Arc<Self>, io: TokioIo<I>, peer: SocketAddr)
+    async fn serve_connection<I>(self: Arc<Self>, io: TokioIo<I>, peer: SocketAddr, graceful: Watcher)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -198,8 +238,8 @@ impl Gateway {
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
             .max_buf_size(max_buf)
-            .serve_connection(io, service)
-            .await;
+            .serve_connection(io, service);
+        let result = graceful.watch(result).await;
         if let Err(e) = result {
             tracing::debug!(%peer, "connection ended: {e}");
         }

@@ -147,6 +147,12 @@ impl Serving {
         }
     }
 
+    /// Stops every trigger for good (shutdown); the future ends once the
+    /// events already handed to functions are settled.
+    pub fn stop_triggers(&self) -> impl std::future::Future<Output = ()> + use<> {
+        self.triggers.stop()
+    }
+
     /// The event triggers this gateway runs.
     pub fn triggers(&self) -> Vec<tern_protocol::TriggerEntry> {
         self.triggers.entries()

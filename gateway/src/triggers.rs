@@ -23,6 +23,11 @@ const MAX_BATCH: usize = 64;
 pub struct Triggers {
     dispatch: Arc<EventDispatch>,
     running: Mutex<HashMap<String, Running>>,
+    /// Held (cloned) by every batch handed to the dispatch until it is
+    /// settled: shutdown waits for this to be the last.
+    in_flight: Arc<()>,
+    /// Set by [`Triggers::stop`]: no trigger starts again.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 struct Running {
@@ -41,7 +46,28 @@ impl Drop for Triggers {
 
 impl Triggers {
     pub fn new(dispatch: Arc<EventDispatch>) -> Self {
-        Triggers { dispatch, running: Mutex::new(HashMap::new()) }
+        Triggers {
+            dispatch,
+            running: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stops pulling for good; the future it returns ends once every batch
+    /// already handed over is settled. A delivery taken but not handed over
+    /// comes back after the log's ack wait, as when a trigger goes.
+    pub fn stop(&self) -> impl std::future::Future<Output = ()> + use<> {
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (_, r) in self.running.lock().drain() {
+            r.task.abort();
+        }
+        let in_flight = self.in_flight.clone();
+        async move {
+            while Arc::strong_count(&in_flight) > 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// The triggers running now.
@@ -53,6 +79,9 @@ impl Triggers {
     /// and updates the retry settings of the rest.
     pub fn apply(&self, wanted: &[TriggerEntry]) {
         let mut running = self.running.lock();
+        if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         running.retain(|consumer, r| {
             let keep = wanted.iter().any(|w| &w.trigger.consumer == consumer);
             if !keep {
@@ -67,9 +96,11 @@ impl Triggers {
                 Some(r) => *r.entry.write() = w.clone(),
                 None => {
                     let entry = Arc::new(RwLock::new(w.clone()));
-                    let (dispatch, e) = (self.dispatch.clone(), entry.clone());
+                    let (dispatch, e, in_flight) =
+                        (self.dispatch.clone(), entry.clone(), self.in_flight.clone());
                     let task = tokio::spawn(async move {
-                        futures::future::join(pull(dispatch.clone(), e.clone()), report(dispatch, e)).await;
+                        let pulling = pull(dispatch.clone(), e.clone(), in_flight);
+                        futures::future::join(pulling, report(dispatch, e)).await;
                     });
                     running.insert(w.trigger.consumer.clone(), Running { entry, task });
                 }
@@ -104,7 +135,7 @@ async fn report(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) 
 /// Takes deliveries from one trigger's consumer and hands them, in batches
 /// of what is ready, to tasks of their own, at most [`IN_FLIGHT`] events
 /// at once.
-async fn pull(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) {
+async fn pull(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>, in_flight: Arc<()>) {
     let name = entry.read().trigger.consumer.clone();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut pause = Duration::from_millis(100);
@@ -143,9 +174,10 @@ async fn pull(dispatch: Arc<EventDispatch>, entry: Arc<RwLock<TriggerEntry>>) {
             }
             let entry = entry.read().clone();
             let dispatch = dispatch.clone();
+            let settling = in_flight.clone();
             tokio::spawn(async move {
                 dispatch.handle_batch(&entry, batch).await;
-                drop(held);
+                drop((held, settling));
             });
         }
     }

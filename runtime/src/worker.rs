@@ -338,6 +338,29 @@ impl Worker {
         v.sort();
         v
     }
+
+    /// Stops taking invocations and lets those in flight finish, for up to
+    /// `within`: every function is unloaded (its subscription drained, so
+    /// a request already routed here is still answered), then the last
+    /// receipts go out. What is still running after `within` is cut.
+    pub async fn shutdown(&self, within: Duration) {
+        let loads: Vec<Arc<LoadCounters>> = {
+            let mut functions = self.functions.lock();
+            let loads = functions.loaded.values().map(|l| l.load.clone()).collect();
+            functions.loaded.clear();
+            functions.changes += 1;
+            loads
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while loads.iter().any(|l| l.in_flight() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let running: u64 = loads.iter().map(|l| l.in_flight()).sum();
+        if running > 0 {
+            tracing::warn!(running, "invocations still running after {within:?}; cut");
+        }
+        self.journal.flush(&*self.bus).await;
+    }
 }
 
 impl Drop for Worker {

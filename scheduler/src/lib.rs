@@ -158,6 +158,15 @@ impl Scheduler {
         }))
     }
 
+    /// The last thing a stop on purpose does: log lines and receipts kept
+    /// so far are flushed. (The registry, the event log and key-value
+    /// buckets flush before every answer already.)
+    pub async fn flush(&self) {
+        if let Err(e) = self.logbook.flush().await {
+            tracing::warn!("could not flush the logbook: {e}");
+        }
+    }
+
     /// Subscribes to every control subject, starts the placement and cron
     /// loops, makes sure every active version's triggers exist, and asks
     /// workers to announce themselves.

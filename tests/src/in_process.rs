@@ -83,7 +83,9 @@ impl InProcess {
             runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap(),
         );
         let gateway = platform.gateway.gateway.clone();
-        runtime.spawn(async move { gateway.serve(listener).await });
+        // Serves until the runtime goes with the harness.
+        let forever = std::future::pending();
+        runtime.spawn(async move { gateway.serve(listener, forever, Duration::ZERO).await });
         InProcess { client: Client { url, token }, platform: Some(platform), runtime: Some(runtime), dir }
     }
 

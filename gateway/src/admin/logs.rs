@@ -28,6 +28,7 @@ fn follow_live(
     filter: LogsRequest,
     backlog: Bytes,
     capacity: usize,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::sync::mpsc::Receiver<Bytes> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(capacity);
     let _ = tx.try_send(backlog);
@@ -45,6 +46,7 @@ fn follow_live(
                     None => break,
                 },
                 _ = tx.closed() => break,
+                _ = stopping.wait_for(|s| *s) => break,
             };
             let Some(mut records) = records else { continue };
             records.retain(|r| filter.matches(r));
@@ -123,7 +125,7 @@ impl Admin {
         let Some((live, reports)) = live else {
             return full(StatusCode::OK, "application/x-ndjson", backlog);
         };
-        let rx = follow_live(live, reports, req, backlog, FOLLOW_BUFFER);
+        let rx = follow_live(live, reports, req, backlog, FOLLOW_BUFFER, self.stopping.clone());
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
             .map(|b| Ok::<_, crate::body::BoxError>(BodyFrame::data(b)));
         let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
@@ -174,7 +176,9 @@ mod tests {
         let bus = InProcessBus::new();
         let live = bus.subscribe("tern.v1.logs.f").await.unwrap();
         let reports = bus.subscribe("tern.v1.receipts.f").await.unwrap();
-        let mut rx = follow_live(live, reports, LogsRequest::default(), Bytes::from_static(b"backlog\n"), 8);
+        let (_running, stopping) = tokio::sync::watch::channel(false);
+        let mut rx =
+            follow_live(live, reports, LogsRequest::default(), Bytes::from_static(b"backlog\n"), 8, stopping);
         for i in 0..100 {
             bus.publish("tern.v1.logs.f", record(&i.to_string())).await.unwrap();
         }

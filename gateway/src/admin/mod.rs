@@ -62,6 +62,9 @@ pub struct Admin {
     pub history: Arc<crate::history::History>,
     /// For `logs --follow`: the live log subjects.
     pub bus: Arc<dyn Bus>,
+    /// Becomes true when the gateway shuts down: a follower's endless
+    /// response ends then, so it does not hold the shutdown up.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Largest request body or event data.
     pub body_limit: usize,
     /// Functions' buckets, for `/api/v1/kv`.

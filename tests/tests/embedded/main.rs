@@ -13,6 +13,7 @@ mod receipts;
 mod resident;
 mod reuse;
 mod secrets;
+mod shutdown;
 mod state;
 mod streaming;
 mod uploads;
