@@ -15,6 +15,7 @@ use tern_protocol::Capacity;
 use tern_roles::{ActivatorConfig, GatewayRole, UpConfig};
 use tern_runtime::WorkerConfig;
 use tern_scheduler::ScaleConfig;
+use tern_scheduler::leader::Lease;
 
 /// How to reach NATS; credentials and TLS are passed to the client as is.
 #[derive(Args, Clone, Default)]
@@ -387,7 +388,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.registry.log_retention,
     )
     .await?;
-    let artifacts = tern_roles::open_artifacts(nats.as_deref(), args.nats.js_replicas).await?;
+    let (registry, artifacts) =
+        tern_roles::open_up_registry(nats.as_deref(), &data_dir, args.nats.js_replicas).await?;
     let node_id = match &nats {
         Some(_) => tern_roles::node_id(&data_dir)?,
         None => "local".into(),
@@ -408,7 +410,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         metrics_token: args.metrics.metrics_token.clone(),
         memory_budget_mib: args.memory_budget,
     };
-    let stores = tern_roles::Stores { events, logbook, registry: None, artifacts, lease: None };
+    let stores = tern_roles::Stores { events, logbook, registry, artifacts, lease: Lease::sole() };
     let platform = tern_roles::up(bus, stores, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     let drain = args.shutdown.shutdown_timeout;
@@ -433,12 +435,11 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let logbook =
         tern_roles::open_logbook(Some(&bus), &data_dir, args.nats.js_replicas, args.registry.log_retention)
             .await?;
-    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let artifacts = tern_roles::open_artifacts(&bus, args.nats.js_replicas).await?;
     let (registry, lease) =
         tern_roles::open_shared_registry(&bus, &data_dir, args.nats.js_replicas, args.lease).await?;
     let me = lease.status().me;
-    let stores =
-        tern_roles::Stores { events, logbook, registry: Some(registry), artifacts, lease: Some(lease) };
+    let stores = tern_roles::Stores { events, logbook, registry, artifacts, lease };
     let scheduler =
         tern_roles::scheduler(bus, stores, &data_dir, args.scale.config()?, args.registry.keep(), metrics)
             .await?;
@@ -472,7 +473,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let metrics = args.metrics.start().await?;
     let events =
         tern_roles::open_events(Some(&bus), &data_dir, args.nats.js_replicas, metrics.clone()).await?;
-    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let artifacts = tern_roles::open_artifacts(&bus, args.nats.js_replicas).await?;
     let shared = tern_roles::Shared { events, kv, artifacts };
     let worker = tern_roles::worker(bus, &data_dir, config, shared, metrics).await?;
     eprintln!("worker {} running", worker.node_id());
@@ -493,7 +494,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let kv = tern_roles::open_kv(Some(&bus), &data_dir, args.nats.js_replicas, args.kv.kv_max_bytes)?;
     let observe = tern_roles::Observe { metrics, token: args.metrics.metrics_token.clone() };
     let activator = args.activator.config();
-    let artifacts = tern_roles::open_artifacts(Some(&bus), args.nats.js_replicas).await?;
+    let artifacts = tern_roles::open_artifacts(&bus, args.nats.js_replicas).await?;
     let shared = tern_roles::Shared { events, kv, artifacts };
     let role = tern_roles::gateway(bus, shared, &data_dir, args.listen, activator, observe).await?;
     serve(role, args.shutdown.shutdown_timeout).await?;

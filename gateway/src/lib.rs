@@ -109,8 +109,8 @@ impl Gateway {
     pub fn new(
         bus: Arc<dyn Bus>,
         events: Arc<dyn EventLog>,
-        kv: Option<Arc<dyn tern_kv::KvStore>>,
-        artifacts: Option<Arc<dyn tern_artifacts::ArtifactStore>>,
+        kv: Arc<dyn tern_kv::KvStore>,
+        artifacts: Arc<dyn tern_artifacts::ArtifactStore>,
         config: GatewayConfig,
     ) -> Arc<Self> {
         let scheduler = tern_invoke::SchedulerClient::new(bus.clone());

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tern_artifacts::{ArtifactStore, JetStreamArtifacts};
+use tern_artifacts::{ArtifactStore, JetStreamArtifacts, SledArtifacts};
 use tern_bus::{Bus, NatsBus};
 use tern_events::{EventLog, JetStreamLog, SledLog};
 use tern_gateway::{Gateway, GatewayConfig};
@@ -22,7 +22,7 @@ use tern_runtime::outbound::OutboundConfig;
 use tern_runtime::{Runtime, RuntimeConfig, Worker, WorkerConfig};
 pub use tern_scheduler::Stores;
 use tern_scheduler::leader::Lease;
-use tern_scheduler::registry::{KvRegistry, Registry};
+use tern_scheduler::registry::{KvRegistry, Registry, SledRegistry};
 use tern_scheduler::{ScaleConfig, Scheduler};
 use tokio::net::TcpListener;
 
@@ -185,9 +185,8 @@ pub async fn scheduler(
 ) -> Result<Arc<Scheduler>, StartError> {
     let runtime = Runtime::new(RuntimeConfig::new(data_dir.join("cache")))
         .map_err(fail("cannot start the wasm runtime"))?;
-    let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
-    let scheduler =
-        Scheduler::open(data_dir, bus, runtime, scale, stores, keep.versions, metrics).map_err(fail(what))?;
+    let scheduler = Scheduler::open(data_dir, bus, runtime, scale, stores, keep.versions, metrics)
+        .map_err(fail("cannot start the scheduler"))?;
     scheduler.start().await.map_err(fail("cannot start the scheduler"))?;
     Ok(scheduler)
 }
@@ -197,26 +196,35 @@ pub async fn scheduler(
 pub struct Shared {
     pub events: Arc<dyn EventLog>,
     pub kv: Arc<dyn KvStore>,
-    /// The cluster's artifact store; `None` in `tern up` (components go
-    /// through the scheduler).
-    pub artifacts: Option<Arc<dyn ArtifactStore>>,
+    /// Components by digest, as the scheduler keeps them.
+    pub artifacts: Arc<dyn ArtifactStore>,
+}
+
+/// `tern up`'s registry, whose scheduler leads alone: sled in
+/// `data_dir/registry`; and the components by digest: a tree of the same
+/// database (made durable by the same flushes), or `TERN_ARTIFACTS` when
+/// the roles meet over NATS.
+pub async fn open_up_registry(
+    nats: Option<&NatsBus>,
+    data_dir: &Path,
+    js_replicas: usize,
+) -> Result<(Arc<dyn Registry>, Arc<dyn ArtifactStore>), StartError> {
+    let what = format!("cannot open the registry in {} (is another tern using it?)", data_dir.display());
+    let sled = SledRegistry::open(&data_dir.join("registry")).map_err(fail(&what))?;
+    let artifacts: Arc<dyn ArtifactStore> = match nats {
+        Some(bus) => open_artifacts(bus, js_replicas).await?,
+        None => Arc::new(SledArtifacts::new(sled.open_tree("artifacts").map_err(fail(&what))?)),
+    };
+    Ok((Arc::new(sled), artifacts))
 }
 
 /// Components by digest: the JetStream object store `TERN_ARTIFACTS` over
-/// the cluster's NATS; `None` without one (the scheduler keeps them in its
-/// registry's database).
-pub async fn open_artifacts(
-    nats: Option<&NatsBus>,
-    js_replicas: usize,
-) -> Result<Option<Arc<dyn ArtifactStore>>, StartError> {
-    Ok(match nats {
-        Some(bus) => Some(Arc::new(
-            JetStreamArtifacts::open(bus.client().clone(), js_replicas).await.map_err(fail(
-                "cannot open the TERN_ARTIFACTS object store (is JetStream enabled: `nats-server -js`?)",
-            ))?,
-        )),
-        None => None,
-    })
+/// the cluster's NATS.
+pub async fn open_artifacts(bus: &NatsBus, js_replicas: usize) -> Result<Arc<dyn ArtifactStore>, StartError> {
+    let store = JetStreamArtifacts::open(bus.client().clone(), js_replicas).await.map_err(fail(
+        "cannot open the TERN_ARTIFACTS object store (is JetStream enabled: `nats-server -js`?)",
+    ))?;
+    Ok(Arc::new(store))
 }
 
 /// A cluster's registry and the lease its schedulers compete for: the
@@ -271,7 +279,7 @@ pub async fn worker(
     rc.max_instances = config.capacity.slots;
     let runtime = Runtime::new(rc).map_err(fail("cannot start the wasm runtime"))?;
     let Shared { events, kv, artifacts } = shared;
-    let worker = Worker::new(config, bus, runtime, Some(kv), Some(events), artifacts, metrics)
+    let worker = Worker::new(config, bus, runtime, kv, events, artifacts, metrics)
         .map_err(fail("cannot set up functions' outbound HTTP"))?;
     worker.start().await.map_err(fail("cannot start the worker"))?;
     Ok(worker)
@@ -318,7 +326,7 @@ pub async fn gateway(
         metrics_token: observe.token,
     };
     let Shared { events, kv, artifacts } = shared;
-    let gateway = Gateway::new(bus, events, Some(kv), artifacts, config);
+    let gateway = Gateway::new(bus, events, kv, artifacts, config);
     gateway.start().await.map_err(fail("cannot start the gateway"))?;
     let listener = tern_gateway::bind(listen).await.map_err(fail("cannot start the gateway"))?;
     let addr = listener.local_addr().map_err(fail("cannot start the gateway"))?;

@@ -21,7 +21,7 @@ const CHUNK: u64 = 512 * 1024;
 pub(crate) async fn component(
     runtime: &std::sync::Arc<Runtime>,
     bus: &dyn Bus,
-    store: Option<&dyn ArtifactStore>,
+    store: &dyn ArtifactStore,
     digest: &str,
 ) -> Result<Component, LoadError> {
     let rt = runtime.clone();
@@ -29,14 +29,11 @@ pub(crate) async fn component(
     if let Some(c) = tokio::task::spawn_blocking(move || rt.cache.get(&d)).await.ok().flatten() {
         return Ok(c);
     }
-    let stored = match store {
-        Some(s) => s.get(digest).await.unwrap_or_else(|e| {
-            // The scheduler has it too: a store that fails is not the end.
-            tracing::warn!(digest, "cannot read the artifact store, asking the scheduler: {e}");
-            None
-        }),
-        None => None,
-    };
+    let stored = store.get(digest).await.unwrap_or_else(|e| {
+        // The scheduler can read it too: a store that fails here is not the end.
+        tracing::warn!(digest, "cannot read the artifact store, asking the scheduler: {e}");
+        None
+    });
     let bytes = match stored {
         Some(b) => b,
         // Moved, not copied: components run to tens of megabytes.

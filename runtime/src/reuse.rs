@@ -156,10 +156,12 @@ mod tests {
             trace: None,
             deadline: Deadline::new(Instant::now()),
         };
+        // Real stores, granted nothing: the pool never reaches them.
+        let dir = tempfile::tempdir().unwrap();
         let grants = Arc::new(Grants {
-            store: None,
+            store: Arc::new(tern_kv::SledKv::open(&dir.path().join("kv"), 1 << 20).unwrap()),
             buckets: vec![],
-            events: None,
+            events: Arc::new(tern_events::SledLog::open(&dir.path().join("events")).unwrap()),
             publish: vec![],
             max_event_bytes: 0,
         });

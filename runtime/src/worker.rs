@@ -59,12 +59,12 @@ pub struct Worker {
     bus: Arc<dyn Bus>,
     runtime: Arc<Runtime>,
     /// Where functions' buckets live; `None`: no function here may open one.
-    kv: Option<Arc<dyn KvStore>>,
+    kv: Arc<dyn KvStore>,
     /// Where functions publish events; `None`: none here may.
-    events: Option<Arc<dyn EventLog>>,
+    events: Arc<dyn EventLog>,
     /// The cluster's artifacts, read directly; `None` (or a component not
     /// there): fetched from the scheduler over the bus.
-    artifacts: Option<Arc<dyn ArtifactStore>>,
+    artifacts: Arc<dyn ArtifactStore>,
     /// Outbound HTTP and calls between functions.
     outbound: Arc<Outbound>,
     /// Where streamed bodies' chunks and credits arrive; set by `start`.
@@ -169,9 +169,9 @@ impl Worker {
         config: WorkerConfig,
         bus: Arc<dyn Bus>,
         runtime: Arc<Runtime>,
-        kv: Option<Arc<dyn KvStore>>,
-        events: Option<Arc<dyn EventLog>>,
-        artifacts: Option<Arc<dyn ArtifactStore>>,
+        kv: Arc<dyn KvStore>,
+        events: Arc<dyn EventLog>,
+        artifacts: Arc<dyn ArtifactStore>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, OutboundError> {
         // Calls between functions take the invoke path a gateway's do,

@@ -39,13 +39,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use leader::Lease;
 use nodes::Nodes;
+use registry::Registry;
 use registry::RegistryError;
-use registry::{Registry, SledRegistry};
 use scaling::Scaling;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_artifacts::{ArtifactStore, SledArtifacts};
+use tern_artifacts::ArtifactStore;
 use tern_bus::{Bus, BusError};
 use tern_events::EventLog;
 use tern_protocol::NodeAnnounce;
@@ -79,15 +79,15 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// Functions' log lines and receipts.
     pub logbook: Arc<dyn tern_logbook::Logbook>,
-    /// Functions, versions, routes; `None`: sled in the data dir (`tern
-    /// up`).
-    pub registry: Option<Arc<dyn Registry>>,
-    /// Components by digest; `None`: a tree of the sled registry's
-    /// database (`tern up`).
-    pub artifacts: Option<Arc<dyn ArtifactStore>>,
-    /// The lease schedulers sharing a registry compete for; `None`: the
-    /// only scheduler, which always leads.
-    pub lease: Option<Arc<Lease>>,
+    /// Functions, versions, routes: sled in the data dir (`tern up`), or
+    /// JetStream's `TERN_REGISTRY` shared by a cluster's schedulers.
+    pub registry: Arc<dyn Registry>,
+    /// Components by digest: a tree of the sled registry's database (`tern
+    /// up`), or JetStream's `TERN_ARTIFACTS`.
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// The lease schedulers sharing a registry compete for
+    /// ([`Lease::sole`]: the only scheduler, which always leads).
+    pub lease: Arc<Lease>,
 }
 
 pub struct Scheduler {
@@ -128,21 +128,10 @@ impl Scheduler {
         keep_versions: usize,
         metrics: Arc<tern_metrics::Metrics>,
     ) -> Result<Arc<Self>, SchedulerError> {
-        let (registry, artifacts): (Arc<dyn Registry>, Arc<dyn ArtifactStore>) = match (registry, artifacts) {
-            (Some(r), Some(a)) => (r, a),
-            (registry, artifacts) => {
-                let sled = SledRegistry::open(&data_dir.join("registry"))?;
-                let a = match artifacts {
-                    Some(a) => a,
-                    None => Arc::new(SledArtifacts::new(sled.open_tree("artifacts")?)),
-                };
-                (registry.unwrap_or_else(|| Arc::new(sled)), a)
-            }
-        };
         let secrets = Arc::new(secrets::SecretStore::open(registry.clone(), data_dir)?);
         Ok(Arc::new(Scheduler {
             registry,
-            lease: lease.unwrap_or_else(Lease::sole),
+            lease,
             artifacts,
             secrets,
             bus,

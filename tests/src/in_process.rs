@@ -60,6 +60,8 @@ impl InProcess {
             let logbook = tern_roles::open_logbook(None, &data_dir, 1, Default::default())
                 .await
                 .expect("open the logbook");
+            let (registry, artifacts) =
+                tern_roles::open_up_registry(None, &data_dir, 1).await.expect("open the registry");
             let config = UpConfig {
                 data_dir,
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -72,7 +74,8 @@ impl InProcess {
                 metrics_token: None,
                 memory_budget_mib: None,
             };
-            let stores = tern_roles::Stores { events, logbook, registry: None, artifacts: None, lease: None };
+            let lease = tern_scheduler::leader::Lease::sole();
+            let stores = tern_roles::Stores { events, logbook, registry, artifacts, lease };
             tern_roles::up(Arc::new(InProcessBus::new()), stores, kv, config).await.expect("start every role")
         });
         let url = format!("http://{}", platform.gateway.addr);

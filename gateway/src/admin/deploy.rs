@@ -65,19 +65,16 @@ impl Admin {
                 (spec, component)
             }
         };
-        let payload = match &self.artifacts {
-            Some(store) => {
-                let digest = tern_artifacts::digest_of(&component);
-                store.put(&digest, component).await.map_err(|e| {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ApiError::unavailable(format!("cannot store the component: {e}")),
-                    )
-                })?;
-                Frame::new(DeployRequest { spec, artifact: Some(digest) }, Bytes::new()).encode()
-            }
-            None => Frame::new(DeployRequest { spec, artifact: None }, component).encode(),
-        };
+        // The component goes to the artifact store, the scheduler gets its
+        // digest: one bus message whatever the component's size.
+        let digest = tern_artifacts::digest_of(&component);
+        self.artifacts.put(&digest, component).await.map_err(|e| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(format!("cannot store the component: {e}")),
+            )
+        })?;
+        let payload = Frame::new(DeployRequest { spec, artifact: Some(digest) }, Bytes::new()).encode();
         let reply: DeployReply = self
             .scheduler
             .request(SchedulerOp::Deploy, payload)

@@ -68,11 +68,11 @@ pub struct Admin {
     /// Largest request body or event data.
     pub body_limit: usize,
     /// Functions' buckets, for `/api/v1/kv`.
-    pub kv: Option<Arc<dyn tern_kv::KvStore>>,
+    pub kv: Arc<dyn tern_kv::KvStore>,
     /// The cluster's artifact store: a deploy's component goes there, and
     /// the scheduler is sent its digest (it may not fit one bus message).
     /// `None` (`tern up`): the component goes in the deploy message.
-    pub artifacts: Option<Arc<dyn tern_artifacts::ArtifactStore>>,
+    pub artifacts: Arc<dyn tern_artifacts::ArtifactStore>,
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {

@@ -27,11 +27,7 @@ fn kv_error(e: KvError) -> Response<Body> {
 
 impl Admin {
     async fn bucket(&self, name: &str) -> Result<std::sync::Arc<dyn tern_kv::KvBucket>, Response<Body>> {
-        let kv = self
-            .kv
-            .as_deref()
-            .ok_or_else(|| error(ApiError::unavailable("this gateway has no key-value store")))?;
-        kv.bucket(name).await.map_err(kv_error)
+        self.kv.bucket(name).await.map_err(kv_error)
     }
 
     /// `GET /kv/{bucket}[?prefix=P]`: keys; with `?key=K`, that key's value.

@@ -54,10 +54,7 @@ impl store::Host for StateView<'_> {
                 "this instance holds {MAX_OPEN_BUCKETS} open buckets, the most it may; drop some first"
             ))));
         }
-        let Some(store) = self.state.grants.store.clone() else {
-            return Ok(Err(Error::Other("this node has no key-value store".into())));
-        };
-        match store.bucket(&identifier).await {
+        match self.state.grants.store.bucket(&identifier).await {
             Ok(bucket) => {
                 self.state.open_buckets += 1;
                 Ok(Ok(self.table.push(Bucket(bucket))?))

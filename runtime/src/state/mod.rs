@@ -31,12 +31,12 @@ pub(crate) mod bindings {
 
 /// What one function version may reach, shared by all its instances.
 pub struct Grants {
-    /// The node's store; `None` on a node without one (every open fails).
-    pub store: Option<Arc<dyn KvStore>>,
+    /// The node's store.
+    pub store: Arc<dyn KvStore>,
     /// Buckets the function may open.
     pub buckets: Vec<String>,
-    /// The node's event log; `None`: publishing is unavailable.
-    pub events: Option<Arc<dyn tern_events::EventLog>>,
+    /// The node's event log.
+    pub events: Arc<dyn tern_events::EventLog>,
     /// Subjects the function may publish on.
     pub publish: Vec<tern_protocol::nats_subject::SubjectPattern>,
     /// Largest event data it may publish (what fits one bus message).

@@ -46,10 +46,7 @@ impl Host for StateView<'_> {
         {
             headers.push((tern_protocol::trace::HEADER.into(), trace.child().header_value()));
         }
-        let Some(log) = &grants.events else {
-            return Ok(Err(Error::Unavailable("this node has no event log".into())));
-        };
-        Ok(match log.publish(&subject, headers, Bytes::from(data)).await {
+        Ok(match grants.events.publish(&subject, headers, Bytes::from(data)).await {
             Ok(stored) => Ok(stored.id),
             Err(EventError::Unrouted(s)) => {
                 Err(Error::Unrouted(format!("no function is triggered by {s:?}; the event was not stored")))

@@ -31,7 +31,7 @@ impl Worker {
             }
         }
         let internal = |e: LoadError| ApiError::internal(e.to_string());
-        let component = fetch::component(&self.runtime, &*self.bus, self.artifacts.as_deref(), &a.digest)
+        let component = fetch::component(&self.runtime, &*self.bus, &*self.artifacts, &a.digest)
             .await
             .map_err(internal)?;
         let code_bytes = crate::artifact::image_bytes(&component) as u64;
