@@ -22,12 +22,10 @@ pub mod history;
 pub mod proxy;
 pub mod router;
 pub mod serving;
-pub mod stream;
 pub mod tls;
 pub mod token;
 pub mod triggers;
 pub mod ui;
-pub mod upload;
 
 pub use body::Body;
 
@@ -97,7 +95,7 @@ pub struct Gateway {
     invoker: Arc<tern_invoke::Invoker>,
     /// Where streamed response bodies arrive; set by [`Gateway::start`].
     /// Set by `start`; the admin API's invoke shares them.
-    streams: Arc<std::sync::OnceLock<stream::Streams>>,
+    streams: Arc<std::sync::OnceLock<Arc<tern_invoke::Streams>>>,
     /// Per-function rates and replicas over the last hour, for the dashboard.
     history: Arc<history::History>,
     admin: admin::Admin,
@@ -147,7 +145,7 @@ impl Gateway {
     /// Starts following the scheduler's serving table, and sampling the
     /// dashboard's history.
     pub async fn start(&self) -> Result<(), BusError> {
-        let streams = stream::Streams::open(self.bus.clone()).await?;
+        let streams = tern_invoke::Streams::open(self.bus.clone()).await?;
         let _ = self.streams.set(streams);
         tokio::spawn(sample_history(Arc::downgrade(&self.history), self.scheduler.clone()));
         self.serving.follow(&*self.bus, self.scheduler.clone()).await
@@ -316,7 +314,7 @@ impl Gateway {
             max_duration_ms: entry.max_duration_ms,
             trigger: tern_protocol::TriggerKind::Http,
         };
-        let response = proxy::forward(&self.invoker, self.streams.get(), target, req).await;
+        let response = proxy::forward(&self.invoker, self.streams.get().map(|s| &**s), target, req).await;
         if observed {
             self.history.end(&entry.function, response.status().as_u16(), started.elapsed());
         }

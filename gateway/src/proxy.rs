@@ -1,21 +1,18 @@
-//! An HTTP request to a function and back: the request becomes an invoke
-//! frame ([`InvokeRequest`] header, body), goes through the [`Invoker`],
-//! and the reply frame becomes the response. Either body may stream: an
-//! upload that does not fit one message follows the request as the client
-//! sends it ([`crate::upload`]), and a response the guest is still writing
-//! follows the reply ([`crate::stream`]).
+//! An HTTP request to a function and back, through the one invoke client
+//! ([`tern_invoke::client`], shared with calls between functions): what
+//! is the gateway's own is the trace context, the invocation id, the early
+//! refusal of a body declared too large, and the answer to a failure.
 
-use crate::body::{self, Body, text};
-use crate::stream::Streams;
-use crate::upload::{self, Gathered};
+use crate::body::{BODY_IDLE_TIMEOUT, BODY_TOTAL_TIMEOUT, Body, BoxError, text};
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::time::{Duration, Instant};
-use tern_invoke::upload::Unanswered;
-use tern_invoke::{CallError, Invoker, headers};
+use tern_invoke::gather::GatherLimits;
+use tern_invoke::upload::UploadError;
+use tern_invoke::{Invoker, Streams, client, headers};
+use tern_protocol::TriggerKind;
 use tern_protocol::trace::{self, TraceParent};
-use tern_protocol::{Frame, InvokeRequest, InvokeResponse, TriggerKind};
-use tern_task::AbortOnDrop;
 
 /// The response header that names the invocation (its receipt and log
 /// lines carry the same id).
@@ -78,78 +75,45 @@ async fn send(
         // Refused before it is sent on; what the client is still sending
         // is read and dropped (within bounds) so it reads the answer.
         tern_invoke::upload::drain(body).await;
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            upload::UploadError::TooLarge(target.max_body).to_string(),
-        );
+        return text(StatusCode::PAYLOAD_TOO_LARGE, UploadError::TooLarge(target.max_body).to_string());
     }
-    let whole_limit = target.body_limit.min(usize::try_from(target.max_body).unwrap_or(usize::MAX));
-    let (first, rest) = match upload::gather(body, streams.is_some(), whole_limit).await {
-        Ok(Gathered::Whole(b)) => (b, None),
-        Ok(Gathered::Partial { first, rest }) => (first, Some(rest)),
-        Err(e) => return text(e.status(), e.to_string()),
-    };
-    let mailbox = streams.map(Streams::mailbox);
-    let credits = streams.zip(rest.as_ref()).map(|(s, _)| s.credit_mailbox());
-    let head = InvokeRequest {
-        method: parts.method.as_str().to_string(),
+    let request = client::Request {
+        function: target.function,
+        method: parts.method.as_str(),
         uri: target.uri,
         headers: traced(&parts.headers),
         hops: 0,
-        stream: mailbox.as_ref().map(|m| m.subject.clone()),
-        upload: credits.as_ref().map(|m| m.subject.clone()),
         invocation,
         trigger: Some(target.trigger),
     };
-    let sent = first.len() as u64;
-    let payload = Frame::new(head, first).encode();
-    let function = target.function;
-
-    let reply = match (streams, credits, rest) {
-        (Some(streams), Some(credits), Some(rest)) => {
-            // The head may come while the upload goes on (a guest that
-            // echoes), so the upload runs beside the call, and lives on
-            // with a streamed response.
-            let ends_by = Instant::now() + Duration::from_millis(target.max_duration_ms);
-            let up = AbortOnDrop(tokio::spawn(upload::send(
-                streams.bus.clone(),
-                credits,
-                rest,
-                sent,
-                target.max_body,
-                ends_by,
-            )));
-            let then = Duration::from_millis(target.timeout_ms) + Duration::from_secs(5);
-            let max_ms = target.max_duration_ms;
-            match tern_invoke::upload::call_beside(invoker, function, max_ms, payload, up, then).await {
-                Ok((reply, up)) => Ok((reply, Some(up))),
-                Err(Unanswered::Upload(e)) => return text(upload::status(&e), e.to_string()),
-                Err(Unanswered::Call(e)) => Err(e),
-            }
-        }
-        _ => invoker.call(function, target.timeout_ms, payload).await.map(|r| (r, None)),
+    let limits = client::Limits {
+        wait: Duration::from_millis(target.timeout_ms),
+        gather: GatherLimits {
+            whole_limit: target.body_limit.min(usize::try_from(target.max_body).unwrap_or(usize::MAX)),
+            may_stream: true,
+            idle: BODY_IDLE_TIMEOUT,
+            total: BODY_TOTAL_TIMEOUT,
+        },
+        max_body: target.max_body,
+        idle: BODY_IDLE_TIMEOUT,
+        ends_by: Instant::now() + Duration::from_millis(target.max_duration_ms),
+        then: Duration::from_millis(target.timeout_ms) + Duration::from_secs(5),
     };
-    let (reply, upload) = match reply {
-        Ok(r) => r,
+    match client::call(invoker, streams, request, body, limits).await {
+        Ok(response) => response.map(|b| {
+            b.map_err(|e| {
+                tracing::info!("a streamed response broke off: {e}");
+                BoxError::from(e)
+            })
+            .boxed_unsync()
+        }),
         Err(e) => {
-            let mut r = text(e.status(), e.to_string());
-            if matches!(e, CallError::Cold(_)) {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut r = text(status, e.to_string());
+            if e.retry_after() {
                 r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            return r;
+            r
         }
-    };
-    let f = match Frame::<InvokeResponse>::decode(reply.payload) {
-        Ok(f) => f,
-        Err(e) => {
-            return text(StatusCode::BAD_GATEWAY, format!("function {function} sent a malformed reply: {e}"));
-        }
-    };
-    let body = match (streams, mailbox, f.header.stream.clone()) {
-        (Some(streams), Some(mailbox), Some(credit)) => streams.body(mailbox, credit, f.body, upload),
-        _ => body::whole(f.body),
-    };
-    headers::response_head(f.header.status, &f.header.headers).body(body).unwrap_or_else(|e| {
-        text(StatusCode::BAD_GATEWAY, format!("function sent an invalid response head: {e}"))
-    })
+    }
 }

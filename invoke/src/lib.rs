@@ -5,14 +5,18 @@
 //! replica is woken by the [`Activator`] while the call waits.
 
 pub mod activator;
+pub mod client;
+pub mod gather;
 pub mod headers;
 pub mod invoker;
 pub mod mailbox;
 pub mod outlet;
 pub mod scheduler_client;
 pub mod stream;
+pub mod streams;
 pub mod upload;
 
 pub use activator::{ActivateError, Activator};
 pub use invoker::{CallError, Invoker};
 pub use scheduler_client::SchedulerClient;
+pub use streams::Streams;

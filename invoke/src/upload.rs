@@ -33,6 +33,19 @@ pub enum UploadError {
     WorkerGone,
 }
 
+impl UploadError {
+    /// What the caller is told when its upload ends before the function
+    /// answered.
+    pub fn status(&self) -> u16 {
+        match self {
+            UploadError::TooLarge(_) => 413,
+            UploadError::Idle(_) | UploadError::TooLong => 408,
+            UploadError::Broken(_) => 400,
+            UploadError::WorkerGone => 502,
+        }
+    }
+}
+
 /// An upload running beside its call; dropping it stops the upload.
 pub type Running = AbortOnDrop<Result<(), UploadError>>;
 

@@ -110,19 +110,12 @@ impl SledLogbook {
             durable_below: AtomicU64::new(durable_below),
             appending: parking_lot::RwLock::new(()),
         });
-        let weak = Arc::downgrade(&inner);
-        std::thread::Builder::new()
-            .name("logbook-flush".into())
-            .spawn(move || {
-                while let Some(inner) = weak.upgrade() {
-                    if let Err(e) = inner.make_durable() {
-                        tracing::warn!("could not flush the logbook: {e}");
-                    }
-                    drop(inner);
-                    std::thread::sleep(FLUSH_EVERY);
-                }
-            })
-            .map_err(storage)?;
+        tern_task::every_while("logbook-flush", FLUSH_EVERY, Arc::downgrade(&inner), |inner| {
+            if let Err(e) = inner.make_durable() {
+                tracing::warn!("could not flush the logbook: {e}");
+            }
+        })
+        .map_err(storage)?;
         let weak = Arc::downgrade(&inner);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {

@@ -11,7 +11,7 @@ use crate::instance::{Function, Instance, Invoked, World};
 use crate::limits::Limits;
 use crate::load::LoadCounters;
 use crate::meter::{Ending, Meter, Metered, Served};
-use crate::stream::{self, RequestBody, StreamBoxes};
+use crate::stream::{self, RequestBody};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
+use tern_invoke::Streams;
 use tern_invoke::outlet::Outlet;
 use tern_protocol::STREAM_CHUNK_BYTES;
 use tern_protocol::trace::{self, TraceParent};
@@ -232,7 +233,7 @@ impl HttpFunction {
         bus: &Arc<dyn Bus>,
         msg: &Message,
         load: &LoadCounters,
-        streams: Option<&StreamBoxes>,
+        streams: Option<&Streams>,
         node: &str,
     ) -> Served {
         let frame = match Frame::<InvokeRequest>::decode(msg.payload.clone()) {

@@ -18,36 +18,11 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use std::sync::Arc;
-use tern_bus::{Bus, BusError};
-use tern_invoke::mailbox::{Mailbox, Mailboxes};
+use tern_bus::Bus;
+use tern_invoke::Streams;
 use tern_invoke::outlet::{Outlet, Stopped, fields, keepalive_every};
-use tern_protocol::{STREAM_CHUNK_BYTES, STREAM_WINDOW, StreamCredit, subject};
+use tern_protocol::{STREAM_CHUNK_BYTES, StreamCredit};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-
-/// The worker's mailboxes: credits for the responses it sends, chunks of
-/// the uploads it receives; one subscription each.
-pub struct StreamBoxes {
-    credits: Arc<Mailboxes>,
-    chunks: Arc<Mailboxes>,
-}
-
-impl StreamBoxes {
-    pub async fn open(bus: &dyn Bus) -> Result<Self, BusError> {
-        let credits = Mailboxes::open(bus, subject::credits, subject::credit).await?;
-        let chunks = Mailboxes::open(bus, subject::streams, subject::stream).await?;
-        Ok(StreamBoxes { credits, chunks })
-    }
-
-    /// A mailbox for one stream's chunks.
-    pub(crate) fn chunk_mailbox(&self) -> Mailbox {
-        self.chunks.mailbox(STREAM_WINDOW as usize + 2)
-    }
-
-    /// A mailbox for the credits of one stream this worker sends.
-    pub(crate) fn credit_mailbox(&self) -> Mailbox {
-        self.credits.mailbox(STREAM_WINDOW as usize + 4)
-    }
-}
 
 /// A request body as the guest reads it.
 pub type RequestBody = UnsyncBoxBody<Bytes, ErrorCode>;
@@ -57,7 +32,7 @@ pub type RequestBody = UnsyncBoxBody<Bytes, ErrorCode>;
 /// send them.
 pub(crate) async fn receive(
     bus: &Arc<dyn Bus>,
-    boxes: &StreamBoxes,
+    boxes: &Streams,
     credit: String,
     first: Bytes,
 ) -> RequestBody {

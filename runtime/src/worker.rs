@@ -14,7 +14,6 @@ use crate::load::LoadCounters;
 use crate::memory::NodeMemory;
 use crate::meter::Served;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError};
-use crate::stream::StreamBoxes;
 use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +22,7 @@ use std::time::Duration;
 use tern_artifacts::ArtifactStore;
 use tern_bus::{Bus, BusError, Message, respond};
 use tern_events::EventLog;
+use tern_invoke::Streams;
 use tern_invoke::{Activator, Invoker, SchedulerClient};
 use tern_kv::KvStore;
 use tern_metrics::Metrics;
@@ -68,7 +68,7 @@ pub struct Worker {
     /// Outbound HTTP and calls between functions.
     outbound: Arc<Outbound>,
     /// Where streamed bodies' chunks and credits arrive; set by `start`.
-    streams: std::sync::OnceLock<Arc<StreamBoxes>>,
+    streams: std::sync::OnceLock<Arc<Streams>>,
     body_limit: usize,
     functions: Mutex<Functions>,
     /// The memory budget that loaded functions and running instances share.
@@ -82,7 +82,7 @@ pub struct Worker {
 /// What every function's serving task shares on this node.
 struct Serving {
     bus: Arc<dyn Bus>,
-    streams: Option<Arc<StreamBoxes>>,
+    streams: Option<Arc<Streams>>,
     journal: Arc<Journal>,
     metrics: Arc<Metrics>,
     node: String,
@@ -179,7 +179,7 @@ impl Worker {
         let scheduler = SchedulerClient::new(bus.clone());
         let activator = Arc::new(Activator::new(scheduler, HELD_CALLS, COLD_START_TIMEOUT, metrics.clone()));
         let invoker = Arc::new(Invoker::new(bus.clone(), activator, HELD_CALL_BYTES));
-        let outbound = Outbound::new(config.outbound.clone(), invoker, bus.clone())?;
+        let outbound = Outbound::new(config.outbound.clone(), invoker)?;
         let memory = NodeMemory::new(config.capacity.memory_mib << 20);
         Ok(Arc::new(Worker {
             config,
@@ -215,7 +215,7 @@ impl Worker {
         let mut unassign = self.bus.subscribe(&subject::worker_unassign(node)).await?;
         let mut discover = self.bus.subscribe(&subject::node_discover()).await?;
         let mut secrets = self.bus.subscribe(&subject::worker_secrets(node)).await?;
-        let streams = Arc::new(StreamBoxes::open(&*self.bus).await?);
+        let streams = Streams::open(self.bus.clone()).await?;
         self.outbound.set_streams(streams.clone());
         let _ = self.streams.set(streams);
 

@@ -80,3 +80,24 @@ mod tests {
         assert_eq!(guarded("t", async { 8 }).await, Some(8));
     }
 }
+
+/// Runs `work` on a thread of its own, named `name`, every `period` for as
+/// long as `owner` lives: the thread holds it only while it works, so the
+/// owner's last user dropping it ends the thread. For stores' background
+/// upkeep (flushing, pruning), which blocks and so stays off the async
+/// threads.
+pub fn every_while<T: Send + Sync + 'static>(
+    name: &str,
+    period: std::time::Duration,
+    owner: std::sync::Weak<T>,
+    work: impl Fn(&T) + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        while let Some(owner) = owner.upgrade() {
+            work(&owner);
+            drop(owner);
+            std::thread::sleep(period);
+        }
+    })?;
+    Ok(())
+}

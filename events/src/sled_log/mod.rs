@@ -145,19 +145,12 @@ impl SledLog {
                 take_order: std::sync::Mutex::new(()),
             }),
         };
-        let weak = Arc::downgrade(&log.inner);
-        std::thread::Builder::new()
-            .name("tern-events-prune".into())
-            .spawn(move || {
-                while let Some(inner) = weak.upgrade() {
-                    if let Err(e) = inner.prune() {
-                        tracing::warn!("pruning the event log: {e}");
-                    }
-                    drop(inner);
-                    std::thread::sleep(PRUNE_EVERY);
-                }
-            })
-            .map_err(|e| EventError::Store(format!("cannot start the pruning thread: {e}")))?;
+        tern_task::every_while("tern-events-prune", PRUNE_EVERY, Arc::downgrade(&log.inner), |inner| {
+            if let Err(e) = inner.prune() {
+                tracing::warn!("pruning the event log: {e}");
+            }
+        })
+        .map_err(|e| EventError::Store(format!("cannot start the pruning thread: {e}")))?;
         Ok(log)
     }
 

@@ -52,7 +52,7 @@ use tern_protocol::{
 /// What the admin API may use.
 pub struct Admin {
     /// Streamed bodies for invoke, as on a route.
-    pub streams: Arc<std::sync::OnceLock<crate::stream::Streams>>,
+    pub streams: Arc<std::sync::OnceLock<Arc<tern_invoke::Streams>>>,
     pub token: String,
     pub scheduler: SchedulerClient,
     pub serving: Arc<Serving>,
@@ -270,6 +270,6 @@ impl Admin {
             max_duration_ms: detail.active.spec.max_duration_ms,
             trigger: tern_protocol::TriggerKind::Invoke,
         };
-        proxy::forward(&self.invoker, self.streams.get(), target, req).await
+        proxy::forward(&self.invoker, self.streams.get().map(|s| &**s), target, req).await
     }
 }

@@ -86,25 +86,20 @@ impl OutboundConfig {
 pub struct Outbound {
     tls: tokio_rustls::TlsConnector,
     invoker: Arc<Invoker>,
-    /// For the streamed bodies of calls between functions.
-    bus: Arc<dyn tern_bus::Bus>,
-    /// The worker's stream mailboxes, once it has started.
-    streams: std::sync::OnceLock<Arc<crate::stream::StreamBoxes>>,
+    /// The worker's stream mailboxes, once it has started: calls between
+    /// functions stream their bodies through them.
+    streams: std::sync::OnceLock<Arc<tern_invoke::Streams>>,
     config: OutboundConfig,
 }
 
 impl Outbound {
-    pub fn new(
-        config: OutboundConfig,
-        invoker: Arc<Invoker>,
-        bus: Arc<dyn tern_bus::Bus>,
-    ) -> Result<Arc<Self>, OutboundError> {
+    pub fn new(config: OutboundConfig, invoker: Arc<Invoker>) -> Result<Arc<Self>, OutboundError> {
         let tls = send::tls_connector(&config.extra_roots)?;
-        Ok(Arc::new(Outbound { tls, invoker, bus, streams: Default::default(), config }))
+        Ok(Arc::new(Outbound { tls, invoker, streams: Default::default(), config }))
     }
 
     /// Lets calls between functions stream their bodies.
-    pub(crate) fn set_streams(&self, streams: Arc<crate::stream::StreamBoxes>) {
+    pub(crate) fn set_streams(&self, streams: Arc<tern_invoke::Streams>) {
         let _ = self.streams.set(streams);
     }
 
