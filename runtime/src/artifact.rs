@@ -7,6 +7,8 @@
 
 use crate::RuntimeError;
 use crate::host::Host;
+use crate::kind::Kind;
+use crate::kinds::KINDS;
 use crate::lru::ByteLru;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -15,12 +17,8 @@ use std::path::PathBuf;
 use tern_protocol::World;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use tern_artifacts::digest_of;
-
-const HTTP_EXPORT: &str = "wasi:http/incoming-handler";
-const EVENT_EXPORT: &str = "tern:function/event-handler";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
@@ -36,10 +34,8 @@ pub enum ValidateError {
     CoreModule,
     #[error("the component is not valid: {0}")]
     Invalid(String),
-    #[error(
-        "the component exports neither {HTTP_EXPORT} (an HTTP function) nor {EVENT_EXPORT} (an event function); it exports: {0}"
-    )]
-    NoSupportedWorld(String),
+    #[error("the component exports neither {wanted}; it exports: {found}")]
+    NoSupportedWorld { wanted: String, found: String },
     #[error("the component needs something Tern does not provide: {0}")]
     Imports(String),
     #[error("internal error while validating: {0}")]
@@ -205,21 +201,19 @@ impl ArtifactCache {
     }
 }
 
-/// The exports that decide a component's world.
-pub(crate) fn world_of(engine: &Engine, component: &Component) -> Result<World, ValidateError> {
+/// The exports that decide a component's kind: the first of
+/// [`crate::kinds::KINDS`] whose interface it exports.
+pub(crate) fn kind_of(engine: &Engine, component: &Component) -> Result<&'static dyn Kind, ValidateError> {
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let has = |iface: &str| {
         names.iter().any(|n| n == iface || n.strip_prefix(iface).is_some_and(|rest| rest.starts_with('@')))
     };
-    if has(HTTP_EXPORT) {
-        Ok(World::Http)
-    } else if has(EVENT_EXPORT) {
-        Ok(World::Event)
-    } else {
-        let list = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
-        Err(ValidateError::NoSupportedWorld(list))
-    }
+    KINDS.iter().copied().find(|k| has(k.export())).ok_or_else(|| {
+        let found = if names.is_empty() { "nothing".to_string() } else { names.join(", ") };
+        let wanted: Vec<String> = KINDS.iter().map(|k| format!("{} ({})", k.export(), k.noun())).collect();
+        ValidateError::NoSupportedWorld { wanted: wanted.join(" nor "), found }
+    })
 }
 
 /// Checks the shape of the bytes before handing them to the compiler, so the
@@ -253,15 +247,13 @@ pub(crate) fn validate_blocking(
     // Imports first: a component asking for what Tern lacks hears that,
     // whatever else is wrong with it.
     let pre = linker.instantiate_pre(&component).map_err(|e| ValidateError::Imports(format!("{e:#}")))?;
-    let world = world_of(engine, &component)?;
-    if world == World::Http {
-        ProxyPre::new(pre).map_err(|e| ValidateError::Invalid(format!("{e:#}")))?;
-    }
+    let kind = kind_of(engine, &component)?;
+    kind.check_exports(pre).map_err(ValidateError::Invalid)?;
     // Only components that passed every check take space in the cache.
     if !cached {
         cache.put(&digest, &component);
     }
-    Ok(world)
+    Ok(kind.world())
 }
 
 pub(crate) async fn validate_and_cache(

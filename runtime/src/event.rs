@@ -6,18 +6,24 @@
 
 use crate::failure::{Failed, Failure};
 use crate::host::Host;
+use crate::instance::Settings;
 use crate::instance::{Function, Instance, Invoked, World};
+use crate::kind::{Context, Handler, Kind};
 use crate::limits::Limits;
 use crate::load::LoadCounters;
 use crate::meter::{Ending, Metered, Served};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tern_bus::Message;
+use tern_protocol::FunctionSpec;
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{
     EventBatch, EventBatchResult, EventDelivery, EventResult, Frame, LogRecord, LogStream, Receipt,
     TriggerKind, cap_error_text, subject,
 };
 use wasmtime::Engine;
+use wasmtime::component::InstancePre;
 
 /// Host bindings for `sdk/wit/tern-function.wit`, the contract.
 pub(crate) mod bindings {
@@ -169,5 +175,60 @@ impl EventFunction {
         let end = Ending { trigger, status, error: error.clone(), attempt: Some(attempt), cold };
         let receipt = meter.receipt(&self.name, self.version, node, end);
         (EventResult { error, transient }, logs, receipt)
+    }
+}
+
+/// Event functions: components exporting `tern:function/event-handler`.
+pub(crate) struct EventKind;
+
+impl Kind for EventKind {
+    fn world(&self) -> tern_protocol::World {
+        tern_protocol::World::Event
+    }
+
+    fn export(&self) -> &'static str {
+        "tern:function/event-handler"
+    }
+
+    fn noun(&self) -> &'static str {
+        "an event function"
+    }
+
+    fn check_spec(&self, spec: &FunctionSpec) -> Result<(), String> {
+        if !spec.routes.is_empty() {
+            return Err(
+                "this component is an event function (it exports tern:function/event-handler); it cannot \
+                 serve HTTP routes"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_exports(&self, pre: InstancePre<Host>) -> Result<(), String> {
+        EventFunctionPre::new(pre).map(drop).map_err(|e| format!("{e:#}"))
+    }
+
+    fn load(
+        &self,
+        pre: InstancePre<Host>,
+        settings: Settings,
+        _body_limit: usize,
+    ) -> Result<Arc<dyn Handler>, String> {
+        let pre = EventFunctionPre::new(pre).map_err(|e| format!("{e:#}"))?;
+        Ok(Arc::new(EventFunction::new(settings, Event::new(pre))))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for EventFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn serve(&self, on: Context<'_>, msg: &Message, load: &LoadCounters) -> Served {
+        let (reply, served) = EventFunction::serve(self, msg.payload.clone(), load, on.node).await;
+        crate::http::reply(&**on.bus, msg, reply).await;
+        served
     }
 }

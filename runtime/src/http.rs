@@ -7,7 +7,9 @@
 use crate::failure::{Failed, Failure};
 use crate::guest::{Streaming, broken, guest_finished};
 use crate::host::Host;
+use crate::instance::Settings;
 use crate::instance::{Function, Instance, Invoked, World};
+use crate::kind::{Context, Handler, Kind};
 use crate::limits::Limits;
 use crate::load::LoadCounters;
 use crate::meter::{Ending, Meter, Metered, Served};
@@ -21,11 +23,13 @@ use std::time::Duration;
 use tern_bus::{Bus, Message, respond};
 use tern_invoke::Streams;
 use tern_invoke::outlet::Outlet;
+use tern_protocol::FunctionSpec;
 use tern_protocol::STREAM_CHUNK_BYTES;
 use tern_protocol::trace::{self, TraceParent};
 use tern_protocol::{Frame, InvokeRequest, InvokeResponse, LogStream, TriggerKind};
 use tern_task::AbortOnDrop;
 use wasmtime::Engine;
+use wasmtime::component::InstancePre;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
@@ -372,6 +376,59 @@ fn to_hyper_request(req: InvokeRequest, body: RequestBody) -> Result<hyper::Requ
         builder = builder.header(k.as_str(), v.as_str());
     }
     builder.body(body).map_err(|e| e.to_string())
+}
+
+/// HTTP functions: components exporting `wasi:http/incoming-handler`.
+pub(crate) struct HttpKind;
+
+impl Kind for HttpKind {
+    fn world(&self) -> tern_protocol::World {
+        tern_protocol::World::Http
+    }
+
+    fn export(&self) -> &'static str {
+        "wasi:http/incoming-handler"
+    }
+
+    fn noun(&self) -> &'static str {
+        "an HTTP function"
+    }
+
+    fn check_spec(&self, spec: &FunctionSpec) -> Result<(), String> {
+        if !spec.on_event.is_empty() || spec.schedule.is_some() {
+            return Err(
+                "this component is an HTTP function (it exports wasi:http/incoming-handler); event and \
+                 cron triggers need an event function (tern:function/event-handler, see sdk/wit)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_exports(&self, pre: InstancePre<Host>) -> Result<(), String> {
+        ProxyPre::new(pre).map(drop).map_err(|e| format!("{e:#}"))
+    }
+
+    fn load(
+        &self,
+        pre: InstancePre<Host>,
+        settings: Settings,
+        body_limit: usize,
+    ) -> Result<Arc<dyn Handler>, String> {
+        let pre = ProxyPre::new(pre).map_err(|e| format!("{e:#}"))?;
+        Ok(Arc::new(HttpFunction::new(settings, Http::new(pre, body_limit))))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for HttpFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn serve(&self, on: Context<'_>, msg: &Message, load: &LoadCounters) -> Served {
+        HttpFunction::serve(self, on.bus, msg, load, on.streams, on.node).await
+    }
 }
 
 #[cfg(test)]

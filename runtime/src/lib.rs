@@ -20,6 +20,8 @@ mod host;
 pub mod http;
 pub mod instance;
 mod journal;
+mod kind;
+mod kinds;
 mod limits;
 mod load;
 mod log_limit;
@@ -38,6 +40,7 @@ pub use event::EventFunction;
 pub use failure::Failure;
 pub use http::HttpFunction;
 pub use instance::{Function, Invoked};
+pub use kinds::check_spec;
 pub use worker::{Worker, WorkerConfig};
 
 use host::Host;

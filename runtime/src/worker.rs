@@ -7,12 +7,10 @@
 //! a fresh instance ([`crate::instance`]) → the reply frame → the bus.
 
 use crate::Runtime;
-use crate::event::EventFunction;
-use crate::http::HttpFunction;
 use crate::journal::Journal;
+use crate::kind::Handler;
 use crate::load::LoadCounters;
 use crate::memory::NodeMemory;
-use crate::meter::Served;
 use crate::outbound::{FunctionNet, Outbound, OutboundConfig, OutboundError};
 use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
@@ -124,7 +122,7 @@ struct Loaded {
     /// Its component, and the bytes of that component's compiled code.
     digest: String,
     code_bytes: u64,
-    current: Arc<RwLock<Handler>>,
+    current: Arc<RwLock<Arc<dyn Handler>>>,
     /// The current version's config, and which of its keys are secrets.
     config: Arc<RwLock<Arc<BTreeMap<String, String>>>>,
     secret_names: Vec<String>,
@@ -132,36 +130,6 @@ struct Loaded {
     /// Outbound counters and breakers, across versions.
     net: Arc<FunctionNet>,
     _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// A loaded function version of either world; both are served on the
-/// function's invoke subject.
-#[derive(Clone)]
-enum Handler {
-    Http(Arc<HttpFunction>),
-    Event(Arc<EventFunction>),
-}
-
-impl Handler {
-    fn name(&self) -> &str {
-        match self {
-            Handler::Http(f) => &f.name,
-            Handler::Event(f) => &f.name,
-        }
-    }
-
-    /// Answers one invoke message (a streamed body included); the log
-    /// records and receipts out.
-    async fn serve(&self, on: &Serving, msg: &Message, load: &LoadCounters) -> Served {
-        match self {
-            Handler::Http(f) => f.serve(&on.bus, msg, load, on.streams.as_deref(), &on.node).await,
-            Handler::Event(f) => {
-                let (reply, served) = f.serve(msg.payload.clone(), load, &on.node).await;
-                crate::http::reply(&*on.bus, msg, reply).await;
-                served
-            }
-        }
-    }
 }
 
 impl Worker {

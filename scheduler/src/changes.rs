@@ -8,8 +8,7 @@ use crate::registry::RegistryError;
 use crate::{Scheduler, triggers};
 use bytes::Bytes;
 use tern_protocol::{
-    ApiError, ChangeReply, DeployReply, DeployRequest, Reply, RollbackRequest, ServingTable, World, clock,
-    subject,
+    ApiError, ChangeReply, DeployReply, DeployRequest, Reply, RollbackRequest, ServingTable, clock, subject,
 };
 
 impl Scheduler {
@@ -41,17 +40,7 @@ impl Scheduler {
             .validate(component.clone())
             .await
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if world == World::Event && !spec.routes.is_empty() {
-            return Err(ApiError::bad_request(
-                "this component is an event function (it exports tern:function/event-handler); it cannot serve HTTP routes",
-            ));
-        }
-        if world == World::Http && (!spec.on_event.is_empty() || spec.schedule.is_some()) {
-            return Err(ApiError::bad_request(
-                "this component is an HTTP function (it exports wasi:http/incoming-handler); event and cron \
-                 triggers need an event function (tern:function/event-handler, see sdk/wit)",
-            ));
-        }
+        tern_runtime::check_spec(world, &spec).map_err(ApiError::bad_request)?;
         let digest = tern_runtime::digest_of(&component);
 
         let _order = self.changes.lock().await;

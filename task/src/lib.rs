@@ -63,24 +63,6 @@ fn test_panic(what: &str) {
 #[cfg(not(debug_assertions))]
 fn test_panic(_: &str) {}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_panic_is_caught_and_the_next_unit_runs() {
-        assert_eq!(guarded("t", async { 7 }).await, Some(7));
-        let boom = guarded("t", async {
-            if std::hint::black_box(true) {
-                panic!("boom");
-            }
-            1
-        });
-        assert_eq!(boom.await, None);
-        assert_eq!(guarded("t", async { 8 }).await, Some(8));
-    }
-}
-
 /// Runs `work` on a thread of its own, named `name`, every `period` for as
 /// long as `owner` lives: the thread holds it only while it works, so the
 /// owner's last user dropping it ends the thread. For stores' background
@@ -100,4 +82,22 @@ pub fn every_while<T: Send + Sync + 'static>(
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_is_caught_and_the_next_unit_runs() {
+        assert_eq!(guarded("t", async { 7 }).await, Some(7));
+        let boom = guarded("t", async {
+            if std::hint::black_box(true) {
+                panic!("boom");
+            }
+            1
+        });
+        assert_eq!(boom.await, None);
+        assert_eq!(guarded("t", async { 8 }).await, Some(8));
+    }
 }

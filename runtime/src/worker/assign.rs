@@ -2,13 +2,11 @@
 //! compiled and linked for its world, with its settings and grants; and
 //! unloading, and new secret values for what is loaded.
 
-use super::{Handler, Loaded, Serving, Worker, serving};
+use super::{Loaded, Serving, Worker, serving};
 use crate::artifact::LoadError;
-use crate::event::{Event, EventFunction, EventFunctionPre};
 use crate::fetch;
-use crate::host::Host;
-use crate::http::{Http, HttpFunction};
 use crate::instance::Settings;
+use crate::kinds;
 use crate::load::LoadCounters;
 use crate::outbound::OutboundGrant;
 use crate::state::Grants;
@@ -18,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tern_protocol::nats_subject::SubjectPattern;
 use tern_protocol::outbound::OutboundPattern;
-use tern_protocol::{ApiError, Assign, Generation, Reply, SecretsUpdate, World, subject};
-use wasmtime::component::Component;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use tern_protocol::{ApiError, Assign, Generation, Reply, SecretsUpdate, subject};
 
 impl Worker {
     pub(super) async fn assign(self: &Arc<Self>, a: Assign) -> Reply<Generation> {
@@ -68,16 +64,9 @@ impl Worker {
             node_memory: self.memory.clone(),
             instance_reuse: a.instance_reuse,
         };
-        let function = match a.world {
-            World::Http => {
-                let pre = self.proxy_pre(&a.digest, &component).map_err(internal)?;
-                Handler::Http(Arc::new(HttpFunction::new(settings, Http::new(pre, self.body_limit))))
-            }
-            World::Event => {
-                let pre = self.event_pre(&a.digest, &component).map_err(internal)?;
-                Handler::Event(Arc::new(EventFunction::new(settings, Event::new(pre))))
-            }
-        };
+        let link = |reason: String| internal(LoadError::Link { digest: a.digest.clone(), reason });
+        let pre = self.runtime.linker.instantiate_pre(&component).map_err(|e| link(format!("{e:#}")))?;
+        let function = kinds::of_world(a.world).load(pre, settings, self.body_limit).map_err(link)?;
 
         {
             let mut functions = self.functions.lock();
@@ -159,18 +148,6 @@ impl Worker {
             tracing::info!(function, "unloaded");
         }
         functions.generation()
-    }
-
-    fn event_pre(&self, digest: &str, component: &Component) -> Result<EventFunctionPre<Host>, LoadError> {
-        let link = |reason: String| LoadError::Link { digest: digest.to_string(), reason };
-        let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
-        EventFunctionPre::new(pre).map_err(|e| link(format!("{e:#}")))
-    }
-
-    fn proxy_pre(&self, digest: &str, component: &Component) -> Result<ProxyPre<Host>, LoadError> {
-        let link = |reason: String| LoadError::Link { digest: digest.to_string(), reason };
-        let pre = self.runtime.linker.instantiate_pre(component).map_err(|e| link(format!("{e:#}")))?;
-        ProxyPre::new(pre).map_err(|e| link(format!("{e:#}")))
     }
 }
 

@@ -1,7 +1,8 @@
 //! A loaded function's serving loop: its invoke subscription, one task per
 //! message, and the metrics, logs and receipts each leaves behind.
 
-use super::{Handler, Serving};
+use super::Serving;
+use crate::kind::{Context, Handler};
 use crate::load::LoadCounters;
 use crate::log_limit::LogLimit;
 use futures::StreamExt;
@@ -17,7 +18,7 @@ pub(super) async fn serve(
     on: Arc<Serving>,
     mut sub: tern_bus::Subscription,
     mut stop: tokio::sync::oneshot::Receiver<()>,
-    current: Arc<RwLock<Handler>>,
+    current: Arc<RwLock<Arc<dyn Handler>>>,
     load: Arc<LoadCounters>,
 ) {
     let mut draining = false;
@@ -41,7 +42,8 @@ pub(super) async fn serve(
         let load = load.clone();
         let log_limit = log_limit.clone();
         tokio::spawn(async move {
-            let served = function.serve(&on, &msg, &load).await;
+            let context = Context { bus: &on.bus, streams: on.streams.as_deref(), node: &on.node };
+            let served = function.serve(context, &msg, &load).await;
             for r in &served.receipts {
                 let took = Duration::from_micros(r.duration_us);
                 let instantiate = Duration::from_micros(r.instantiate_us);
