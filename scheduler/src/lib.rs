@@ -90,6 +90,9 @@ pub struct Stores {
     pub lease: Arc<Lease>,
 }
 
+/// How long one try at repairing the event triggers at start may take.
+const REPAIR_WITHIN: Duration = Duration::from_secs(30);
+
 pub struct Scheduler {
     registry: Arc<dyn Registry>,
     /// Whether this scheduler leads: only the leader places, scales and
@@ -220,14 +223,38 @@ impl Scheduler {
             }
         });
         // Consumers of versions deployed before an upgrade, or left by a
-        // crash between a deploy's steps.
-        let order = self.changes.lock().await;
+        // crash between a deploy's steps: repaired beside the start, each
+        // try bounded. It holds the change lock, and a JetStream call that
+        // never answered once held every deploy and rollback behind it
+        // (seen after a scheduler's kill -9 and restart in CI).
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            loop {
+                let Some(s) = me.upgrade() else { break };
+                match tokio::time::timeout(REPAIR_WITHIN, s.repair_triggers()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => tracing::warn!("cannot repair the event triggers yet: {e}"),
+                    Err(_) => tracing::warn!(
+                        "repairing the event triggers took over {REPAIR_WITHIN:?}; trying again"
+                    ),
+                }
+                drop(s);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        });
+        self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
+        Ok(())
+    }
+
+    /// Creates the consumers the active versions want and removes the rest.
+    async fn repair_triggers(&self) -> Result<(), SchedulerError> {
+        let _order = self.changes.lock().await;
         let active = self.registry.active_versions().await?;
         let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
         triggers::create(&*self.events, &wanted).await?;
         triggers::remove_unwanted(&*self.events, &active).await?;
-        drop(order);
-        self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
         Ok(())
     }
 
