@@ -223,27 +223,32 @@ impl Scheduler {
             }
         });
         // Consumers of versions deployed before an upgrade, or left by a
-        // crash between a deploy's steps: repaired beside the start, each
-        // try bounded. It holds the change lock, and a JetStream call that
-        // never answered once held every deploy and rollback behind it
-        // (seen after a scheduler's kill -9 and restart in CI).
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut pause = Duration::from_millis(200);
-            loop {
-                let Some(s) = me.upgrade() else { break };
-                match tokio::time::timeout(REPAIR_WITHIN, s.repair_triggers()).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => tracing::warn!("cannot repair the event triggers yet: {e}"),
-                    Err(_) => tracing::warn!(
-                        "repairing the event triggers took over {REPAIR_WITHIN:?}; trying again"
-                    ),
+        // crash between a deploy's steps, repaired before the start is done
+        // (as the first deploys come). Bounded: the repair holds the change
+        // lock, and once a JetStream call in it never answered (after a kill
+        // -9 and restart, in CI), holding every later change behind it. Past
+        // the bound, the wanted consumers are still created beside the start
+        // (creating one is idempotent and needs no lock); removing the
+        // unwanted ones waits for the next start.
+        if tokio::time::timeout(REPAIR_WITHIN, self.repair_triggers()).await.is_err() {
+            tracing::warn!(
+                "repairing the event triggers took over {REPAIR_WITHIN:?}; creating the wanted ones beside"
+            );
+            let me = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut pause = Duration::from_millis(200);
+                while let Some(s) = me.upgrade() {
+                    match tokio::time::timeout(REPAIR_WITHIN, s.create_wanted_triggers()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(e)) => tracing::warn!("cannot create the event triggers yet: {e}"),
+                        Err(_) => tracing::warn!("creating the event triggers took over {REPAIR_WITHIN:?}"),
+                    }
+                    drop(s);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
                 }
-                drop(s);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(10));
-            }
-        });
+            });
+        }
         self.bus.publish(&subject::node_discover(), Bytes::new()).await?;
         Ok(())
     }
@@ -255,6 +260,14 @@ impl Scheduler {
         let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
         triggers::create(&*self.events, &wanted).await?;
         triggers::remove_unwanted(&*self.events, &active).await?;
+        Ok(())
+    }
+
+    /// Creates the consumers the active versions want (idempotent).
+    async fn create_wanted_triggers(&self) -> Result<(), SchedulerError> {
+        let active = self.registry.active_versions().await?;
+        let wanted: Vec<_> = active.iter().flat_map(|v| v.spec.triggers()).collect();
+        triggers::create(&*self.events, &wanted).await?;
         Ok(())
     }
 
