@@ -360,13 +360,13 @@ async fn connect(nats: &NatsArgs, role: &str) -> anyhow::Result<Arc<NatsBus>> {
     Ok(Arc::new(bus))
 }
 
-/// Serves until a signal says stop, then lets what is in flight finish
+/// Serves until `stop`, then lets what is in flight finish
 /// (up to `drain`). The address line on stdout is what scripts (and the
 /// tests) read.
-async fn serve(role: GatewayRole, drain: Duration) -> anyhow::Result<()> {
+async fn serve(role: GatewayRole, stop: impl Future<Output = ()>, drain: Duration) -> anyhow::Result<()> {
     println!("tern is up: {}://{}", role.scheme, role.addr);
     eprintln!("  admin token: {}", role.token_path.display());
-    role.gateway.serve(role.listener, shutdown_signal(), drain).await.context("the gateway stopped")
+    role.gateway.serve(role.listener, stop, drain).await.context("the gateway stopped")
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -414,11 +414,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let platform = tern_roles::up(bus, stores, kv, config).await?;
     eprintln!("  data dir:    {}\n  functions:   {}", data_dir.display(), platform.worker.loaded().len());
     let drain = args.shutdown.shutdown_timeout;
-    let started = std::time::Instant::now();
-    serve(platform.gateway, drain).await?;
+    let signalled = std::sync::OnceLock::new();
+    let stop = async {
+        shutdown_signal().await;
+        let _ = signalled.set(std::time::Instant::now());
+    };
+    serve(platform.gateway, stop, drain).await?;
     // Requests and events are done (or cut): the worker's last receipts go
-    // out, then the scheduler keeps them.
-    platform.worker.shutdown(drain.saturating_sub(started.elapsed())).await;
+    // out, then the scheduler keeps them; all within the one drain budget.
+    let spent = signalled.get().map_or(Duration::ZERO, |t| t.elapsed());
+    platform.worker.shutdown(drain.saturating_sub(spent)).await;
     settle_records().await;
     platform.scheduler.flush().await;
     eprintln!("stopped");
@@ -449,7 +454,6 @@ pub async fn scheduler(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     );
     shutdown_signal().await;
     eprintln!("shutting down");
-    settle_records().await;
     scheduler.flush().await;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -497,7 +501,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let artifacts = tern_roles::open_artifacts(&bus, args.nats.js_replicas).await?;
     let shared = tern_roles::Shared { events, kv, artifacts };
     let role = tern_roles::gateway(bus, shared, &data_dir, args.listen, activator, observe).await?;
-    serve(role, args.shutdown.shutdown_timeout).await?;
+    serve(role, shutdown_signal(), args.shutdown.shutdown_timeout).await?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

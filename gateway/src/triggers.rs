@@ -64,6 +64,8 @@ impl Triggers {
         }
         let in_flight = self.in_flight.clone();
         async move {
+            // Two holders are left once every batch is settled: `self`'s
+            // and this future's.
             while Arc::strong_count(&in_flight) > 2 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

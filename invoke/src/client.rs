@@ -44,7 +44,9 @@ pub struct Request<'a> {
 /// What the call may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// How long the call may wait for an answer, a wake from zero included.
+    /// How long a call whose body went whole may wait for its answer, a
+    /// wake from zero included (one whose body streams waits until
+    /// `ends_by`).
     pub wait: Duration,
     /// Reading the start of the body, before the call goes.
     pub gather: GatherLimits,
@@ -124,7 +126,7 @@ where
     };
     let sent = first.len() as u64;
     let payload = Frame::new(head, first).encode();
-    let (function, wait_ms) = (req.function, limits.wait.as_millis() as u64);
+    let function = req.function;
 
     let (reply, upload) = match (streams, credits, rest) {
         (Some(streams), Some(credits), Some(rest)) => {
@@ -135,13 +137,19 @@ where
                 UploadLimits { max_body: limits.max_body, idle: limits.idle, ends_by: limits.ends_by };
             let up =
                 AbortOnDrop(tokio::spawn(upload::send(streams.bus.clone(), credits, rest, sent, up_limits)));
+            // The guest may read its body for as long as the whole call
+            // may take, so the answer is waited for until then, not `wait`.
+            let wait_ms = limits.ends_by.saturating_duration_since(Instant::now()).as_millis() as u64;
             match upload::call_beside(invoker, function, wait_ms, payload, up, limits.then).await {
                 Ok((reply, up)) => (reply, Some(up)),
                 Err(Unanswered::Upload(e)) => return Err(Failure::Upload(e)),
                 Err(Unanswered::Call(e)) => return Err(Failure::Call(e)),
             }
         }
-        _ => (invoker.call(function, wait_ms, payload).await.map_err(Failure::Call)?, None),
+        _ => {
+            let wait_ms = limits.wait.as_millis() as u64;
+            (invoker.call(function, wait_ms, payload).await.map_err(Failure::Call)?, None)
+        }
     };
     let f = Frame::<InvokeResponse>::decode(reply.payload)
         .map_err(|e| Failure::Malformed(function.to_string(), e.to_string()))?;

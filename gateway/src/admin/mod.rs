@@ -69,9 +69,8 @@ pub struct Admin {
     pub body_limit: usize,
     /// Functions' buckets, for `/api/v1/kv`.
     pub kv: Arc<dyn tern_kv::KvStore>,
-    /// The cluster's artifact store: a deploy's component goes there, and
-    /// the scheduler is sent its digest (it may not fit one bus message).
-    /// `None` (`tern up`): the component goes in the deploy message.
+    /// The artifact store: a deploy's component goes there, and the
+    /// scheduler is sent its digest (it may not fit one bus message).
     pub artifacts: Arc<dyn tern_artifacts::ArtifactStore>,
 }
 
